@@ -1,0 +1,167 @@
+"""Per-customer and per-platform settings of one stack, validated before any resource exists."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import struct
+from typing import Annotated, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# Hetzner Cloud locations (Falkenstein, Nuremberg, Helsinki, Ashburn, Hillsboro, Singapore).
+Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
+HETZNER_LOCATIONS: tuple[str, ...] = get_args(Location)
+
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+_SERVER_TYPE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+# Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path parts.
+_IMAGE = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+MIN_RSA_BITS = 2048
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            "must be a DNS-safe slug: 2-40 characters of a-z, 0-9 and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return value
+
+
+def _image_reference(value: str) -> str:
+    if not _IMAGE.match(value) or len(value) > 255:
+        raise ValueError("must be a Docker image reference such as 'registry/name:tag@sha256:<64 hex>'")
+    return value
+
+
+def _read_ssh_string(blob: bytes, offset: int) -> tuple[bytes, int]:
+    if offset + 4 > len(blob):
+        raise ValueError("truncated key data")
+    (length,) = struct.unpack(">I", blob[offset : offset + 4])
+    end = offset + 4 + length
+    if end > len(blob):
+        raise ValueError("truncated key data")
+    return blob[offset + 4 : end], end
+
+
+def parse_openssh_public_key(value: str) -> str:
+    """Accept one OpenSSH public key line; return it normalised as 'type base64 [comment]'."""
+    if "\n" in value.strip() or "\r" in value:
+        raise ValueError("must be a single OpenSSH public key line")
+    parts = value.strip().split(None, 2)
+    if len(parts) < 2:
+        raise ValueError("must be an OpenSSH public key: '<type> <base64> [comment]'")
+    key_type, encoded = parts[0], parts[1]
+    if key_type not in _KEY_TYPES:
+        raise ValueError(f"key type {key_type!r} is not one of {', '.join(_KEY_TYPES)}")
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("key data is not valid base64") from error
+    embedded_type, offset = _read_ssh_string(blob, 0)
+    if embedded_type.decode(errors="replace") != key_type:
+        raise ValueError("key data does not match its declared type")
+    if key_type == "ssh-rsa":
+        _exponent, offset = _read_ssh_string(blob, offset)
+        modulus, offset = _read_ssh_string(blob, offset)
+        bits = int.from_bytes(modulus, "big").bit_length()
+        if bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")
+    elif key_type == "ssh-ed25519":
+        public, offset = _read_ssh_string(blob, offset)
+        if len(public) != 32:
+            raise ValueError("ed25519 key data has the wrong length")
+    else:
+        _curve, offset = _read_ssh_string(blob, offset)
+        _point, offset = _read_ssh_string(blob, offset)
+    return " ".join(parts)
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a network address in CIDR notation") from error
+
+
+CustomerId = Annotated[str, AfterValidator(_slug)]
+ImageReference = Annotated[str, AfterValidator(_image_reference)]
+OpenSshPublicKey = Annotated[str, AfterValidator(parse_openssh_public_key)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class CustomerConfig(BaseModel):
+    """What a customer chose at signup. None of it can change the network baseline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_id: CustomerId
+    server_type: str = Field(default="cx22", pattern=_SERVER_TYPE.pattern)
+    location: Location = "fsn1"
+    ssh_enabled: bool = False
+    ssh_public_keys: tuple[OpenSshPublicKey, ...] = Field(default=(), validate_default=True)
+    gateway_image: ImageReference
+
+    @field_validator("ssh_public_keys")
+    @classmethod
+    def _keys_need_ssh(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        enabled = info.data.get("ssh_enabled", False)
+        if keys and not enabled:
+            raise ValueError("keys are given but ssh_enabled is false")
+        if enabled and not keys:
+            raise ValueError("ssh_enabled is true but no key is given")
+        return keys
+
+    @property
+    def stack_name(self) -> str:
+        return f"customer-{self.customer_id}"
+
+    @property
+    def server_name(self) -> str:
+        return f"claw-{self.customer_id}"
+
+    @property
+    def gateway_image_pinned(self) -> bool:
+        match = _IMAGE.match(self.gateway_image)
+        return bool(match and match.group("digest"))
+
+
+class PlatformConfig(BaseModel):
+    """Settings the platform owns for every stack (never exposed to customers)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "dedicated": one cloud firewall per customer. "shared": attach the platform's firewall
+    # (Hetzner caps firewalls per account, so a fleet shares one).
+    firewall_mode: Literal["dedicated", "shared"] = "dedicated"
+    shared_firewall_id: int | None = Field(default=None, ge=1, validate_default=True)
+    # Where provisioning SSH sessions come from: never banned by fail2ban.
+    provisioner_cidrs: tuple[Cidr, ...] = ()
+    image: str = "debian-12"
+
+    @field_validator("shared_firewall_id")
+    @classmethod
+    def _shared_needs_id(cls, firewall_id: int | None, info: ValidationInfo) -> int | None:
+        mode = info.data.get("firewall_mode")
+        if mode == "shared" and firewall_id is None:
+            raise ValueError("required when firewall_mode is 'shared'")
+        if mode == "dedicated" and firewall_id is not None:
+            raise ValueError("only used with firewall_mode 'shared'")
+        return firewall_id
