@@ -1,0 +1,1 @@
+"""Pulumi components and the host-side files they install."""
