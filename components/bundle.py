@@ -30,7 +30,8 @@ class RenderedFile(BaseModel):
     def _heredoc_safe(cls, content: str) -> str:
         if _HEREDOC_END in content.splitlines():
             raise ValueError(f"content may not contain the line {_HEREDOC_END}")
-        return content
+        # Text files end with one newline, so the heredoc reproduces them byte for byte.
+        return content if not content or content.endswith("\n") else content + "\n"
 
 
 class Bundle(BaseModel):
@@ -71,9 +72,12 @@ class Bundle(BaseModel):
             parent = str(item.path.parent)
             if parent != ".":
                 lines.append(f"mkdir -p '{parent}'")
-            lines.append(f"cat > '{item.path}.new' <<'{_HEREDOC_END}'")
-            lines.append(item.content.rstrip("\n"))
-            lines.append(_HEREDOC_END)
+            if item.content:
+                lines.append(f"cat > '{item.path}.new' <<'{_HEREDOC_END}'")
+                lines.append(item.content.removesuffix("\n"))
+                lines.append(_HEREDOC_END)
+            else:
+                lines.append(f": > '{item.path}.new'")
             lines.append(f"chmod {item.mode:o} '{item.path}.new' && mv '{item.path}.new' '{item.path}'")
         lines.append(then)
         return "\n".join(lines) + "\n"
