@@ -1,0 +1,98 @@
+"""The OpenClaw Gateway container: a systemd unit around `docker run` that publishes only the
+gateway port, with metrics bound to the VPS's loopback.
+
+systemd owns the container's life (restart policy, boot order after the firewall unit), so the
+baseline is always active before the gateway starts.
+"""
+
+from __future__ import annotations
+
+from components.bundle import Bundle, RenderedFile
+from config.policy import BaselinePolicy
+
+GATEWAY_DIR = "/opt/clawhosters/gateway"
+ENV_FILE = "/etc/clawhosters/gateway.env"
+UNIT_NAME = "clawhosters-gateway.service"
+FIREWALL_UNIT = "clawhosters-firewall.service"
+CONTAINER_NAME = "openclaw-gateway"
+GATEWAY_USER = "admin"
+# The container's contract: it reads its basic-auth credentials from these variables.
+GATEWAY_USER_ENV = "OPENCLAW_GATEWAY_USER"
+GATEWAY_PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"  # noqa: S105 (a variable name)
+# The install script reads the password from this variable of the remote command, so the
+# secret never appears in the command text that `pulumi preview` shows.
+PASSWORD_INPUT_ENV = "GATEWAY_PASSWORD"  # noqa: S105 (a variable name)
+
+
+def gateway_run_args(policy: BaselinePolicy, image: str, env_file: str = ENV_FILE) -> list[str]:
+    """The `docker` arguments that start the gateway: only the gateway port is published."""
+    gateway = policy.inbound.gateway_port
+    metrics = policy.inbound.metrics_port
+    return [
+        "run",
+        "--rm",
+        "--name",
+        CONTAINER_NAME,
+        "--env-file",
+        env_file,
+        "--publish",
+        f"{gateway}:{gateway}",
+        "--publish",
+        f"127.0.0.1:{metrics}:{metrics}",
+        "--security-opt",
+        "no-new-privileges",
+        image,
+    ]
+
+
+def _unit(policy: BaselinePolicy, image: str) -> str:
+    run = " ".join(gateway_run_args(policy, image))
+    return f"""[Unit]
+Description=OpenClaw Gateway ({image})
+Requires=docker.service {FIREWALL_UNIT}
+After=docker.service {FIREWALL_UNIT}
+
+[Service]
+ExecStartPre=-/usr/bin/docker rm --force {CONTAINER_NAME}
+ExecStart=/usr/bin/docker {run}
+ExecStop=/usr/bin/docker stop {CONTAINER_NAME}
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+_INSTALL = f"""#!/bin/sh
+# Usage: install.sh IMAGE. Installs and (re)starts the gateway; the password arrives in
+# ${PASSWORD_INPUT_ENV}.
+set -eu
+image="$1"
+: "${{{PASSWORD_INPUT_ENV}:?the gateway password must be provided}}"
+systemctl is-active --quiet {FIREWALL_UNIT}
+umask 077
+mkdir -p "$(dirname {ENV_FILE})"
+printf '%s=%s\\n%s=%s\\n' {GATEWAY_USER_ENV} {GATEWAY_USER} {GATEWAY_PASSWORD_ENV} "${PASSWORD_INPUT_ENV}" \\
+  > {ENV_FILE}.new
+mv {ENV_FILE}.new {ENV_FILE}
+docker pull "$image"
+install -m 0644 gateway.service /etc/systemd/system/{UNIT_NAME}
+systemctl daemon-reload
+systemctl enable {UNIT_NAME}
+systemctl restart {UNIT_NAME}
+"""
+
+
+def install_command(image: str) -> str:
+    """What the remote command runs in GATEWAY_DIR after writing the bundle there."""
+    return f"sh install.sh '{image}'"
+
+
+def render_gateway(policy: BaselinePolicy, image: str) -> Bundle:
+    return Bundle(
+        files=(
+            RenderedFile(path="gateway.service", content=_unit(policy, image)),
+            RenderedFile(path="install.sh", content=_INSTALL, mode=0o755),
+        )
+    )
