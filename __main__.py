@@ -1,0 +1,17 @@
+"""One customer stack: validated settings in, one CustomerInstance, its outputs exported."""
+
+import pulumi
+
+from components.instance import CustomerInstance
+from config.loader import load_stack_settings
+
+settings = load_stack_settings()
+instance = CustomerInstance(settings.customer.stack_name, settings)
+
+pulumi.export("server_id", instance.server_id)
+pulumi.export("firewall_id", instance.firewall_id)
+pulumi.export("ipv4_address", instance.ipv4_address)
+pulumi.export("ipv6_address", instance.ipv6_address)
+pulumi.export("gateway_url", instance.gateway_url)
+pulumi.export("gateway_password", instance.gateway_password)
+pulumi.export("baseline_digest", instance.baseline_digest)

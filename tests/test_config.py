@@ -1,0 +1,158 @@
+"""The policy model is the contract; customer and platform settings are validated at load time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, settings_from_mapping
+from tests.keys import public_key
+
+IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
+
+
+def test_policy_defaults_are_the_contract() -> None:
+    policy = BaselinePolicy()
+    assert policy.inbound.open_tcp_ports == (22, 8080)
+    assert policy.inbound.metrics_port == 9090
+    assert set(policy.egress.blocked_tcp_ports) == {25, 465, 587, 2525, 6667, 6697, 194}
+    assert (policy.syn_guard.rate_per_second, policy.syn_guard.burst) == (30, 60)
+    assert policy.syn_guard.log_prefix == "PORTSCAN_BLOCKED: "
+    assert policy.egress.log_prefix == "EGRESS_BLOCKED: "
+    assert policy.fail2ban.jail == "sshd"
+    assert (policy.fail2ban.maxretry, policy.fail2ban.bantime_seconds) == (3, 3600)
+    assert policy.fail2ban.backend == "systemd"
+
+
+def test_policy_is_frozen() -> None:
+    policy = BaselinePolicy()
+    with pytest.raises(ValidationError):
+        policy.inbound.ssh_port = 2222  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        BaselinePolicy(unknown=1)  # type: ignore[call-arg]
+
+
+def test_allowed_ranges_are_exactly_the_complement_of_blocked_ports() -> None:
+    egress = BaselinePolicy().egress
+    allowed = {port for first, last in egress.allowed_tcp_ranges for port in range(first, last + 1)}
+    assert allowed == set(range(1, 65536)) - set(egress.blocked_tcp_ports)
+
+
+def test_policy_rejects_an_open_port_that_is_also_blocked() -> None:
+    with pytest.raises(ValidationError, match="both open inbound and blocked outbound"):
+        BaselinePolicy.model_validate({"inbound": {"gateway_port": 25}})
+
+
+def valid_customer(**changes: object) -> dict[str, object]:
+    return {"customer_id": "acme-42", "gateway_image": IMAGE, **changes}
+
+
+@pytest.mark.parametrize("key_type,bits", [("ed25519", None), ("rsa", 3072), ("ecdsa", 256)])
+def test_real_openssh_keys_are_accepted(key_type: str, bits: int | None) -> None:
+    key = public_key(key_type, bits)
+    config = CustomerConfig.model_validate(valid_customer(ssh_enabled=True, ssh_public_keys=[key]))
+    assert config.ssh_public_keys == (key,)
+
+
+def test_defaults_keep_ssh_closed_and_name_the_stack() -> None:
+    config = CustomerConfig.model_validate(valid_customer())
+    assert config.ssh_enabled is False
+    assert config.ssh_public_keys == ()
+    assert config.stack_name == "customer-acme-42"
+    assert config.gateway_image_pinned
+
+
+def _bad_key_cases() -> list[tuple[str, object, str]]:
+    ed25519 = public_key("ed25519")
+    key_type, data, _comment = ed25519.split(" ", 2)
+    return [
+        ("ssh_public_keys", ["not a key"], "key type"),
+        ("ssh_public_keys", [f"{key_type} !!!notbase64"], "base64"),
+        ("ssh_public_keys", [f"ssh-rsa {data}"], "does not match its declared type"),
+        ("ssh_public_keys", [f"{key_type} {data[:20]}"], "base64|truncated|wrong length"),
+        ("ssh_public_keys", [public_key("rsa", 1024)], "at least 2048"),
+        ("ssh_public_keys", [ed25519 + "\nssh-ed25519 AAAA"], "single OpenSSH public key line"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("customer_id", "Acme", "DNS-safe slug"),
+        ("customer_id", "a", "DNS-safe slug"),
+        ("customer_id", "acme-", "DNS-safe slug"),
+        ("customer_id", "acme;rm -rf /", "DNS-safe slug"),
+        ("customer_id", "x" * 41, "DNS-safe slug"),
+        ("location", "mars1", "fsn1"),
+        ("server_type", "", "pattern"),
+        ("gateway_image", "Not An Image", "image reference"),
+        ("gateway_image", "ghcr.io/openclaw/gateway@sha256:123", "image reference"),
+        ("unexpected", "x", "Extra inputs"),
+    ],
+)
+def test_invalid_customer_fields_are_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        CustomerConfig.model_validate(valid_customer(**{field: value}))
+    assert [error["loc"][0] for error in caught.value.errors()] == [field]
+
+
+def test_invalid_keys_are_named() -> None:
+    for field, value, message in _bad_key_cases():
+        with pytest.raises(ValidationError, match=message) as caught:
+            CustomerConfig.model_validate(valid_customer(ssh_enabled=True, **{field: value}))
+        assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_keys_and_ssh_enabled_must_agree() -> None:
+    with pytest.raises(ValidationError, match="ssh_enabled is false"):
+        CustomerConfig.model_validate(valid_customer(ssh_public_keys=[public_key()]))
+    with pytest.raises(ValidationError, match="no key is given"):
+        CustomerConfig.model_validate(valid_customer(ssh_enabled=True))
+
+
+def test_platform_shared_firewall_needs_an_id() -> None:
+    with pytest.raises(ValidationError, match="required when firewall_mode is 'shared'"):
+        PlatformConfig(firewall_mode="shared")
+    assert PlatformConfig(firewall_mode="shared", shared_firewall_id=7).shared_firewall_id == 7
+    with pytest.raises(ValidationError, match="not a network address"):
+        PlatformConfig(provisioner_cidrs=("203.0.113.7/24",))
+
+
+def test_stack_config_is_parsed_from_pulumi_text_values() -> None:
+    key = public_key()
+    settings = settings_from_mapping(
+        {
+            "clawhosters:customer_id": "acme",
+            "clawhosters:gateway_image": IMAGE,
+            "clawhosters:ssh_enabled": "true",
+            "clawhosters:ssh_public_keys": json.dumps([key]),
+            "platform:provisioner_cidrs": json.dumps(["203.0.113.0/28"]),
+            "hcloud:token": "belongs to the provider, not to us",
+        }
+    )
+    assert settings.customer.ssh_enabled is True
+    assert settings.customer.ssh_public_keys == (key,)
+    assert settings.platform.provisioner_cidrs == ("203.0.113.0/28",)
+
+
+def test_every_bad_stack_key_is_named_in_one_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(
+            {
+                "clawhosters:customer_id": "ACME",
+                "clawhosters:location": "mars1",
+                "clawhosters:syn_rate": "1000",
+                "platform:firewall_mode": "shared",
+            }
+        )
+    message = str(caught.value)
+    for key in (
+        "clawhosters:customer_id",
+        "clawhosters:location",
+        "clawhosters:gateway_image",
+        "clawhosters:syn_rate: unknown setting",
+        "platform:shared_firewall_id",
+    ):
+        assert key in message
