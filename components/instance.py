@@ -86,7 +86,10 @@ class CustomerInstance(pulumi.ComponentResource):
 
         provisioning_key = tls.PrivateKey(f"{name}-provisioning-key", algorithm="ED25519", opts=child)
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+        # Alphanumeric: it travels through docker's env-file, which takes values literally.
         password = random.RandomPassword(f"{name}-gateway-password", length=32, special=False, opts=child)
+        # Secret explicitly, not only by the provider's say-so.
+        gateway_password = pulumi.Output.secret(password.result)
         ssh_key = hcloud.SshKey(
             f"{name}-ssh-key",
             name=f"{customer.server_name}-provisioning",
@@ -117,8 +120,11 @@ class CustomerInstance(pulumi.ComponentResource):
             firewall_ids=[firewall_id.apply(int)],
             labels=self._labels(customer.customer_id),
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-            user_data=pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
-                lambda keys: _cloud_init(keys[0], keys[1])
+            # Carries the host's private key: secret in state and in every diff.
+            user_data=pulumi.Output.secret(
+                pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
+                    lambda keys: _cloud_init(keys[0], keys[1])
+                )
             ),
             # These only shape a new server; changing them must never replace a customer's VPS.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["image", "userData", "sshKeys"]),
@@ -165,7 +171,7 @@ class CustomerInstance(pulumi.ComponentResource):
             f"{name}-gateway",
             connection=connection,
             create=gateway.install_script(GATEWAY_DIR, install_command(customer.gateway_image)),
-            environment={PASSWORD_INPUT_ENV: password.result},
+            environment={PASSWORD_INPUT_ENV: gateway_password},
             # A re-applied baseline restarts nothing in Docker's chains, but re-asserting the
             # gateway after it keeps the order "baseline, then gateway" on every change.
             triggers=[server.id, baseline.digest, gateway.digest],
@@ -180,7 +186,7 @@ class CustomerInstance(pulumi.ComponentResource):
         self.gateway_url = pulumi.Output.all(server.ipv4_address, gateway_command.stdout).apply(
             lambda values: f"http://{values[0]}:{policy.inbound.gateway_port}/"
         )
-        self.gateway_password = pulumi.Output.secret(password.result)
+        self.gateway_password = gateway_password
         self.baseline_digest = pulumi.Output.from_input(baseline.digest)
         self.register_outputs(
             {

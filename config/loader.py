@@ -74,4 +74,8 @@ def settings_from_mapping(raw: Mapping[str, str]) -> StackSettings:
 
 def load_stack_settings() -> StackSettings:
     """Read this stack's configuration from the running Pulumi program."""
-    return settings_from_mapping(pulumi.runtime.get_config_env())
+    # The language host hands the stack config to the runtime (set_all_config); the
+    # PULUMI_CONFIG environment bag is the older route. The SDK has no public way to list keys,
+    # and listing them is what lets an unknown (misspelt) key be an error.
+    raw = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    return settings_from_mapping(raw)

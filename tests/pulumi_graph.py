@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import runpy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -14,6 +17,7 @@ from components.instance import CustomerInstance
 from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
+PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
 COMMAND = "command:remote:Command"
@@ -35,16 +39,31 @@ class Registration:
     wire_inputs: dict[str, Any]
 
     def input_is_secret(self, key: str) -> bool:
-        value = self.wire_inputs.get(key)
-        return isinstance(value, dict) and value.get(rpc._special_sig_key) == SECRET_SIG
+        return _is_secret(self.wire_inputs.get(key))
+
+    def public_inputs(self) -> dict[str, Any]:
+        """The serialized inputs with every secret value blanked out, as a diff would show them."""
+        return _redact(self.wire_inputs)
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == SECRET_SIG
+
+
+def _redact(value: Any) -> Any:
+    if _is_secret(value):
+        return "[secret]"
+    if isinstance(value, dict):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    return value
 
 
 class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
-        self.next_id = 1000
-
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.next_id += 1
+        # Numeric like Hetzner's ids, and stable per name so graphs can be compared.
+        resource_id = str(int(hashlib.sha256(args.name.encode()).hexdigest()[:8], 16))
         state = dict(args.inputs)
         if args.typ == SERVER:
             state |= {"ipv4Address": "203.0.113.10", "ipv6Address": "2001:db8:10::1"}
@@ -57,7 +76,7 @@ class _Mocks(pulumi.runtime.Mocks):
             state |= {"result": "s3cretGatewayPassw0rd"}
         elif args.typ == COMMAND:
             state |= {"stdout": "", "stderr": ""}
-        return str(self.next_id), state
+        return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
@@ -78,11 +97,22 @@ class _RecordingMonitor(MockMonitor):
                     parent=request.parent,
                     dependencies=list(request.dependencies),
                     ignore_changes=list(request.ignoreChanges),
-                    inputs=rpc.deserialize_properties(request.object),
+                    inputs=_reveal(rpc.deserialize_properties(request.object)),
                     wire_inputs=MessageToDict(request.object),
                 )
             )
         return super().RegisterResource(request)
+
+
+def _reveal(value: Any) -> Any:
+    """The plain values behind secret markers, so tests can compare inputs."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == SECRET_SIG:
+            return _reveal(value["value"])
+        return {key: _reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_reveal(item) for item in value]
+    return value
 
 
 @dataclass
@@ -140,3 +170,30 @@ def build_graph(settings: StackSettings, policy: BaselinePolicy | None = None) -
 
     run()
     return graph
+
+
+def run_program(config: dict[str, str], graph: Graph) -> dict[str, Any]:
+    """Run the stack's `__main__.py` under mocks with this stack config; return its exports."""
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(
+        mocks,
+        project="clawhosters",
+        stack="customer-test",
+        preview=False,
+        monitor=_RecordingMonitor(mocks, graph),
+    )
+    pulumi.runtime.set_all_config(config)
+    exports: dict[str, Any] = {}
+    try:
+
+        @pulumi.runtime.test
+        def run() -> None:
+            runpy.run_path(str(PROGRAM))
+            root = pulumi.runtime.get_root_resource()
+            assert root is not None
+            exports.update(root.outputs)  # type: ignore[attr-defined]
+
+        run()
+    finally:
+        pulumi.runtime.set_all_config({})
+    return exports

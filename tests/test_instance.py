@@ -1,0 +1,221 @@
+"""The per-customer resource graph, asserted on what the Pulumi engine receives (mocks, no cloud)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shlex
+from typing import Any
+
+import pytest
+
+from components.gateway import PASSWORD_INPUT_ENV
+from components.instance import COMPONENT_TYPE
+from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
+from tests.keys import public_key
+from tests.pulumi_graph import COMMAND, FIREWALL, SERVER, Graph, build_graph, run_program
+
+IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "cd" * 32
+POLICY = BaselinePolicy()
+COMMAND_CHAIN = ("wait-cloud-init", "packages", "baseline", "gateway")
+
+
+def settings(**customer: Any) -> StackSettings:
+    platform = customer.pop("platform", PlatformConfig())
+    return StackSettings(
+        customer=CustomerConfig.model_validate({"customer_id": "acme", "gateway_image": IMAGE, **customer}),
+        platform=platform,
+    )
+
+
+@pytest.fixture(scope="module")
+def graph() -> Graph:
+    return build_graph(settings())
+
+
+def _ports(rule: dict[str, Any]) -> set[int]:
+    first, _, last = rule["port"].partition("-")
+    return set(range(int(first), int(last or first) + 1))
+
+
+def test_firewall_opens_exactly_ssh_and_gateway_inbound_on_both_families(graph: Graph) -> None:
+    inbound = [rule for rule in graph.one(FIREWALL).inputs["rules"] if rule["direction"] == "in"]
+    assert {rule["protocol"] for rule in inbound} == {"tcp"}
+    assert set().union(*(_ports(rule) for rule in inbound)) == {22, 8080}
+    for rule in inbound:
+        assert set(rule["sourceIps"]) == {"0.0.0.0/0", "::/0"}
+
+
+def test_firewall_allows_every_outbound_tcp_port_except_smtp_and_irc(graph: Graph) -> None:
+    outbound = [rule for rule in graph.one(FIREWALL).inputs["rules"] if rule["direction"] == "out"]
+    for rule in outbound:
+        assert set(rule["destinationIps"]) == {"0.0.0.0/0", "::/0"}
+    allowed_tcp: list[int] = []
+    for rule in outbound:
+        if rule["protocol"] == "tcp":
+            allowed_tcp.extend(_ports(rule))
+    assert len(allowed_tcp) == len(set(allowed_tcp)), "overlapping tcp rules"
+    blocked = {25, 465, 587, 2525, 6667, 6697, 194}
+    allowed_set = set(allowed_tcp)
+    assert [port for port in range(1, 65536) if port not in allowed_set] == sorted(blocked)
+    protocols = {rule["protocol"] for rule in outbound}
+    assert protocols == {"tcp", "udp", "icmp"}
+    udp = next(rule for rule in outbound if rule["protocol"] == "udp")
+    assert _ports(udp) == set(range(1, 65536))
+
+
+def test_server_is_created_with_its_firewall_labels_and_both_address_families(graph: Graph) -> None:
+    server = graph.one(SERVER)
+    firewall = graph.one(FIREWALL)
+    firewall_id = int(graph.outputs["firewall_id"])
+    assert server.inputs["firewallIds"] == [firewall_id]
+    assert firewall.urn in server.dependencies
+    assert server.inputs["labels"] == {"customer": "acme", "managed-by": "clawhosters"}
+    assert server.inputs["image"] == "debian-12"
+    assert server.inputs["location"] == "fsn1"
+    assert server.inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
+    ssh_key = graph.one("hcloud:index/sshKey:SshKey")
+    assert ssh_key.urn in server.dependencies
+    assert set(server.ignore_changes) >= {"image", "userData", "sshKeys"}
+
+
+def test_cloud_init_pins_the_host_key_that_the_connection_verifies(graph: Graph) -> None:
+    server = graph.one(SERVER)
+    assert server.input_is_secret("userData")
+    cloud_init = json.loads(server.inputs["userData"].removeprefix("#cloud-config\n"))
+    assert cloud_init["ssh_pwauth"] is False
+    host_public = cloud_init["ssh_keys"]["ed25519_public"]
+    for command in graph.of_type(COMMAND):
+        assert command.input_is_secret("connection")
+        connection = command.inputs["connection"]
+        assert connection["hostKey"] == host_public
+        assert connection["host"] == graph.outputs["ipv4_address"]
+        assert connection["dialErrorLimit"] > 10
+
+
+def test_every_resource_is_a_child_of_the_component(graph: Graph) -> None:
+    component = graph.one(COMPONENT_TYPE)
+    children = [r for r in graph.registrations if r is not component]
+    assert children
+    assert all(r.parent == component.urn for r in children)
+
+
+def test_commands_run_in_order_wait_packages_baseline_gateway(graph: Graph) -> None:
+    commands = {c.name.removeprefix("customer-acme-"): c for c in graph.of_type(COMMAND)}
+    assert set(commands) == set(COMMAND_CHAIN)
+    assert graph.one(SERVER).urn in commands["wait-cloud-init"].dependencies
+    for before, after in itertools.pairwise(COMMAND_CHAIN):
+        assert commands[before].urn in commands[after].dependencies, f"{after} must wait for {before}"
+    server_id = graph.outputs["server_id"]
+    for command in commands.values():
+        assert server_id in command.inputs["triggers"], "a rebuilt server re-runs every step"
+    digest = graph.outputs["baseline_digest"]
+    assert digest in commands["baseline"].inputs["triggers"]
+    assert digest in commands["gateway"].inputs["triggers"]
+    assert "DPkg::Lock::Timeout" in commands["packages"].inputs["create"]
+
+
+def _published(unit_or_script: str) -> list[str]:
+    exec_start = next(line for line in unit_or_script.splitlines() if line.startswith("ExecStart="))
+    words = shlex.split(exec_start.removeprefix("ExecStart="))
+    return [words[i + 1] for i, word in enumerate(words) if word in ("--publish", "-p")]
+
+
+def test_gateway_publishes_only_the_gateway_port_and_keeps_metrics_local(graph: Graph) -> None:
+    gateway = graph.named("customer-acme-gateway")
+    assert _published(gateway.inputs["create"]) == ["8080:8080", "127.0.0.1:9090:9090"]
+    assert f"sh install.sh '{IMAGE}'" in gateway.inputs["create"]
+    assert "Restart=always" in gateway.inputs["create"]
+
+
+def test_gateway_password_is_secret_everywhere(graph: Graph) -> None:
+    assert graph.secret_outputs["gateway_password"]
+    password = graph.outputs["gateway_password"]
+    gateway = graph.named("customer-acme-gateway")
+    assert gateway.inputs["environment"] == {PASSWORD_INPUT_ENV: password}
+    assert gateway.public_inputs()["environment"] == {PASSWORD_INPUT_ENV: "[secret]"}
+    for registration in graph.registrations:
+        assert password not in json.dumps(registration.public_inputs()), f"{registration.name} leaks it"
+    for name, secret in graph.secret_outputs.items():
+        if name != "gateway_password":
+            assert not secret, f"{name} should be a plain output"
+            assert password not in str(graph.outputs[name])
+
+
+def test_outputs(graph: Graph) -> None:
+    assert graph.outputs["gateway_url"] == "http://203.0.113.10:8080/"
+    assert graph.outputs["ipv6_address"] == "2001:db8:10::1"
+    assert re.fullmatch(r"[0-9a-f]{64}", graph.outputs["baseline_digest"])
+    assert graph.outputs["server_id"].isdigit()
+
+
+def _server_inputs(g: Graph) -> dict[str, Any]:
+    return g.one(SERVER).wire_inputs
+
+
+def _baseline(g: Graph) -> Any:
+    return g.named("customer-acme-baseline")
+
+
+def test_a_policy_change_reruns_the_baseline_but_never_touches_the_server(graph: Graph) -> None:
+    stricter = POLICY.model_copy(
+        update={"syn_guard": POLICY.syn_guard.model_copy(update={"rate_per_second": 20})}
+    )
+    changed = build_graph(settings(), stricter)
+    assert _baseline(changed).inputs["triggers"] != _baseline(graph).inputs["triggers"]
+    assert _baseline(changed).inputs["create"] != _baseline(graph).inputs["create"]
+    assert _server_inputs(changed) == _server_inputs(graph)
+
+
+def test_customer_ssh_keys_go_to_the_baseline_not_the_server(graph: Graph) -> None:
+    key = public_key("ed25519", comment="customer-key-marker")
+    enabled = build_graph(settings(ssh_enabled=True, ssh_public_keys=[key]))
+    assert _server_inputs(enabled) == _server_inputs(graph)
+    assert key in _baseline(enabled).inputs["create"]
+    assert key not in _baseline(graph).inputs["create"]
+    assert _baseline(enabled).inputs["triggers"] != _baseline(graph).inputs["triggers"]
+
+
+def test_shared_firewall_mode_attaches_the_platform_firewall_at_creation() -> None:
+    shared = build_graph(settings(platform=PlatformConfig(firewall_mode="shared", shared_firewall_id=4242)))
+    assert shared.of_type(FIREWALL) == []
+    assert shared.one(SERVER).inputs["firewallIds"] == [4242]
+    assert shared.outputs["firewall_id"] == "4242"
+
+
+BAD_STACK_CONFIGS = {
+    "clawhosters:customer_id": {"clawhosters:customer_id": "Acme!"},
+    "clawhosters:location": {"clawhosters:location": "mars1"},
+    "clawhosters:ssh_public_keys": {
+        "clawhosters:ssh_enabled": "true",
+        "clawhosters:ssh_public_keys": '["ssh-ed25519 bm90IGEga2V5"]',
+    },
+    "clawhosters:gateway_image": {"clawhosters:gateway_image": "no spaces allowed"},
+    "clawhosters:syn_rate_per_second": {"clawhosters:syn_rate_per_second": "1000"},
+    "platform:shared_firewall_id": {"platform:firewall_mode": "shared"},
+}
+
+
+@pytest.mark.parametrize("key", sorted(BAD_STACK_CONFIGS))
+def test_the_program_rejects_bad_config_naming_the_key_and_creates_nothing(key: str) -> None:
+    config = {"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE, **BAD_STACK_CONFIGS[key]}
+    graph = Graph()
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        run_program(config, graph)
+    assert graph.registrations == []
+
+
+def test_the_program_exports_the_instance_outputs() -> None:
+    graph = Graph()
+    exports = run_program({"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE}, graph)
+    assert graph.one(SERVER).inputs["name"] == "claw-acme"
+    assert set(exports) == {
+        "server_id",
+        "firewall_id",
+        "ipv4_address",
+        "ipv6_address",
+        "gateway_url",
+        "gateway_password",
+        "baseline_digest",
+    }
