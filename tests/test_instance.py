@@ -12,9 +12,9 @@ import pytest
 
 from components.gateway import PASSWORD_INPUT_ENV
 from components.instance import COMPONENT_TYPE
+from components.offline import COMMAND, FIREWALL, SERVER, Graph, build_graph, run_program
 from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
 from tests.keys import public_key
-from tests.pulumi_graph import COMMAND, FIREWALL, SERVER, Graph, build_graph, run_program
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "cd" * 32
 POLICY = BaselinePolicy()
@@ -204,13 +204,15 @@ def test_the_program_rejects_bad_config_naming_the_key_and_creates_nothing(key: 
     with pytest.raises(ConfigError, match=re.escape(key)):
         run_program(config, graph)
     assert graph.registrations == []
+    assert graph.outputs == {}
 
 
 def test_the_program_exports_the_instance_outputs() -> None:
     graph = Graph()
-    exports = run_program({"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE}, graph)
+    run_program({"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE}, graph)
     assert graph.one(SERVER).inputs["name"] == "claw-acme"
-    assert set(exports) == {
+    assert graph.secret_outputs["gateway_password"]
+    assert set(graph.outputs) == {
         "server_id",
         "firewall_id",
         "ipv4_address",

@@ -1,20 +1,28 @@
-"""Builds a CustomerInstance under Pulumi's mocks and records the resource graph the engine sees."""
+"""Run the program offline under Pulumi's mocks and record the resource graph the engine sees.
+
+Used by the tests, and by `python -m components.offline Pulumi.<stack>.yaml` to show what a stack
+would create without a cloud account or the Pulumi CLI. Ids and addresses are stand-ins.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import runpy
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs
 
 from components.instance import CustomerInstance
-from config.loader import StackSettings
+from config.loader import ConfigError, StackSettings
 from config.policy import BaselinePolicy
 
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
@@ -144,56 +152,118 @@ OUTPUT_NAMES = (
 )
 
 
+def _mock(graph: Graph, stack: str) -> None:
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(
+        mocks, project="clawhosters", stack=stack, preview=False, monitor=_RecordingMonitor(mocks, graph)
+    )
+
+
+def _resolve_into(graph: Graph, outputs: dict[str, Any]) -> pulumi.Output[None]:
+    async def collect() -> None:
+        for name, value in outputs.items():
+            output = pulumi.Output.from_input(value)
+            graph.outputs[name] = await output.future()
+            graph.secret_outputs[name] = await output.is_secret()
+
+    return pulumi.Output.from_input(collect())
+
+
 def build_graph(settings: StackSettings, policy: BaselinePolicy | None = None) -> Graph:
     """Run the component under mocks; return every registration and the resolved outputs."""
     graph = Graph()
-    mocks = _Mocks()
-    pulumi.runtime.set_mocks(
-        mocks,
-        project="clawhosters",
-        stack=settings.customer.stack_name,
-        preview=False,
-        monitor=_RecordingMonitor(mocks, graph),
-    )
+    _mock(graph, settings.customer.stack_name)
 
     @pulumi.runtime.test
-    def run() -> pulumi.Output[Any]:
+    def run() -> pulumi.Output[None]:
         instance = CustomerInstance(settings.customer.stack_name, settings, policy)
-        outputs = {name: getattr(instance, name) for name in OUTPUT_NAMES}
-
-        async def collect() -> None:
-            for name, output in outputs.items():
-                graph.outputs[name] = await output.future()
-                graph.secret_outputs[name] = await output.is_secret()
-
-        return pulumi.Output.from_input(collect())
+        return _resolve_into(graph, {name: getattr(instance, name) for name in OUTPUT_NAMES})
 
     run()
     return graph
 
 
-def run_program(config: dict[str, str], graph: Graph) -> dict[str, Any]:
-    """Run the stack's `__main__.py` under mocks with this stack config; return its exports."""
-    mocks = _Mocks()
-    pulumi.runtime.set_mocks(
-        mocks,
-        project="clawhosters",
-        stack="customer-test",
-        preview=False,
-        monitor=_RecordingMonitor(mocks, graph),
-    )
+def run_program(config: dict[str, str], graph: Graph) -> None:
+    """Run the stack's `__main__.py` under mocks with this stack config; its exports land in
+    `graph.outputs`. A config error is raised before any resource is registered."""
+    _mock(graph, "customer-offline")
     pulumi.runtime.set_all_config(config)
-    exports: dict[str, Any] = {}
     try:
 
         @pulumi.runtime.test
-        def run() -> None:
+        def run() -> pulumi.Output[None]:
             runpy.run_path(str(PROGRAM))
             root = pulumi.runtime.get_root_resource()
             assert root is not None
-            exports.update(root.outputs)  # type: ignore[attr-defined]
+            return _resolve_into(graph, root.outputs)  # type: ignore[attr-defined]
 
         run()
     finally:
         pulumi.runtime.set_all_config({})
-    return exports
+
+
+def stack_file_config(path: Path) -> dict[str, str]:
+    """A `Pulumi.<stack>.yaml` file's config as the text values the runtime hands the program."""
+    document = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, str] = {}
+    for key, value in (document.get("config") or {}).items():
+        if isinstance(value, bool):
+            config[key] = "true" if value else "false"
+        elif isinstance(value, list | dict):
+            config[key] = json.dumps(value)
+        else:
+            config[key] = str(value)
+    return config
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    peers = rule.get("sourceIps") or rule.get("destinationIps") or []
+    direction = "from" if rule["direction"] == "in" else "to"
+    return (
+        f"{rule['direction']:<4}{rule['protocol']:<5}{rule.get('port', ''):<12}{direction} {', '.join(peers)}"
+    )
+
+
+def describe(graph: Graph) -> str:
+    lines = ["Resources (all children of the CustomerInstance component):"]
+    lines += [f"  + {r.type:<40} {r.name}" for r in graph.registrations]
+    for firewall in graph.of_type(FIREWALL):
+        lines.append(f"Cloud firewall {firewall.inputs['name']}:")
+        lines += [f"  {_rule_text(rule)}" for rule in firewall.inputs["rules"]]
+    server = graph.one(SERVER)
+    firewall_ids = [int(firewall_id) for firewall_id in server.inputs["firewallIds"]]
+    lines.append(
+        f"Server {server.inputs['name']}: {server.inputs['serverType']} in {server.inputs['location']}, "
+        f"image {server.inputs['image']}, firewall ids {firewall_ids}, labels {server.inputs['labels']}"
+    )
+    steps = {r.urn: r.name for r in graph.registrations if r.type in (SERVER, COMMAND)}
+    lines.append("Remote commands:")
+    for command in graph.of_type(COMMAND):
+        after = [steps[urn] for urn in command.dependencies if urn in steps]
+        lines.append(f"  {command.name:<34} after {', '.join(after)}")
+    lines.append("Outputs:")
+    for name, value in graph.outputs.items():
+        shown = "[secret]" if graph.secret_outputs[name] else value
+        lines.append(f"  {name} = {shown}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.offline",
+        description="Show what a customer stack would create, offline (Pulumi mocks: no cloud, no CLI).",
+    )
+    parser.add_argument("stack_file", type=Path, help="a Pulumi.<stack>.yaml file")
+    args = parser.parse_args(argv)
+    graph = Graph()
+    try:
+        run_program(stack_file_config(args.stack_file), graph)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(describe(graph))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The offline preview a newcomer runs: the example stack, under mocks, described in plain text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.offline import main, stack_file_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "Pulumi.customer-example.yaml"
+
+
+def test_the_example_stack_is_described_without_revealing_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(EXAMPLE)]) == 0
+    shown = capsys.readouterr().out
+    assert "gateway_password = [secret]" in shown
+    assert "in  tcp  22" in shown and "in  tcp  8080" in shown
+    assert "hcloud:index/server:Server" in shown
+    assert "PRIVATE KEY" not in shown
+
+
+def test_structured_stack_values_arrive_as_pulumi_text() -> None:
+    config = stack_file_config(EXAMPLE)
+    assert config["clawhosters:ssh_enabled"] == "false"
+    assert config["platform:provisioner_cidrs"].startswith('["')
+
+
+def test_a_bad_stack_file_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = tmp_path / "Pulumi.customer-bad.yaml"
+    stack.write_text("config:\n  clawhosters:customer_id: Bad_Id\n  clawhosters:gateway_image: x:1\n")
+    assert main([str(stack)]) == 2
+    assert "clawhosters:customer_id" in capsys.readouterr().err
