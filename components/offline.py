@@ -68,7 +68,9 @@ def _redact(value: Any) -> Any:
     return value
 
 
-class _Mocks(pulumi.runtime.Mocks):
+class StandInMocks(pulumi.runtime.Mocks):
+    """Stand-in provider answers: the state a resource would have after `pulumi up`."""
+
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         # Numeric like Hetzner's ids, and stable per name so graphs can be compared.
         resource_id = str(int(hashlib.sha256(args.name.encode()).hexdigest()[:8], 16))
@@ -91,7 +93,7 @@ class _Mocks(pulumi.runtime.Mocks):
 
 
 class _RecordingMonitor(MockMonitor):
-    def __init__(self, mocks: _Mocks, graph: Graph) -> None:
+    def __init__(self, mocks: StandInMocks, graph: Graph) -> None:
         super().__init__(mocks)
         self.graph = graph
 
@@ -153,7 +155,7 @@ OUTPUT_NAMES = (
 
 
 def _mock(graph: Graph, stack: str) -> None:
-    mocks = _Mocks()
+    mocks = StandInMocks()
     pulumi.runtime.set_mocks(
         mocks, project="clawhosters", stack=stack, preview=False, monitor=_RecordingMonitor(mocks, graph)
     )
