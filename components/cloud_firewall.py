@@ -12,6 +12,9 @@ import pulumi_hcloud as hcloud
 from config.policy import MAX_PORT, BaselinePolicy
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
+# Hetzner's API limits: rule entries per firewall, and entries times their address ranges.
+MAX_RULES = 50
+MAX_EFFECTIVE_RULES = 500
 
 
 def _port_text(first: int, last: int) -> str:
@@ -59,4 +62,11 @@ def outbound_rules(policy: BaselinePolicy) -> list[hcloud.FirewallRuleArgs]:
 
 
 def firewall_rules(policy: BaselinePolicy) -> list[hcloud.FirewallRuleArgs]:
-    return inbound_rules(policy) + outbound_rules(policy)
+    rules = inbound_rules(policy) + outbound_rules(policy)
+    effective = sum(len(rule.source_ips or rule.destination_ips or []) for rule in rules)
+    if len(rules) > MAX_RULES or effective > MAX_EFFECTIVE_RULES:
+        raise ValueError(
+            f"the policy needs {len(rules)} firewall rules ({effective} effective); Hetzner allows "
+            f"{MAX_RULES} ({MAX_EFFECTIVE_RULES} effective)"
+        )
+    return rules

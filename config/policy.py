@@ -6,7 +6,6 @@ derived from `BaselinePolicy()`. Nothing a customer or a stack setting provides 
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,11 +55,11 @@ class EgressPolicy(_Frozen):
     log_rate_per_minute: int = Field(default=10, ge=1)
     log_burst: int = Field(default=5, ge=1)
 
-    @cached_property
+    @property
     def blocked_tcp_ports(self) -> tuple[int, ...]:
         return tuple(sorted({port for service in self.blocked for port in service.tcp_ports}))
 
-    @cached_property
+    @property
     def allowed_tcp_ranges(self) -> tuple[tuple[int, int], ...]:
         """The complement of the blocked ports in 1..65535, as inclusive (first, last) ranges."""
         ranges: list[tuple[int, int]] = []

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from components.cloud_firewall import firewall_rules
 from components.gateway import PASSWORD_INPUT_ENV
 from components.instance import COMPONENT_TYPE
 from components.offline import COMMAND, FIREWALL, SERVER, Graph, build_graph, run_program
-from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
+from config import BaselinePolicy, BlockedService, ConfigError, CustomerConfig, PlatformConfig, StackSettings
 from tests.keys import public_key
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "cd" * 32
@@ -221,3 +222,16 @@ def test_the_program_exports_the_instance_outputs() -> None:
         "gateway_password",
         "baseline_digest",
     }
+
+
+def test_a_policy_beyond_hetzners_rule_limits_is_refused_before_anything_is_created() -> None:
+    scattered = tuple(range(1000, 1100, 2))  # 50 isolated blocked ports: 51 allowed tcp ranges
+    policy = POLICY.model_copy(
+        update={
+            "egress": POLICY.egress.model_copy(
+                update={"blocked": (*POLICY.egress.blocked, BlockedService(name="many", tcp_ports=scattered))}
+            )
+        }
+    )
+    with pytest.raises(ValueError, match="Hetzner allows 50"):
+        firewall_rules(policy)
