@@ -32,12 +32,17 @@ test -f /var/lib/cloud/instance/boot-finished
 
 
 def _install_packages_script() -> str:
-    return (
-        "set -eu\n"
-        "export DEBIAN_FRONTEND=noninteractive\n"
-        f"{APT} update\n"
-        f"{APT} install -y --no-install-recommends {' '.join(HOST_PACKAGES)}\n"
-    )
+    # policy-rc.d keeps dpkg from starting the new services: Docker must not run before the
+    # baseline exists, and Debian 12's fail2ban fails to start until its jail reads the journal.
+    # The baseline and gateway steps start them, in that order.
+    return f"""set -eu
+export DEBIAN_FRONTEND=noninteractive
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+for attempt in 1 2 3; do {APT} update && break; [ "$attempt" = 3 ] && exit 1; sleep 10; done
+{APT} install -y --no-install-recommends {" ".join(HOST_PACKAGES)}
+"""
 
 
 def _cloud_init(host_private_key: str, host_public_key: str) -> str:
