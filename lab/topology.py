@@ -1,0 +1,53 @@
+"""Addresses and names of the emulated world. Documentation ranges only; nothing is bridged to
+the machine's uplink.
+
+    client ─┐
+  attacker ─┼─ net (router: "the internet", sinks on SINK_V4/SINK_V6) ── vps (the customer VPS)
+provisioner─┘                                                             └─ docker bridge
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "claw-lab"
+ROUTER = f"{PREFIX}-net"
+VPS = f"{PREFIX}-vps"
+
+SINK_V4 = "203.0.113.100"
+SINK_V6 = "2001:db8:99::100"
+# The VPS's containers, routed by the internet like any other address behind the VPS.
+DOCKER_BRIDGE = "198.51.100.65/26"
+DOCKER_SUBNET = "198.51.100.64/26"
+SINK_PORTS = (25, 465, 587, 2525, 6667, 6697, 194, 443)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A namespace joined to the router by one veth pair, with one address of each family."""
+
+    namespace: str
+    ipv4: str
+    router_ipv4: str
+    ipv6: str
+    router_ipv6: str
+    prefix4: int
+    prefix6: int = 64
+
+    @property
+    def link(self) -> str:
+        return self.namespace.removeprefix(f"{PREFIX}-")
+
+    @property
+    def cidr4(self) -> str:
+        return f"{self.ipv4}/{self.prefix4}"
+
+
+VPS_PEER = Peer(VPS, "198.51.100.10", "198.51.100.1", "2001:db8:10::10", "2001:db8:10::1", 28)
+CLIENT = Peer(f"{PREFIX}-client", "203.0.113.2", "203.0.113.1", "2001:db8:20::2", "2001:db8:20::1", 28)
+ATTACKER = Peer(f"{PREFIX}-attacker", "203.0.113.18", "203.0.113.17", "2001:db8:30::2", "2001:db8:30::1", 28)
+PROVISIONER = Peer(f"{PREFIX}-prov", "203.0.113.34", "203.0.113.33", "2001:db8:40::2", "2001:db8:40::1", 28)
+PEERS = (VPS_PEER, CLIENT, ATTACKER, PROVISIONER)
+# What the baseline is told never to ban.
+PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/64")
+NAMESPACES = (ROUTER, *(peer.namespace for peer in PEERS))
