@@ -5,7 +5,7 @@ What is real: the rendered files (`render_host_baseline`, `gateway_run_args`), i
 ip6tables (nf_tables), `apply.sh --firewall-only`, sshd with the rendered drop-in, fail2ban with the
 rendered jail and ban action, dockerd with the gateway container, kernel logging. What is not: there
 is no systemd in a network namespace, so sshd's log reaches fail2ban through a file (backend
-polling instead of systemd) and the boot unit is exercised by running its ExecStart by hand.
+pyinotify instead of systemd) and the boot unit is exercised by running its ExecStart by hand.
 """
 
 from __future__ import annotations
@@ -279,9 +279,9 @@ class Lab:
             shutil.copy(
                 self.bundle_dir / relative, self.fail2ban_dir / relative.removeprefix("etc/fail2ban/")
             )
-        # Lab only: no journal in a namespace, so the jail polls the sshd log file instead.
+        # Lab only: no journal in a namespace, so the jail follows the sshd log file instead.
         (self.fail2ban_dir / "jail.d/zz-lab.local").write_text(
-            f"[sshd]\nbackend = polling\nlogpath = {self.sshd_log}\n"
+            f"[sshd]\nbackend = pyinotify\nlogpath = {self.sshd_log}\n"
         )
         (self.fail2ban_dir / "fail2ban.d/zz-lab.local").write_text(
             "[Definition]\n"

@@ -1,0 +1,35 @@
+"""The gateway answers on its port behind basic auth; its metrics are reachable from inside only."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.topology import ATTACKER, CLIENT, VPS, VPS_PEER
+from lab.world import Lab
+
+ADDRESSES = [VPS_PEER.ipv4, VPS_PEER.ipv6]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_gateway_needs_credentials(lab: Lab, address: str) -> None:
+    port = lab.policy.inbound.gateway_port
+    assert lab.http_status(address, port, CLIENT.namespace) == 401
+    assert lab.http_status(address, port, CLIENT.namespace, auth=True) == 200
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_metrics_are_not_reachable_from_outside(lab: Lab, address: str) -> None:
+    assert lab.http_status(address, lab.policy.inbound.metrics_port, ATTACKER.namespace) == 0
+
+
+def test_containers_are_not_reachable_by_routing_to_the_bridge(lab: Lab) -> None:
+    container = lab.docker(
+        "inspect", "--format", "{{.NetworkSettings.IPAddress}}", "openclaw-gateway"
+    ).stdout.strip()
+    assert container.startswith("198.51.100.")  # the internet routes the bridge subnet to the VPS
+    for port in (lab.policy.inbound.metrics_port, lab.policy.inbound.gateway_port):
+        assert lab.http_status(container, port, ATTACKER.namespace) == 0
+
+
+def test_metrics_are_reachable_inside_the_vps(lab: Lab) -> None:
+    assert lab.http_status("127.0.0.1", lab.policy.inbound.metrics_port, VPS) == 200
