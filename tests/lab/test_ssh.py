@@ -1,0 +1,48 @@
+"""SSH takes keys only: the platform's provisioning key always, the customer's only when enabled.
+
+Logins come from the provisioner's network, which fail2ban never bans, so the failures here do
+not interfere with the ban tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.topology import PROVISIONER, VPS_PEER
+from lab.world import Lab
+from tests.lab.helpers import ssh
+
+PASSWORD_ONLY = (
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "PreferredAuthentications=password,keyboard-interactive",
+)
+
+
+@pytest.fixture
+def customer_ssh(lab: Lab, customer_key: Path) -> Iterator[None]:
+    lab.render(ssh_enabled=True, customer_keys=(customer_key.with_suffix(".pub").read_text().strip(),))
+    try:
+        yield
+    finally:
+        lab.render()
+
+
+@pytest.mark.parametrize("address", [VPS_PEER.ipv4, VPS_PEER.ipv6])
+def test_without_customer_ssh_only_the_provisioning_key_works(
+    lab: Lab, customer_key: Path, address: str
+) -> None:
+    assert ssh(PROVISIONER.namespace, address, lab.provisioning_key).returncode == 0
+    refused = ssh(PROVISIONER.namespace, address, customer_key)
+    assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
+
+
+@pytest.mark.usefixtures("customer_ssh")
+def test_with_customer_ssh_the_customer_key_works_and_passwords_never(lab: Lab, customer_key: Path) -> None:
+    assert ssh(PROVISIONER.namespace, VPS_PEER.ipv4, customer_key).returncode == 0
+    password = ssh(PROVISIONER.namespace, VPS_PEER.ipv4, customer_key, *PASSWORD_ONLY)
+    # The server offers no password or keyboard-interactive method at all.
+    assert password.returncode == 255 and "Permission denied (publickey)." in password.stderr
