@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -117,12 +118,10 @@ class Lab:
             for tool in ("iptables", "ip6tables")
             for table in ("filter", "nat")
         ]
-        return (
-            "".join(line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#"))
-            .replace("[0:0]", "")
-            .rstrip()
-            + "\n"
+        text = "".join(
+            line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#")
         )
+        return re.sub(r" \[\d+:\d+\]$", "", text, flags=re.MULTILINE)
 
     def _spawn(self, name: str, command: Sequence[str], log: Path) -> int:
         with log.open("ab") as output:
