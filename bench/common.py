@@ -10,9 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = (
-    "# Benchmark results\n\nEach section is rewritten by its own script; figures come from one run of it.\n"
-)
+HEADER = "# Benchmark results\n\nEach section is rewritten by its own script; figures come from one run of it.\n"
 
 
 def machine() -> str:

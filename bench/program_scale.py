@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"Declaring N customer instances in one program under Pulumi's mocks; {args.repeat} fresh processes "
         "per size, median [min, max].\n\n"
-        + table(
-            ["instances", "graph build time", "per instance", "peak RSS", "RSS growth while building"], rows
-        )
+        + table(["instances", "graph build time", "per instance", "peak RSS", "RSS growth while building"], rows)
     )
     print(write_section("Program scale", body))
     return 0

@@ -137,10 +137,7 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
             add(f"-A {DOCKER_CHAIN} -i {interface} {match} -j {EGRESS_CHAIN}")
         add(f"-A {DOCKER_CHAIN} -i {interface} -j RETURN")
     add(f"-A {DOCKER_CHAIN} -p tcp --syn -j {SYN_GUARD_CHAIN}")
-    add(
-        f"-A {DOCKER_CHAIN} -p tcp -m conntrack --ctstate DNAT "
-        f"--ctorigdstport {policy.inbound.gateway_port} -j RETURN"
-    )
+    add(f"-A {DOCKER_CHAIN} -p tcp -m conntrack --ctstate DNAT --ctorigdstport {policy.inbound.gateway_port} -j RETURN")
     # Nothing else from outside reaches a container, even when routed straight to a bridge address.
     add(f"-A {DOCKER_CHAIN} -j DROP")
     lines.append("COMMIT")
@@ -319,12 +316,8 @@ def render_host_baseline(policy: BaselinePolicy, host: HostSettings) -> Bundle:
             RenderedFile(path="etc/ssh/sshd_config.d/clawhosters.conf", content=_sshd_dropin()),
             RenderedFile(path=CUSTOMER_KEYS_FILE.lstrip("/"), content=_customer_keys(host)),
             RenderedFile(path=f"etc/systemd/system/{FIREWALL_UNIT}", content=_firewall_unit()),
-            RenderedFile(
-                path="etc/systemd/system/docker.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL
-            ),
-            RenderedFile(
-                path="etc/systemd/system/fail2ban.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL
-            ),
+            RenderedFile(path="etc/systemd/system/docker.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
+            RenderedFile(path="etc/systemd/system/fail2ban.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
         )
     )
 
@@ -353,9 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--customer-key", action="append", default=[], type=_key_argument, help="customer OpenSSH public key"
     )
-    parser.add_argument(
-        "--provisioner-cidr", action="append", default=[], type=_cidr_argument, help="never banned"
-    )
+    parser.add_argument("--provisioner-cidr", action="append", default=[], type=_cidr_argument, help="never banned")
     args = parser.parse_args(argv)
     try:
         host = HostSettings(

@@ -221,9 +221,7 @@ def stack_file_config(path: Path) -> dict[str, str]:
 def _rule_text(rule: dict[str, Any]) -> str:
     peers = rule.get("sourceIps") or rule.get("destinationIps") or []
     direction = "from" if rule["direction"] == "in" else "to"
-    return (
-        f"{rule['direction']:<4}{rule['protocol']:<5}{rule.get('port', ''):<12}{direction} {', '.join(peers)}"
-    )
+    return f"{rule['direction']:<4}{rule['protocol']:<5}{rule.get('port', ''):<12}{direction} {', '.join(peers)}"
 
 
 def describe(graph: Graph) -> str:

@@ -43,9 +43,7 @@ class LabError(RuntimeError):
 def run(
     command: Sequence[str], *, check: bool = True, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        list(command), capture_output=True, text=True, timeout=timeout, input=stdin, check=False
-    )
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()}")
     return result
@@ -101,15 +99,11 @@ class Lab:
     def vps(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return run(in_ns(VPS, *command), check=check, timeout=timeout)
 
-    def docker(
-        self, *arguments: str, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
+    def docker(self, *arguments: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return run(["docker", "-H", f"unix://{self.docker_socket}", *arguments], check=check, timeout=timeout)
 
     def fail2ban(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(
-            in_ns(VPS, "fail2ban-client", "-c", str(self.fail2ban_dir), *arguments), check=check, timeout=30
-        )
+        return run(in_ns(VPS, "fail2ban-client", "-c", str(self.fail2ban_dir), *arguments), check=check, timeout=30)
 
     def ruleset(self) -> str:
         """The VPS's filter and nat tables, both families, without counters or timestamps."""
@@ -118,9 +112,7 @@ class Lab:
             for tool in ("iptables", "ip6tables")
             for table in ("filter", "nat")
         ]
-        text = "".join(
-            line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#")
-        )
+        text = "".join(line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#"))
         return re.sub(r" \[\d+:\d+\]$", "", text, flags=re.MULTILINE)
 
     def _spawn(self, name: str, command: Sequence[str], log: Path) -> int:
@@ -252,9 +244,7 @@ class Lab:
         # The rendered drop-in, with its key files moved into the lab instead of the host's /etc.
         dropin = (self.bundle_dir / "etc/ssh/sshd_config.d/clawhosters.conf").read_text()
         lab_keys = f"AuthorizedKeysFile {provisioning} {self.bundle_dir}{CUSTOMER_KEYS_FILE}"
-        dropin = "\n".join(
-            lab_keys if line.startswith("AuthorizedKeysFile ") else line for line in dropin.splitlines()
-        )
+        dropin = "\n".join(lab_keys if line.startswith("AuthorizedKeysFile ") else line for line in dropin.splitlines())
         config = self.state_dir / "sshd_config"
         config.write_text(f"{dropin}\nHostKey {key}\nPidFile {self.state_dir / 'sshd.pid'}\nLogLevel INFO\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -275,9 +265,7 @@ class Lab:
             "etc/fail2ban/jail.d/clawhosters.local",
             "etc/fail2ban/action.d/clawhosters-drop.conf",
         ):
-            shutil.copy(
-                self.bundle_dir / relative, self.fail2ban_dir / relative.removeprefix("etc/fail2ban/")
-            )
+            shutil.copy(self.bundle_dir / relative, self.fail2ban_dir / relative.removeprefix("etc/fail2ban/"))
         # Lab only: no journal in a namespace, so the jail follows the sshd log file instead.
         (self.fail2ban_dir / "jail.d/zz-lab.local").write_text(
             f"[sshd]\nbackend = pyinotify\nlogpath = {self.sshd_log}\n"
@@ -343,9 +331,7 @@ class Lab:
         # The unit runs it in the foreground under systemd; the lab detaches it instead.
         self.docker(arguments[0], "--detach", *arguments[1:])
         port = self.policy.inbound.gateway_port
-        wait_until(
-            "the gateway", lambda: _listening(VPS, port) and self.http_status("127.0.0.1", port) == 401
-        )
+        wait_until("the gateway", lambda: _listening(VPS, port) and self.http_status("127.0.0.1", port) == 401)
 
     def http_status(self, host: str, port: int, namespace: str = VPS, auth: bool = False) -> int:
         """The HTTP status the gateway answers with, or 0 when nothing answers in 3 s."""

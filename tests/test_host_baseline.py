@@ -38,11 +38,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def rules(family: int, chain: str) -> list[str]:
-    return [
-        line
-        for line in BUNDLE.file(RULE_FILES[family]).content.splitlines()
-        if line.startswith(f"-A {chain} ")
-    ]
+    return [line for line in BUNDLE.file(RULE_FILES[family]).content.splitlines() if line.startswith(f"-A {chain} ")]
 
 
 def ports_of(lines: list[str]) -> set[int]:
@@ -57,9 +53,7 @@ def ports_of(lines: list[str]) -> set[int]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_inbound_accepts_exactly_the_open_ports_and_rejects_nothing(family: int) -> None:
-    accepted = [
-        line for line in rules(family, INPUT_CHAIN) if line.endswith("-j ACCEPT") and "-p tcp" in line
-    ]
+    accepted = [line for line in rules(family, INPUT_CHAIN) if line.endswith("-j ACCEPT") and "-p tcp" in line]
     assert ports_of(accepted) == set(POLICY.inbound.open_tcp_ports)
     content = BUNDLE.file(RULE_FILES[family]).content
     rejects = [line for line in content.splitlines() if "REJECT" in line]
@@ -71,9 +65,7 @@ def test_smtp_and_irc_are_blocked_for_the_host_and_for_containers(family: int) -
     blocked = set(POLICY.egress.blocked_tcp_ports)
     assert ports_of([line for line in rules(family, OUTPUT_CHAIN) if "CLAW-EGRESS" in line]) == blocked
     for interface in ("docker0", "br-+"):
-        container = [
-            line for line in rules(family, DOCKER_CHAIN) if f"-i {interface} " in line and "EGRESS" in line
-        ]
+        container = [line for line in rules(family, DOCKER_CHAIN) if f"-i {interface} " in line and "EGRESS" in line]
         assert ports_of(container) == blocked
     egress = rules(family, "CLAW-EGRESS")
     assert f'--log-prefix "{POLICY.egress.log_prefix}"' in egress[0] and "-m limit" in egress[0]
@@ -101,8 +93,7 @@ def test_bans_and_gateway_cover_the_container_path(family: int) -> None:
     assert rules(family, INPUT_CHAIN)[1] == f"-A {INPUT_CHAIN} -j {BANS_CHAIN}"
     dnat = [line for line in docker if "--ctstate DNAT" in line]
     assert dnat == [
-        f"-A {DOCKER_CHAIN} -p tcp -m conntrack --ctstate DNAT "
-        f"--ctorigdstport {POLICY.inbound.gateway_port} -j RETURN"
+        f"-A {DOCKER_CHAIN} -p tcp -m conntrack --ctstate DNAT --ctorigdstport {POLICY.inbound.gateway_port} -j RETURN"
     ]
     assert docker[-1] == f"-A {DOCKER_CHAIN} -j DROP"
     # The established rule comes before the policy flips, so a provisioning session survives.
@@ -187,18 +178,14 @@ def bundle_dir(tmp_path: Path) -> Path:
 def ruleset(run: Run) -> str:
     """Both families' filter tables, without counters and timestamps."""
     dumps = [run(f"{tool}-save", "-t", "filter").stdout for tool in FAMILIES.values()]
-    return "".join(
-        line for dump in dumps for line in dump.splitlines(keepends=True) if not line.startswith("#")
-    )
+    return "".join(line for dump in dumps for line in dump.splitlines(keepends=True) if not line.startswith("#"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_rule_files_pass_restore_test(netns: Run, family: int) -> None:
     tool = FAMILIES[family]
     netns(tool, "-N", BANS_CHAIN)
-    result = netns(
-        f"{tool}-restore", "--test", "--noflush", stdin=BUNDLE.file(RULE_FILES[family]).content, check=False
-    )
+    result = netns(f"{tool}-restore", "--test", "--noflush", stdin=BUNDLE.file(RULE_FILES[family]).content, check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -263,10 +250,7 @@ def test_fail2ban_accepts_the_jail_and_action(tmp_path: Path, bundle_dir: Path) 
     assert f"['set', '{jail.jail}', 'maxretry', {jail.maxretry}]" in dump
     assert f"['set', '{jail.jail}', 'bantime', '{jail.bantime_seconds}']" in dump
     assert f"['set', '{jail.jail}', 'findtime', '{jail.findtime_seconds}']" in dump
-    assert (
-        f"['set', '{jail.jail}', 'addignoreip', '127.0.0.1/8', '::1', '203.0.113.0/28', '2001:db8:100::/48']"
-        in dump
-    )
+    assert f"['set', '{jail.jail}', 'addignoreip', '127.0.0.1/8', '::1', '203.0.113.0/28', '2001:db8:100::/48']" in dump
     assert f"['add', '{jail.jail}', '{jail.backend}']" in dump
     assert "-I CLAW-BANS 1 -s <ip> -j DROP" in dump
     assert "['iptables?family=inet6', 'ip6tables']" in dump, "IPv6 bans use ip6tables"

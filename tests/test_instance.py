@@ -160,9 +160,7 @@ def _baseline(g: Graph) -> Any:
 
 
 def test_a_policy_change_reruns_the_baseline_but_never_touches_the_server(graph: Graph) -> None:
-    stricter = POLICY.model_copy(
-        update={"syn_guard": POLICY.syn_guard.model_copy(update={"rate_per_second": 20})}
-    )
+    stricter = POLICY.model_copy(update={"syn_guard": POLICY.syn_guard.model_copy(update={"rate_per_second": 20})})
     changed = build_graph(settings(), stricter)
     assert _baseline(changed).inputs["triggers"] != _baseline(graph).inputs["triggers"]
     assert _baseline(changed).inputs["create"] != _baseline(graph).inputs["create"]

@@ -23,9 +23,7 @@ def test_metrics_are_not_reachable_from_outside(lab: Lab, address: str) -> None:
 
 
 def test_containers_are_not_reachable_by_routing_to_the_bridge(lab: Lab) -> None:
-    container = lab.docker(
-        "inspect", "--format", "{{.NetworkSettings.IPAddress}}", "openclaw-gateway"
-    ).stdout.strip()
+    container = lab.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", "openclaw-gateway").stdout.strip()
     assert container.startswith("198.51.100.")  # the internet routes the bridge subnet to the VPS
     for port in (lab.policy.inbound.metrics_port, lab.policy.inbound.gateway_port):
         assert lab.http_status(container, port, ATTACKER.namespace) == 0

@@ -26,11 +26,7 @@ def test_reapply_with_the_gateway_running_is_idempotent(lab: Lab) -> None:
     lab.apply_firewall()
     assert lab.ruleset() == before
     for tool in TOOLS:
-        rules = [
-            line
-            for line in lab.vps(f"{tool}-save", "-t", "filter").stdout.splitlines()
-            if line.startswith("-A ")
-        ]
+        rules = [line for line in lab.vps(f"{tool}-save", "-t", "filter").stdout.splitlines() if line.startswith("-A ")]
         duplicates = {line for line in rules if rules.count(line) > 1}
         assert not duplicates, f"{tool}: {duplicates}"
     assert lab.http_status(VPS_PEER.ipv4, lab.policy.inbound.gateway_port, CLIENT.namespace, auth=True) == 200

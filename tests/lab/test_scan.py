@@ -26,9 +26,7 @@ def _states(report: str) -> tuple[set[int], dict[str, int]]:
     assert host is not None, report
     ports = host.find("ports")
     assert ports is not None
-    opened = {
-        int(p.get("portid", 0)) for p in ports.findall("port") if p.find("state").get("state") == "open"
-    }
+    opened = {int(p.get("portid", 0)) for p in ports.findall("port") if p.find("state").get("state") == "open"}
     reasons: dict[str, int] = {}
     for port in ports.findall("port"):
         state = port.find("state")
@@ -36,23 +34,16 @@ def _states(report: str) -> tuple[set[int], dict[str, int]]:
             reasons[state.get("reason", "")] = reasons.get(state.get("reason", ""), 0) + 1
     for extra in ports.findall("extraports"):
         for reason in extra.findall("extrareasons"):
-            reasons[reason.get("reason", "")] = reasons.get(reason.get("reason", ""), 0) + int(
-                reason.get("count", 0)
-            )
+            reasons[reason.get("reason", "")] = reasons.get(reason.get("reason", ""), 0) + int(reason.get("count", 0))
     return opened, reasons
 
 
 def test_scan_finds_only_ssh_and_gateway_and_nothing_else_answers(lab: Lab) -> None:
     inbound = lab.policy.inbound
-    probe_ports = (
-        set(range(1, 1025)) | set(inbound.open_tcp_ports) | {inbound.metrics_port, *DOCKER_API_PORTS}
-    )
+    probe_ports = set(range(1, 1025)) | set(inbound.open_tcp_ports) | {inbound.metrics_port, *DOCKER_API_PORTS}
     ports = ",".join(str(port) for port in sorted(probe_ports))
     probed = len(probe_ports)
-    scans = {
-        family: _scan(address, ports, family == 6)
-        for family, address in ((4, VPS_PEER.ipv4), (6, VPS_PEER.ipv6))
-    }
+    scans = {family: _scan(address, ports, family == 6) for family, address in ((4, VPS_PEER.ipv4), (6, VPS_PEER.ipv6))}
     for family, scan in scans.items():
         report, _ = scan.communicate(timeout=180)
         assert scan.returncode == 0

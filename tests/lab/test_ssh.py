@@ -32,9 +32,7 @@ def customer_ssh(lab: Lab, customer_key: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("address", [VPS_PEER.ipv4, VPS_PEER.ipv6])
-def test_without_customer_ssh_only_the_provisioning_key_works(
-    lab: Lab, customer_key: Path, address: str
-) -> None:
+def test_without_customer_ssh_only_the_provisioning_key_works(lab: Lab, customer_key: Path, address: str) -> None:
     assert ssh(PROVISIONER.namespace, address, lab.provisioning_key).returncode == 0
     refused = ssh(PROVISIONER.namespace, address, customer_key)
     assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr

@@ -21,9 +21,7 @@ MIN_CLIENT_REQUESTS = 20
 REQUIRED_SUCCESS = 0.95
 
 
-@pytest.mark.parametrize(
-    "address,source", [(VPS_PEER.ipv4, "203.0.113.18"), (VPS_PEER.ipv6, "2001:0db8:0030:")]
-)
+@pytest.mark.parametrize("address,source", [(VPS_PEER.ipv4, "203.0.113.18"), (VPS_PEER.ipv6, "2001:0db8:0030:")])
 def test_flood_is_logged_and_dropped_while_a_client_gets_through(
     lab: Lab, kernel_log: Kernel, address: str, source: str
 ) -> None:

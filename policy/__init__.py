@@ -1,0 +1,1 @@
+"""Policy as code for pull-request review: the CrossGuard pack and the fleet preview."""
