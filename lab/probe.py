@@ -17,7 +17,9 @@ import time
 MAX_COUNT = 1000
 
 
-def probe(address: str, port: int, count: int, seconds: float, interval: float, timeout: float) -> list[float | None]:
+def probe(
+    address: str, port: int, count: int, seconds: float, interval: float, timeout: float, until_fail: bool = False
+) -> list[float | None]:
     results: list[float | None] = []
     deadline = time.monotonic() + seconds
     while len(results) < count and time.monotonic() < deadline:
@@ -27,6 +29,9 @@ def probe(address: str, port: int, count: int, seconds: float, interval: float, 
                 results.append(time.monotonic() - started)
         except OSError:
             results.append(None)
+            if until_fail:
+                print(json.dumps({"failed_at": started}), file=sys.stderr)
+                break
         time.sleep(interval)
     return results
 
@@ -39,8 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="start no attempt after this long")
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=2)
+    parser.add_argument(
+        "--until-fail",
+        action="store_true",
+        help="stop at the first failure; its start (monotonic clock) goes to stderr",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(probe(args.address, args.port, args.count, args.seconds, args.interval, args.timeout)))
+    print(
+        json.dumps(
+            probe(args.address, args.port, args.count, args.seconds, args.interval, args.timeout, args.until_fail)
+        )
+    )
     return 0
 
 

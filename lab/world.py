@@ -145,7 +145,7 @@ class Lab:
         self.apply_firewall()
         self._sinks()
         self._sshd()
-        self._fail2ban()
+        self.start_fail2ban()
         self.start_docker()
         self.start_gateway()
 
@@ -259,13 +259,16 @@ class Lab:
         self._spawn("sshd", in_ns(VPS, "sh", "-c", pipeline), self.state_dir / "sshd.stderr")
         wait_until("sshd", lambda: _listening(VPS, self.policy.inbound.ssh_port))
 
-    def _fail2ban(self) -> None:
+    def start_fail2ban(self, shipped: bool = True) -> None:
+        """fail2ban with the shipped jail and action, or (shipped=False) with Debian's stock
+        configuration, for comparison; either way reading the lab's sshd log."""
+        _stop(self.pids.pop("fail2ban", None))
+        shutil.rmtree(self.fail2ban_dir, ignore_errors=True)
+        (self.state_dir / "fail2ban.sqlite3").unlink(missing_ok=True)
         shutil.copytree("/etc/fail2ban", self.fail2ban_dir)
-        for relative in (
-            "etc/fail2ban/jail.d/clawhosters.local",
-            "etc/fail2ban/action.d/clawhosters-drop.conf",
-        ):
-            shutil.copy(self.bundle_dir / relative, self.fail2ban_dir / relative.removeprefix("etc/fail2ban/"))
+        relatives = ("jail.d/clawhosters.local", "action.d/clawhosters-drop.conf") if shipped else ()
+        for relative in relatives:
+            shutil.copy(self.bundle_dir / "etc/fail2ban" / relative, self.fail2ban_dir / relative)
         # Lab only: no journal in a namespace, so the jail follows the sshd log file instead.
         (self.fail2ban_dir / "jail.d/zz-lab.local").write_text(
             f"[sshd]\nbackend = pyinotify\nlogpath = {self.sshd_log}\n"

@@ -1,0 +1,106 @@
+"""Ban latency: seconds from the failed SSH login that triggers the ban to the first dropped
+connection, on SSH and on the gateway, for our fail2ban setup and for Debian's stock one.
+
+In the lab (root needed). The stock setup needs its own maxretry (5) failures; latency counts from
+the last of them. The lab feeds fail2ban from a log file (pyinotify) in both cases, where the VPS
+uses the journal.
+
+    sudo python -m bench.ban_latency [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import spread, table, write_section
+from lab.topology import ATTACKER, VPS_PEER
+from lab.world import REPO, Lab, down, in_ns, run
+
+GIVE_UP_SECONDS = 15
+STOCK_MAXRETRY = 5  # jail.conf's default
+
+
+def _fail_logins(key: Path, times: int) -> float:
+    for _ in range(times):
+        options = ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "IdentitiesOnly=yes"]
+        ssh = ["ssh", *(word for option in options for word in ("-o", option)), "-i", str(key)]
+        run(in_ns(ATTACKER.namespace, *ssh, f"root@{VPS_PEER.ipv4}", "true"), check=False, timeout=20)
+    return time.monotonic()
+
+
+def _first_drop(port: int) -> subprocess.Popen[str]:
+    probe = ["-m", "lab.probe", VPS_PEER.ipv4, str(port), "--count", "1000", "--seconds", str(GIVE_UP_SECONDS)]
+    # 10 connects/s per port: together below the SYN guard's per-source budget, which would
+    # otherwise drop probes itself.
+    probe += ["--interval", "0.1", "--timeout", "1", "--until-fail"]
+    return subprocess.Popen(
+        in_ns(ATTACKER.namespace, sys.executable, *probe),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _measure(lab: Lab, key: Path, shipped: bool, maxretry: int) -> dict[int, float | None]:
+    lab.start_fail2ban(shipped=shipped)
+    last_failure = _fail_logins(key, maxretry)
+    ports = (lab.policy.inbound.ssh_port, lab.policy.inbound.gateway_port)
+    probes = {port: _first_drop(port) for port in ports}
+    latency: dict[int, float | None] = {}
+    for port, probe in probes.items():
+        _, stderr = probe.communicate(timeout=GIVE_UP_SECONDS + 10)
+        failed = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        latency[port] = failed[0]["failed_at"] - last_failure if failed else None
+    lab.fail2ban("unban", "--all", check=False)
+    return latency
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ban_latency")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root (it builds the lab)")
+    lab = Lab()
+    setups = {
+        "ours (shipped jail and action)": (True, lab.policy.fail2ban.maxretry),
+        "Debian's stock sshd jail": (False, STOCK_MAXRETRY),
+    }
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        key = Path(directory) / "stranger"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        try:
+            lab.up()
+            for name, (shipped, maxretry) in setups.items():
+                runs = [_measure(lab, key, shipped, maxretry) for _ in range(args.repeat)]
+                row = [name, str(maxretry)]
+                for port in (lab.policy.inbound.ssh_port, lab.policy.inbound.gateway_port):
+                    values = [run_[port] for run_ in runs if run_[port] is not None]
+                    blocked = f"{len(values)}/{len(runs)} runs"
+                    row.append(f"{spread(values, ' s')} ({blocked})" if values else f"never dropped ({blocked})")
+                rows.append(row)
+        finally:
+            down(lab.state_dir)
+    body = (
+        "Failed logins from one attacker, then connects every 100 ms (1 s timeout) to SSH and to the gateway "
+        f"until one is dropped, giving up after {GIVE_UP_SECONDS} s. {args.repeat} runs per setup, "
+        "median [min, max].\n\n"
+        + table(
+            ["fail2ban setup", "failures to ban", "SSH dropped after", "gateway (IPv4, via Docker) dropped after"], rows
+        )
+    )
+    print(write_section("Ban latency", body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
