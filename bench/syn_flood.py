@@ -19,6 +19,7 @@ import time
 
 from bench.common import spread, table, write_section
 from components.host_baseline import SYN_GUARD_CHAIN
+from lab.flood import command as flood_command
 from lab.topology import ATTACKER, CLIENT, VPS_PEER
 from lab.world import REPO, Lab, down, in_ns
 
@@ -44,20 +45,7 @@ def _run(lab: Lab, rate: int, seconds: float) -> list[float | None]:
     port = str(lab.policy.inbound.gateway_port)
     python = sys.executable
     flood = subprocess.Popen(
-        in_ns(
-            ATTACKER.namespace,
-            python,
-            "-m",
-            "lab.flood",
-            VPS_PEER.ipv4,
-            port,
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-        ),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
+        flood_command(ATTACKER.namespace, VPS_PEER.ipv4, int(port), rate, seconds), cwd=REPO, stdout=subprocess.DEVNULL
     )
     try:
         time.sleep(0.5)

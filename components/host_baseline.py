@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from components.bundle import Bundle, RenderedFile
-from config.customer import Cidr, OpenSshPublicKey, parse_openssh_public_key
+from config.customer import Cidr, OpenSshPublicKey, keys_match_ssh, parse_openssh_public_key
 from config.policy import BaselinePolicy
 
 BUNDLE_DIR = "/opt/clawhosters/baseline"
@@ -72,12 +72,7 @@ class HostSettings(BaseModel):
     @field_validator("customer_ssh_keys")
     @classmethod
     def _keys_need_ssh(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        enabled = info.data.get("ssh_enabled", False)
-        if keys and not enabled:
-            raise ValueError("customer keys are given but SSH is not enabled")
-        if enabled and not keys:
-            raise ValueError("SSH is enabled but no customer key is given")
-        return keys
+        return keys_match_ssh(keys, info.data.get("ssh_enabled", False))
 
 
 def _chunks(ports: tuple[int, ...]) -> list[str]:

@@ -94,6 +94,15 @@ def parse_openssh_public_key(value: str) -> str:
     return " ".join(parts)
 
 
+def keys_match_ssh(keys: tuple[str, ...], ssh_enabled: bool) -> tuple[str, ...]:
+    """Customer keys exist exactly when the customer enabled SSH."""
+    if keys and not ssh_enabled:
+        raise ValueError("keys are given but ssh_enabled is false")
+    if ssh_enabled and not keys:
+        raise ValueError("ssh_enabled is true but no key is given")
+    return keys
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
@@ -122,12 +131,7 @@ class CustomerConfig(BaseModel):
     @field_validator("ssh_public_keys")
     @classmethod
     def _keys_need_ssh(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        enabled = info.data.get("ssh_enabled", False)
-        if keys and not enabled:
-            raise ValueError("keys are given but ssh_enabled is false")
-        if enabled and not keys:
-            raise ValueError("ssh_enabled is true but no key is given")
-        return keys
+        return keys_match_ssh(keys, info.data.get("ssh_enabled", False))
 
     @property
     def stack_name(self) -> str:

@@ -35,6 +35,12 @@ def flood(address: str, port: int, rate: int, seconds: float) -> dict[str, float
     return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed}
 
 
+def command(namespace: str, address: str, port: int, rate: int, seconds: float) -> list[str]:
+    """How to run a bounded flood from inside a lab namespace."""
+    arguments = [address, str(port), "--rate", str(rate), "--seconds", str(seconds)]
+    return ["ip", "netns", "exec", namespace, sys.executable, "-m", "lab.flood", *arguments]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.flood")
     parser.add_argument("address")

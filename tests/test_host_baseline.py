@@ -138,7 +138,7 @@ def test_customer_keys_are_installed_only_when_ssh_is_enabled() -> None:
     opened = render_host_baseline(POLICY, HostSettings(ssh_enabled=True, customer_ssh_keys=(key,)))
     assert key in opened.file(path).content.splitlines()
     assert opened.digest != BUNDLE.digest
-    with pytest.raises(ValueError, match="SSH is not enabled"):
+    with pytest.raises(ValueError, match="ssh_enabled is false"):
         HostSettings(customer_ssh_keys=(key,))
 
 

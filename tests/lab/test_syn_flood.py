@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 
+from lab.flood import command as flood_command
 from lab.topology import ATTACKER, CLIENT, VPS_PEER
-from lab.world import REPO, Lab, in_ns
+from lab.world import REPO, Lab
 from tests.lab.helpers import Kernel
 
 FLOOD_RATE = 1000
@@ -27,18 +27,7 @@ def test_flood_is_logged_and_dropped_while_a_client_gets_through(
 ) -> None:
     port = lab.policy.inbound.gateway_port
     flood = subprocess.Popen(
-        in_ns(
-            ATTACKER.namespace,
-            sys.executable,
-            "-m",
-            "lab.flood",
-            address,
-            str(port),
-            "--rate",
-            str(FLOOD_RATE),
-            "--seconds",
-            str(FLOOD_SECONDS),
-        ),
+        flood_command(ATTACKER.namespace, address, port, FLOOD_RATE, FLOOD_SECONDS),
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
