@@ -13,6 +13,7 @@ import pulumi_tls as tls
 from components.cloud_firewall import firewall_rules
 from components.gateway import GATEWAY_DIR, PASSWORD_INPUT_ENV, install_command, render_gateway
 from components.host_baseline import BUNDLE_DIR, HostSettings, render_host_baseline
+from config.customer import CustomerConfig
 from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
@@ -70,12 +71,14 @@ class CustomerInstance(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
+        config: StackSettings | CustomerConfig,
         policy: BaselinePolicy | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(COMPONENT_TYPE, name, None, opts)
         policy = policy or BaselinePolicy()
+        # A bare CustomerConfig runs with the platform's defaults.
+        settings = config if isinstance(config, StackSettings) else StackSettings(customer=config)
         customer, platform = settings.customer, settings.platform
         child = pulumi.ResourceOptions(parent=self)
 

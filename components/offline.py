@@ -22,6 +22,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs
 
 from components.instance import CustomerInstance
+from config.customer import CustomerConfig
 from config.loader import ConfigError, StackSettings
 from config.policy import BaselinePolicy
 
@@ -171,14 +172,15 @@ def _resolve_into(graph: Graph, outputs: dict[str, Any]) -> pulumi.Output[None]:
     return pulumi.Output.from_input(collect())
 
 
-def build_graph(settings: StackSettings, policy: BaselinePolicy | None = None) -> Graph:
+def build_graph(config: StackSettings | CustomerConfig, policy: BaselinePolicy | None = None) -> Graph:
     """Run the component under mocks; return every registration and the resolved outputs."""
     graph = Graph()
-    _mock(graph, settings.customer.stack_name)
+    stack = (config.customer if isinstance(config, StackSettings) else config).stack_name
+    _mock(graph, stack)
 
     @pulumi.runtime.test
     def run() -> pulumi.Output[None]:
-        instance = CustomerInstance(settings.customer.stack_name, settings, policy)
+        instance = CustomerInstance(stack, config, policy)
         return _resolve_into(graph, {name: getattr(instance, name) for name in OUTPUT_NAMES})
 
     run()

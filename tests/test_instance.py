@@ -233,3 +233,9 @@ def test_a_policy_beyond_hetzners_rule_limits_is_refused_before_anything_is_crea
     )
     with pytest.raises(ValueError, match="Hetzner allows 50"):
         firewall_rules(policy)
+
+
+def test_a_bare_customer_config_gets_the_platform_defaults(graph: Graph) -> None:
+    bare = build_graph(settings().customer)
+    assert bare.one(SERVER).wire_inputs == graph.one(SERVER).wire_inputs
+    assert len(bare.registrations) == len(graph.registrations)
