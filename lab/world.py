@@ -18,8 +18,9 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,10 @@ def in_ns(namespace: str, *command: str) -> list[str]:
     return ["ip", "netns", "exec", namespace, *command]
 
 
-def wait_until(what: str, probe: object, timeout: float = 30, interval: float = 0.2) -> None:
+def wait_until(what: str, probe: Callable[[], object], timeout: float = 30, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if probe():  # type: ignore[operator]
+        if probe():
             return
         time.sleep(interval)
     raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -115,7 +116,8 @@ class Lab:
         text = "".join(line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#"))
         return re.sub(r" \[\d+:\d+\]$", "", text, flags=re.MULTILINE)
 
-    def _spawn(self, name: str, command: Sequence[str], log: Path) -> int:
+    def _spawn(self, name: str, command: Sequence[str], log: Path) -> None:
+        """Start a daemon in its own process group and record its PID for `down`."""
         with log.open("ab") as output:
             process = subprocess.Popen(
                 list(command),
@@ -123,16 +125,16 @@ class Lab:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=REPO,
             )
         self.pids[name] = process.pid
         self._save()
-        return process.pid
 
     def _save(self) -> None:
         (self.state_dir / "state.json").write_text(json.dumps({"pids": self.pids}))
 
     # -- building --------------------------------------------------------------------------------
-    def up(self, ssh_enabled: bool = False, customer_keys: tuple[str, ...] = ()) -> None:
+    def up(self) -> None:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, iptables, dockerd)")
         down(self.state_dir)
@@ -141,7 +143,7 @@ class Lab:
         # Kernel LOG lines from a namespace other than the host's are dropped unless this is set.
         NF_LOG_ALL_NETNS.write_text("1\n")
         self._network()
-        self.render(ssh_enabled, customer_keys)
+        self.render()
         self.apply_firewall()
         self._sinks()
         self._sshd()
@@ -202,23 +204,10 @@ class Lab:
         self.vps("sh", str(self.bundle_dir / "apply.sh"), "--firewall-only")
 
     def _sinks(self) -> None:
-        command = in_ns(
-            ROUTER,
-            str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else "python3",
-            "-m",
-            "lab.sink",
-            topology.SINK_V4,
-            topology.SINK_V6,
-            "--ports",
-            *map(str, topology.SINK_PORTS),
-        )
+        addresses = (topology.SINK_V4, topology.SINK_V6)
+        command = in_ns(ROUTER, sys.executable, "-m", "lab.sink", *addresses, "--ports", *map(str, topology.SINK_PORTS))
         log = self.state_dir / "sink.log"
-        with log.open("ab") as output:
-            process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
-            )
-        self.pids["sink"] = process.pid
-        self._save()
+        self._spawn("sink", command, log)
         wait_until("the sinks", lambda: "ready" in log.read_text(), timeout=20)
 
     def _sshd(self) -> None:
