@@ -43,7 +43,7 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 def test_firewall_opens_exactly_ssh_and_gateway_inbound_on_both_families(graph: Graph) -> None:
     inbound = [rule for rule in graph.one(FIREWALL).inputs["rules"] if rule["direction"] == "in"]
     assert {rule["protocol"] for rule in inbound} == {"tcp"}
-    assert set().union(*(_ports(rule) for rule in inbound)) == {22, 8080}
+    assert set().union(*(_ports(rule) for rule in inbound)) == set(POLICY.inbound.open_tcp_ports)
     for rule in inbound:
         assert set(rule["sourceIps"]) == {"0.0.0.0/0", "::/0"}
 
@@ -57,7 +57,7 @@ def test_firewall_allows_every_outbound_tcp_port_except_smtp_and_irc(graph: Grap
         if rule["protocol"] == "tcp":
             allowed_tcp.extend(_ports(rule))
     assert len(allowed_tcp) == len(set(allowed_tcp)), "overlapping tcp rules"
-    blocked = {25, 465, 587, 2525, 6667, 6697, 194}
+    blocked = set(POLICY.egress.blocked_tcp_ports)
     allowed_set = set(allowed_tcp)
     assert [port for port in range(1, 65536) if port not in allowed_set] == sorted(blocked)
     protocols = {rule["protocol"] for rule in outbound}
@@ -125,7 +125,11 @@ def _published(unit_or_script: str) -> list[str]:
 
 def test_gateway_publishes_only_the_gateway_port_and_keeps_metrics_local(graph: Graph) -> None:
     gateway = graph.named("customer-acme-gateway")
-    assert _published(gateway.inputs["create"]) == ["8080:8080", "127.0.0.1:9090:9090"]
+    gateway_port, metrics_port = POLICY.inbound.gateway_port, POLICY.inbound.metrics_port
+    assert _published(gateway.inputs["create"]) == [
+        f"{gateway_port}:{gateway_port}",
+        f"127.0.0.1:{metrics_port}:{metrics_port}",
+    ]
     assert f"sh install.sh '{IMAGE}'" in gateway.inputs["create"]
     assert "Restart=always" in gateway.inputs["create"]
 
@@ -145,7 +149,7 @@ def test_gateway_password_is_secret_everywhere(graph: Graph) -> None:
 
 
 def test_outputs(graph: Graph) -> None:
-    assert graph.outputs["gateway_url"] == "http://203.0.113.10:8080/"
+    assert graph.outputs["gateway_url"] == f"http://203.0.113.10:{POLICY.inbound.gateway_port}/"
     assert graph.outputs["ipv6_address"] == "2001:db8:10::1"
     assert re.fullmatch(r"[0-9a-f]{64}", graph.outputs["baseline_digest"])
     assert graph.outputs["server_id"].isdigit()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from components.offline import main, stack_file_config
+from config import BaselinePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "Pulumi.customer-example.yaml"
@@ -16,7 +17,8 @@ def test_the_example_stack_is_described_without_revealing_secrets(capsys: pytest
     assert main([str(EXAMPLE)]) == 0
     shown = capsys.readouterr().out
     assert "gateway_password = [secret]" in shown
-    assert "in  tcp  22" in shown and "in  tcp  8080" in shown
+    for port in BaselinePolicy().inbound.open_tcp_ports:
+        assert f"in  tcp  {port} " in shown
     assert "hcloud:index/server:Server" in shown
     assert "PRIVATE KEY" not in shown
 

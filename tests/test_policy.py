@@ -16,6 +16,10 @@ from policy.pack import policies
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ef" * 32
 POLICY = BaselinePolicy()
+GATEWAY, METRICS = POLICY.inbound.gateway_port, POLICY.inbound.metrics_port
+DOCKER_API = 2375
+OPEN = ", ".join(f"tcp/{port}" for port in sorted(POLICY.inbound.open_tcp_ports))
+BLOCKED = ", ".join(f"tcp/{port}" for port in sorted(POLICY.egress.blocked_tcp_ports))
 
 
 def _resources(graph: Graph) -> list[rules.Resource]:
@@ -104,7 +108,7 @@ def _firewall_rules(resources: list[rules.Resource], rules_now: list[dict[str, A
 
 def extra_inbound_port(resources: list[rules.Resource]) -> list[rules.Resource]:
     current = list(_one(resources, rules.FIREWALL).props["rules"])
-    extra = {"direction": "in", "protocol": "tcp", "port": "9090", "sourceIps": ["0.0.0.0/0", "::/0"]}
+    extra = {"direction": "in", "protocol": "tcp", "port": str(METRICS), "sourceIps": list(POLICY.inbound.source_cidrs)}
     return _firewall_rules(resources, [*current, extra])
 
 
@@ -143,11 +147,12 @@ def _gateway_text(resources: list[rules.Resource], old: str, new: str) -> list[r
 
 
 def metrics_published(resources: list[rules.Resource]) -> list[rules.Resource]:
-    return _gateway_text(resources, "--publish 127.0.0.1:9090:9090", "--publish 9090:9090")
+    return _gateway_text(resources, f"--publish 127.0.0.1:{METRICS}:{METRICS}", f"--publish {METRICS}:{METRICS}")
 
 
 def docker_api_published(resources: list[rules.Resource]) -> list[rules.Resource]:
-    return _gateway_text(resources, "--publish 8080:8080", "--publish 8080:8080 -p 2375:2375")
+    published = f"--publish {GATEWAY}:{GATEWAY}"
+    return _gateway_text(resources, published, f"{published} -p {DOCKER_API}:{DOCKER_API}")
 
 
 def no_baseline_command(resources: list[rules.Resource]) -> list[rules.Resource]:
@@ -169,14 +174,14 @@ def gateway_not_waiting(resources: list[rules.Resource]) -> list[rules.Resource]
 @pytest.mark.parametrize(
     "tamper,message",
     [
-        (extra_inbound_port, "opens tcp/9090; only tcp/22, tcp/8080 may be open"),
+        (extra_inbound_port, f"opens tcp/{METRICS}; only {OPEN} may be open"),
         (inbound_ipv4_only, "admits ['0.0.0.0/0']"),
         (no_outbound_rules, "no outbound rules, so all egress is allowed"),
-        (smtp_allowed, "outbound tcp tcp/25, tcp/194, tcp/465, tcp/587, tcp/2525, tcp/6667, tcp/6697 is allowed"),
+        (smtp_allowed, f"outbound tcp {BLOCKED} is allowed"),
         (server_without_firewall, "created without a firewall"),
         (server_without_label, "lacks the labels ['managed-by']"),
-        (metrics_published, "publishes metrics (9090:9090) publicly"),
-        (docker_api_published, "publishes 2375:2375; only 8080 may be published"),
+        (metrics_published, f"publishes metrics ({METRICS}:{METRICS}) publicly"),
+        (docker_api_published, f"publishes {DOCKER_API}:{DOCKER_API}; only {GATEWAY} may be published"),
         (no_baseline_command, "gets no baseline command"),
         (gateway_not_waiting, "does not wait for the baseline"),
     ],
