@@ -1,0 +1,182 @@
+"""Real services for the provisioner's tests: a Redis server, and the provisioner's own serve and
+worker processes, all started here and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.webhook import sign
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "whsec_test_0123456789abcdef"
+TOKEN = "operator-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(what: str, check: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server must be installed (setup.sh installs it)"
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("redis", lambda: _connects(port))
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _connects(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Provisioner:
+    """One provisioner deployment: its environment, its processes, and a client for its API."""
+
+    env: dict[str, str]
+    records: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.env['CLAW_BIND']}"
+
+    def start(self, role: str, *arguments: str) -> None:
+        with (self.records.parent / f"{role}.log").open("ab") as log:
+            self.processes[role] = subprocess.Popen(
+                [sys.executable, "-m", "provisioner", role, *arguments],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(role)
+        os.killpg(process.pid, sig)
+        process.wait(timeout=20)
+
+    def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "provisioner", *arguments],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def post(
+        self, body: bytes, signature: str | None = "sign", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(f"{self.url}/webhooks/billing", data=body, method="POST")
+        if signature == "sign":
+            signature = sign(body, SECRET, int(time.time()))
+        if signature is not None:
+            request.add_header("Stripe-Signature", signature)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        return _call(request)
+
+    def get(self, path: str, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(f"{self.url}{path}")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        return _call(request)
+
+    def status(self, customer_id: str) -> str | None:
+        code, body = self.get(f"/customers/{customer_id}")
+        return body.get("status") if code == 200 else None
+
+
+def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    if request.param == "redis":
+        redis_url: str = request.getfixturevalue("redis_server")
+        import redis
+
+        redis.Redis.from_url(redis_url).flushall()
+        queue_url = redis_url + "/0"
+    else:
+        queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+    records = tmp_path / "records"
+    records.mkdir()
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("CLAW_")},
+        "CLAW_WEBHOOK_SECRET": SECRET,
+        "CLAW_OPERATOR_TOKEN": TOKEN,
+        "CLAW_QUEUE_URL": queue_url,
+        "CLAW_BIND": f"127.0.0.1:{free_port()}",
+        "CLAW_RUNNER": "tests.provisioner.standin:StandInRunner",
+        "CLAW_LEASE_SECONDS": "2",
+        "CLAW_RETRY_BASE_SECONDS": "0.2",
+        "CLAW_MAX_ATTEMPTS": "2",
+        "CLAW_CANCELLATION_GRACE_SECONDS": "3",
+        "CLAW_STANDIN_DIR": str(records),
+        "PYTHONPATH": str(REPO),
+    }
+    deployment = Provisioner(env, records)
+    deployment.start("serve")
+    wait_for("the webhook endpoint", lambda: _connects(int(env["CLAW_BIND"].rsplit(":", 1)[1])))
+    try:
+        yield deployment
+    finally:
+        for role in list(deployment.processes):
+            deployment.kill(role)

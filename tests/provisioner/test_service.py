@@ -1,0 +1,119 @@
+"""The provisioner as deployed: real serve and worker processes on SQLite and on Redis."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+from tests.provisioner.conftest import TOKEN, Provisioner, wait_for
+from tests.provisioner.events import cancellation, signup
+from tests.provisioner.standin import records
+
+
+def _jobs(provisioner: Provisioner) -> list[dict[str, object]]:
+    code, body = provisioner.get("/jobs")
+    assert code == 200
+    return body["jobs"]  # type: ignore[return-value]
+
+
+def test_a_signup_is_provisioned_and_its_status_is_visible(provisioner: Provisioner) -> None:
+    provisioner.start("worker")
+    code, body = provisioner.post(signup("acme", ssh_enabled="false"))
+    assert (code, body["accepted"][:4]) == (200, "evt_")
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
+    _, view = provisioner.get("/customers/acme")
+    assert view["outputs"] == {"server_id": "4711", "gateway_url": "http://acme.example:8080/"}
+    assert "config" not in view and "gateway_image" not in json.dumps(view)
+    assert [record["customer"] for record in records(provisioner.records)] == ["acme"]
+    cli = provisioner.cli("status", "acme")
+    assert cli.returncode == 0 and json.loads(cli.stdout)["status"] == "ready"
+
+
+def test_a_redelivered_event_runs_once(provisioner: Provisioner) -> None:
+    provisioner.start("worker")
+    body = signup("acme", event_id="evt_redelivered1")
+    assert provisioner.post(body)[1] == {"accepted": "evt_redelivered1"}
+    assert provisioner.post(body)[1] == {"duplicate": "evt_redelivered1"}
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
+    assert provisioner.post(body)[1] == {"duplicate": "evt_redelivered1"}
+    time.sleep(1)
+    assert len(records(provisioner.records)) == 1
+    assert len(_jobs(provisioner)) == 1
+
+
+def test_refused_deliveries_change_nothing(provisioner: Provisioner) -> None:
+    body = signup("acme")
+    assert provisioner.post(body, signature=None)[0] == 400
+    assert provisioner.post(body, signature="t=1,v1=" + "0" * 64)[0] == 401
+    from provisioner.webhook import sign
+    from tests.provisioner.conftest import SECRET
+
+    assert provisioner.post(body, signature=sign(body, SECRET, int(time.time()) - 3600))[0] == 401
+    assert provisioner.post(b"x" * 70_000)[0] == 413
+    assert provisioner.post(b"{not json")[0] == 400
+    assert provisioner.post(signup("Acme;rm -rf /"))[0] == 422
+    assert _jobs(provisioner) == []
+
+
+def test_the_status_api_needs_the_operator_token(provisioner: Provisioner) -> None:
+    assert provisioner.get("/jobs", token=None)[0] == 401
+    assert provisioner.get("/jobs", token="wrong-token-000000000")[0] == 401
+    assert provisioner.get("/customers/acme", token=None)[0] == 401
+    assert provisioner.get("/customers/acme", token=TOKEN)[0] == 404
+    assert provisioner.get("/jobs", token=TOKEN) == (200, {"jobs": []})
+
+
+def test_one_operation_per_stack_at_a_time(provisioner: Provisioner) -> None:
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "1"
+    provisioner.start("worker", "--workers", "3")
+    for body in (signup("acme"), signup("acme"), signup("acme"), signup("other")):
+        assert provisioner.post(body)[0] == 200
+    wait_for("four operations", lambda: len(records(provisioner.records)) == 4, timeout=30)
+    acme = records(provisioner.records)
+    acme_runs = [record for record in acme if record["customer"] == "acme"]
+    for earlier, later in itertools.pairwise(acme_runs):
+        assert later["start"] >= earlier["end"], "two operations overlapped on one stack"
+    other = next(record for record in acme if record["customer"] == "other")
+    assert any(run["start"] < other["end"] and other["start"] < run["end"] for run in acme_runs), (
+        "different stacks should run side by side"
+    )
+
+
+def test_a_cancellation_waits_for_its_grace_period(provisioner: Provisioner) -> None:
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
+    accepted = time.time()
+    assert provisioner.post(cancellation("acme"))[0] == 200
+    assert provisioner.status("acme") == "queued"
+    wait_for("the deprovision", lambda: provisioner.status("acme") == "deprovisioned", timeout=20)
+    destroy = records(provisioner.records, "destroy")
+    assert len(destroy) == 1
+    assert destroy[0]["start"] >= accepted + float(provisioner.env["CLAW_CANCELLATION_GRACE_SECONDS"]) - 0.5
+
+
+def test_a_job_survives_its_worker_being_killed(provisioner: Provisioner) -> None:
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    wait_for("the job to start", lambda: any(provisioner.records.glob("acme.up.*")))
+    provisioner.kill("worker")
+    assert provisioner.status("acme") == "provisioning"
+    assert records(provisioner.records) == []
+    time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
+    provisioner.start("worker")
+    wait_for("the job to finish elsewhere", lambda: provisioner.status("acme") == "ready", timeout=30)
+    assert len(records(provisioner.records)) == 1
+
+
+def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner) -> None:
+    provisioner.start("worker")
+    _, body = provisioner.post(signup("doomed-customer"))
+    wait_for("the job to fail", lambda: provisioner.status("doomed-customer") == "failed", timeout=30)
+    _, view = provisioner.get("/customers/doomed-customer")
+    assert view["attempts"] == int(provisioner.env["CLAW_MAX_ATTEMPTS"])
+    assert view["last_error"] == "RuntimeError: the cloud said no"
+    retried = provisioner.cli("retry", body["accepted"])
+    assert retried.returncode == 0, retried.stderr
+    wait_for("the retry to run", lambda: provisioner.get("/customers/doomed-customer")[1]["attempts"] >= 1)
