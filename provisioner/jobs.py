@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -51,7 +52,16 @@ def make_huey(queue_url: str) -> Huey:
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url.removeprefix("sqlite://"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey("clawhosters-provisioner", filename=str(path))
+        # Several processes open the file at once, and the first to switch a new file to WAL
+        # mode holds it exclusively for a moment: SQLite's busy timeout does not cover that.
+        for _ in range(100):
+            try:
+                return SqliteHuey("clawhosters-provisioner", filename=str(path), timeout=60)
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error):
+                    raise
+                time.sleep(0.05)
+        raise RuntimeError(f"{path} stayed locked")
     return RedisHuey("clawhosters-provisioner", url=queue_url)
 
 

@@ -59,14 +59,25 @@ class SqliteKeyValue:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._local = threading.local()
-        with self._connection() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS claw_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS claw_locks (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
+        for _ in range(100):  # the same WAL switch race as the queue's file (see jobs.make_huey)
+            try:
+                self._initialise()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error):
+                    raise
+                time.sleep(0.05)
+        raise RuntimeError(f"{path} stayed locked")
+
+    def _initialise(self) -> None:
+        db = self._connection()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS claw_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS claw_locks (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
 
     def _connection(self) -> sqlite3.Connection:
         if getattr(self._local, "db", None) is None:
-            self._local.db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            self._local.db = sqlite3.connect(self._path, timeout=60, isolation_level=None)
         connection: sqlite3.Connection = self._local.db
         return connection
 
@@ -142,7 +153,10 @@ class RedisKeyValue:
 
 def key_value(queue_url: str) -> KeyValue:
     if queue_url.startswith("sqlite:///"):
-        return SqliteKeyValue(Path(queue_url.removeprefix("sqlite://")))
+        # Beside the queue's file, not in it: the job records and huey's queue are written by
+        # different processes at different rates.
+        queue = Path(queue_url.removeprefix("sqlite://"))
+        return SqliteKeyValue(queue.with_name(queue.name + ".jobs"))
     return RedisKeyValue(queue_url)
 
 

@@ -1,0 +1,175 @@
+"""Jobs per second through the provisioner: webhook intake to finished job, with a stand-in stack
+runner that does no work, on SQLite and on Redis, with 1 and 4 worker processes.
+
+Real `serve` and `worker` processes and a real Redis server are started and stopped by PID.
+
+    python -m bench.provisioner_throughput [--jobs 200] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import spread, table, write_section
+from provisioner.runner import Log
+from provisioner.settings import ProvisionerSettings
+from provisioner.webhook import sign
+
+REPO = Path(__file__).resolve().parent.parent
+# Throwaway credentials of a benchmark run on loopback.
+SECRET = "whsec_bench_0123456789abcdef"  # noqa: S105
+TOKEN = "bench-token-0123456789abcdef"  # noqa: S105
+IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
+
+
+class NoopRunner:
+    """A StackRunner that does nothing, so the figures are the queue's own."""
+
+    def __init__(self, settings: ProvisionerSettings) -> None:
+        self.settings = settings
+
+    def up(self, customer_id: str, config: dict[str, str], log: Log) -> dict[str, Any]:
+        return {}
+
+    def destroy(self, customer_id: str, log: Log) -> None:
+        return None
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the provisioner did not finish in time")
+
+
+@contextmanager
+def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our local server)
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[float, float]:
+    """(intake seconds, seconds from the first event to the last finished job)."""
+    bind = f"127.0.0.1:{_port()}"
+    env = {
+        **os.environ,
+        "CLAW_WEBHOOK_SECRET": SECRET,
+        "CLAW_OPERATOR_TOKEN": TOKEN,
+        "CLAW_QUEUE_URL": queue_url,
+        "CLAW_BIND": bind,
+        "CLAW_RUNNER": "bench.provisioner_throughput:NoopRunner",
+        "PYTHONPATH": str(REPO),
+    }
+    with _processes() as processes:
+        for role in (["serve"], ["worker", "--workers", str(workers)]):
+            with (directory / f"{role[0]}.log").open("ab") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "provisioner", *role],
+                        env=env,
+                        cwd=REPO,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
+        host, port = bind.rsplit(":", 1)
+        _wait(lambda: socket.socket().connect_ex((host, int(port))) == 0, 20)
+        time.sleep(1)  # let the workers start polling
+        started = time.monotonic()
+        for index in range(jobs):
+            body = json.dumps(
+                {
+                    "id": f"evt_bench{index:06d}",
+                    "type": "customer.subscription.created",
+                    "data": {"object": {"metadata": {"customer_id": f"bench-{index:06d}", "gateway_image": IMAGE}}},
+                }
+            ).encode()
+            headers = {"Stripe-Signature": sign(body, SECRET, int(time.time())), "Content-Type": "application/json"}
+            _request(f"http://{bind}/webhooks/billing", body, headers)
+        intake = time.monotonic() - started
+
+        def finished() -> bool:
+            listed = _request(f"http://{bind}/jobs", headers={"Authorization": f"Bearer {TOKEN}"})["jobs"]
+            return sum(job["status"] == "ready" for job in listed) == jobs
+
+        _wait(finished, 300)
+        return intake, time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.provisioner_throughput")
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    redis_binary = shutil.which("redis-server")
+    if redis_binary is None:
+        parser.error("needs redis-server")
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary, _processes() as redis:
+        directory = Path(temporary)
+        redis_port = _port()
+        command = [redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", temporary]
+        redis.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True))
+        _wait(lambda: socket.socket().connect_ex(("127.0.0.1", redis_port)) == 0, 20)
+        for backend in ("sqlite", "redis"):
+            for workers in (1, 4):
+                intake, total = [], []
+                for run in range(args.repeat):
+                    if backend == "sqlite":
+                        queue_url = f"sqlite:///{directory / f'queue-{workers}-{run}.sqlite3'}"
+                    else:
+                        subprocess.run(
+                            ["redis-cli", "-p", str(redis_port), "flushall"], check=True, capture_output=True
+                        )
+                        queue_url = f"redis://127.0.0.1:{redis_port}/0"
+                    seconds_in, seconds_all = _run(queue_url, workers, args.jobs, directory)
+                    intake.append(args.jobs / seconds_in)
+                    total.append(args.jobs / seconds_all)
+                rows.append([backend, str(workers), spread(intake, " /s", 0), spread(total, " /s", 1)])
+    body = (
+        f"{args.jobs} signed signup events posted one after another to a real `serve`, run by real `worker` "
+        f"processes with a runner that does no work; {args.repeat} runs each, median [min, max]. Real stacks "
+        "take minutes each, so in production the queue is never the bottleneck; this measures its overhead.\n\n"
+        + table(["backend", "workers", "webhooks accepted", "jobs finished (end to end)"], rows)
+    )
+    print(write_section("Provisioner throughput", body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
