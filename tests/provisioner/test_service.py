@@ -6,8 +6,9 @@ import itertools
 import json
 import time
 
-from tests.provisioner.conftest import TOKEN, Provisioner, wait_for
-from tests.provisioner.events import cancellation, signup
+from provisioner.webhook import sign
+from tests.provisioner.conftest import SECRET, TOKEN, Provisioner, wait_for
+from tests.provisioner.events import IMAGE, cancellation, signup
 from tests.provisioner.standin import records
 
 
@@ -28,6 +29,10 @@ def test_a_signup_is_provisioned_and_its_status_is_visible(provisioner: Provisio
     assert [record["customer"] for record in records(provisioner.records)] == ["acme"]
     cli = provisioner.cli("status", "acme")
     assert cli.returncode == 0 and json.loads(cli.stdout)["status"] == "ready"
+    logs = "".join(path.read_text() for path in provisioner.records.parent.glob("*.log"))
+    assert '"event": "done"' in logs
+    for secret in (SECRET, TOKEN, IMAGE):
+        assert secret not in logs, "logs carry ids and states only, never secrets or the customer's settings"
 
 
 def test_a_redelivered_event_runs_once(provisioner: Provisioner) -> None:
@@ -46,9 +51,6 @@ def test_refused_deliveries_change_nothing(provisioner: Provisioner) -> None:
     body = signup("acme")
     assert provisioner.post(body, signature=None)[0] == 400
     assert provisioner.post(body, signature="t=1,v1=" + "0" * 64)[0] == 401
-    from provisioner.webhook import sign
-    from tests.provisioner.conftest import SECRET
-
     assert provisioner.post(body, signature=sign(body, SECRET, int(time.time()) - 3600))[0] == 401
     assert provisioner.post(b"x" * 70_000)[0] == 413
     assert provisioner.post(b"{not json")[0] == 400
