@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
 
 from lab.world import in_ns, run
 
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
+
 
 class Kernel:
-    """The kernel log (LOG target lines) since a point in time."""
+    """The kernel log (LOG target lines) since a point in time.
+
+    By the kernel's own timestamps, not by line count: the ring buffer drops old lines when full.
+    """
 
     def __init__(self) -> None:
-        self.start = len(self._lines())
+        self.start = max((stamp for stamp, _ in self._lines()), default=0.0)
 
     @staticmethod
-    def _lines() -> list[str]:
-        return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout.splitlines()
+    def _lines() -> list[tuple[float, str]]:
+        output = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+        return [(float(match.group(1)), line) for line in output.splitlines() if (match := _STAMP.match(line))]
 
     def since(self, needle: str) -> list[str]:
-        return [line for line in self._lines()[self.start :] if needle in line]
+        return [line for stamp, line in self._lines() if stamp > self.start and needle in line]
 
 
 def ssh(namespace: str, host: str, key: Path, *options: str) -> subprocess.CompletedProcess[str]:
