@@ -36,6 +36,7 @@ def worker_id() -> str:
 
 
 LOCKED_RETRY_SECONDS = 2
+FINISHED = ("done", "failed", "cancelled")
 
 
 @cache
@@ -103,7 +104,7 @@ class _Heartbeat(threading.Thread):
 @huey.task()
 def run_job(event_id: str) -> None:
     job = store().get(event_id)
-    if job is None or job.state in ("done", "failed"):
+    if job is None or job.state in FINISHED:
         return
     if job.run_after > time.time():
         raise RetryTask(delay=job.run_after - time.time())
@@ -114,8 +115,10 @@ def run_job(event_id: str) -> None:
     heartbeat.start()
     try:
         job = store().get(event_id) or job  # as it is now that the lease is ours
-        if job.state in ("done", "failed"):
+        if job.state in FINISHED:
             return
+        if job.run_after > time.time():  # a duplicate queue entry, still inside its backoff
+            raise RetryTask(delay=job.run_after - time.time())
         job.state, job.attempts = "running", job.attempts + 1
         store().save(job)
         _event("started", job, attempt=job.attempts)

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 Kind = Literal["provision", "deprovision"]
-State = Literal["queued", "running", "done", "failed"]
+State = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
 class Job(BaseModel):
@@ -168,6 +168,11 @@ class JobStore:
         """Store a new job for its event; False when the event was seen before (a redelivery)."""
         if not self.kv.add(f"job:{job.event_id}", job.model_dump_json()):
             return False
+        pending = self.latest(job.customer_id)
+        if job.kind == "provision" and pending and pending.kind == "deprovision" and pending.state == "queued":
+            # The customer came back within the grace period: the stack stays.
+            pending.state, pending.last_error = "cancelled", f"superseded by {job.event_id}"
+            self.save(pending)
         self.kv.put(f"customer:{job.customer_id}", job.event_id)
         return True
 

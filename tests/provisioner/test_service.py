@@ -119,3 +119,17 @@ def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner)
     retried = provisioner.cli("retry", body["accepted"])
     assert retried.returncode == 0, retried.stderr
     wait_for("the retry to run", lambda: provisioner.get("/customers/doomed-customer")[1]["attempts"] >= 1)
+
+
+def test_a_signup_within_the_grace_period_keeps_the_stack(provisioner: Provisioner) -> None:
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
+    _, cancelled = provisioner.post(cancellation("acme"))
+    provisioner.post(signup("acme"))
+    wait_for("the new signup", lambda: len(records(provisioner.records, "up")) == 2, timeout=20)
+    time.sleep(float(provisioner.env["CLAW_CANCELLATION_GRACE_SECONDS"]) + 1.5)
+    assert records(provisioner.records, "destroy") == []
+    assert provisioner.status("acme") == "ready"
+    jobs = {job["event_id"]: job for job in _jobs(provisioner)}
+    assert jobs[cancelled["accepted"]]["status"] == "cancelled"
