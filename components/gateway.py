@@ -15,13 +15,13 @@ ENV_FILE = "/etc/clawhosters/gateway.env"
 UNIT_NAME = "clawhosters-gateway.service"
 FIREWALL_UNIT = "clawhosters-firewall.service"
 CONTAINER_NAME = "openclaw-gateway"
+# The gateway keeps its state in /data; the host directory outlives every container.
+DATA_DIR = "/var/lib/openclaw-gateway"
+CONTAINER_DATA_DIR = "/data"
 GATEWAY_USER = "admin"
 # The container's contract: it reads its basic-auth credentials from these variables.
 GATEWAY_USER_ENV = "OPENCLAW_GATEWAY_USER"
 GATEWAY_PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"  # noqa: S105 (a variable name)
-# The install script reads the password from this variable of the remote command, so the
-# secret never appears in the command text that `pulumi preview` shows.
-PASSWORD_INPUT_ENV = "GATEWAY_PASSWORD"  # noqa: S105 (a variable name)
 
 
 def gateway_run_args(policy: BaselinePolicy, image: str, env_file: str = ENV_FILE) -> list[str]:
@@ -39,6 +39,8 @@ def gateway_run_args(policy: BaselinePolicy, image: str, env_file: str = ENV_FIL
         f"{gateway}:{gateway}",
         "--publish",
         f"127.0.0.1:{metrics}:{metrics}",
+        "--volume",
+        f"{DATA_DIR}:{CONTAINER_DATA_DIR}",
         "--security-opt",
         "no-new-privileges",
         image,
@@ -65,16 +67,22 @@ WantedBy=multi-user.target
 
 
 _INSTALL = f"""#!/bin/sh
-# Usage: install.sh IMAGE. Installs and (re)starts the gateway; the password arrives in
-# ${PASSWORD_INPUT_ENV}.
+# Usage: install.sh IMAGE < password. Installs and (re)starts the gateway.
+# The password arrives on standard input: never in the command text, and not as an SSH
+# environment request, which sshd refuses for any name outside its AcceptEnv list.
 set -eu
 image="$1"
-: "${{{PASSWORD_INPUT_ENV}:?the gateway password must be provided}}"
+IFS= read -r password || true
+if [ -z "$password" ]; then
+  echo "install.sh: the gateway password must arrive on standard input" >&2
+  exit 1
+fi
+# The baseline comes first; only then may Docker run (the packages step left it stopped).
 systemctl is-active --quiet {FIREWALL_UNIT}
+systemctl start docker.service
 umask 077
-mkdir -p "$(dirname {ENV_FILE})"
-printf '%s=%s\\n%s=%s\\n' {GATEWAY_USER_ENV} {GATEWAY_USER} {GATEWAY_PASSWORD_ENV} "${PASSWORD_INPUT_ENV}" \\
-  > {ENV_FILE}.new
+mkdir -p "$(dirname {ENV_FILE})" {DATA_DIR}
+printf '%s=%s\\n%s=%s\\n' {GATEWAY_USER_ENV} {GATEWAY_USER} {GATEWAY_PASSWORD_ENV} "$password" > {ENV_FILE}.new
 mv {ENV_FILE}.new {ENV_FILE}
 docker pull "$image"
 install -m 0644 gateway.service /etc/systemd/system/{UNIT_NAME}

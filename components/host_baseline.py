@@ -148,6 +148,9 @@ enabled = true
 # aggressive: also count key-only and pre-authentication failures (passwords are off).
 filter = sshd[mode=aggressive]
 backend = {jail.backend}
+# Debian's unit is ssh.service, not the stock filter's sshd.service, and journald leaves _COMM off
+# lines whose short-lived sshd process has already exited: match on what sshd itself sends.
+journalmatch = _TRANSPORT=syslog SYSLOG_IDENTIFIER=sshd
 maxretry = {jail.maxretry}
 findtime = {jail.findtime_seconds}
 bantime = {jail.bantime_seconds}
@@ -208,6 +211,9 @@ Wants=network-pre.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh {BUNDLE_DIR}/apply.sh --firewall-only
+# A reload re-asserts the packet filter. Unlike a restart, it does not restart the units that
+# require this one (docker, fail2ban, the gateway).
+ExecReload=/bin/sh {BUNDLE_DIR}/apply.sh --firewall-only
 
 [Install]
 WantedBy=multi-user.target
@@ -294,8 +300,11 @@ rm -f "$dropin.previous"
 
 systemctl daemon-reload
 systemctl enable {FIREWALL_UNIT} fail2ban.service
-systemctl restart {FIREWALL_UNIT}
-systemctl restart fail2ban.service
+# Never `restart` these: docker, fail2ban and the gateway require the firewall unit, and systemd
+# restarts every unit that requires a restarted one. A reload keeps them, and fail2ban its bans;
+# the first time, reload-or-restart starts the unit.
+systemctl reload-or-restart {FIREWALL_UNIT}
+systemctl reload-or-restart fail2ban.service
 systemctl reload ssh.service
 """
 

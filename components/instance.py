@@ -11,7 +11,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from components.cloud_firewall import firewall_rules
-from components.gateway import GATEWAY_DIR, PASSWORD_INPUT_ENV, install_command, render_gateway
+from components.gateway import GATEWAY_DIR, install_command, render_gateway
 from components.host_baseline import BUNDLE_DIR, HostSettings, render_host_baseline
 from config.customer import CustomerConfig
 from config.loader import StackSettings
@@ -25,10 +25,24 @@ HOST_PACKAGES = ("iptables", "fail2ban", "python3-systemd", "docker.io")
 DIAL_ATTEMPTS = 60
 DIAL_TIMEOUT_SECONDS = 15
 APT = "apt-get -o DPkg::Lock::Timeout=600 -q"
+CLOUD_INIT_TIMEOUT_SECONDS = 1200
 
-WAIT_FOR_CLOUD_INIT = """set -eu
-cloud-init status --wait >/dev/null || true
-test -f /var/lib/cloud/instance/boot-finished
+# cloud-init writes boot-finished when its last stage ends, whatever a module reported.
+# `cloud-init status --wait` is no substitute: it returns as soon as any module reports an error,
+# while later stages (and the apt lock) are still busy.
+WAIT_FOR_CLOUD_INIT = f"""set -eu
+waited=0
+until [ -f /var/lib/cloud/instance/boot-finished ]; do
+  if [ "$waited" -ge {CLOUD_INIT_TIMEOUT_SECONDS} ]; then
+    echo "cloud-init has not finished after {CLOUD_INIT_TIMEOUT_SECONDS} s" >&2
+    cloud-init status --long >&2 || true
+    exit 1
+  fi
+  sleep 2
+  waited=$((waited + 2))
+done
+# Module errors are shown, not fatal: the host key pin already proved our own user_data applied.
+cloud-init status --long || true
 """
 
 
@@ -48,9 +62,10 @@ for attempt in 1 2 3; do {APT} update && break; [ "$attempt" = 3 ] && exit 1; sl
 
 def _cloud_init(host_private_key: str, host_public_key: str) -> str:
     """Cloud-init that installs the program's host key, so the SSH host key can be pinned."""
+    # With `ssh_keys` given, cloud-init generates no other host keys, and `ssh_deletekeys` removes
+    # the image's: the pinned key is the only one sshd presents.
     document = {
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
         "ssh_pwauth": False,
         "ssh_keys": {"ed25519_private": host_private_key, "ed25519_public": host_public_key.strip()},
     }
@@ -179,10 +194,10 @@ class CustomerInstance(pulumi.ComponentResource):
             f"{name}-gateway",
             connection=connection,
             create=gateway.install_script(GATEWAY_DIR, install_command(customer.gateway_image)),
-            environment={PASSWORD_INPUT_ENV: gateway_password},
-            # A re-applied baseline restarts nothing in Docker's chains, but re-asserting the
-            # gateway after it keeps the order "baseline, then gateway" on every change.
-            triggers=[server.id, baseline.digest, gateway.digest],
+            # On standard input: an SSH environment request would be refused by a stock sshd.
+            stdin=gateway_password,
+            # Not the baseline's digest: a baseline change must not restart the customer's gateway.
+            triggers=[server.id, gateway.digest],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[baseline_command]),
         )
 

@@ -155,8 +155,8 @@ OUTPUT_NAMES = (
 )
 
 
-def _mock(graph: Graph, stack: str) -> None:
-    mocks = StandInMocks()
+def _mock(graph: Graph, stack: str, mocks: StandInMocks | None = None) -> None:
+    mocks = mocks or StandInMocks()
     pulumi.runtime.set_mocks(
         mocks, project="clawhosters", stack=stack, preview=False, monitor=_RecordingMonitor(mocks, graph)
     )
@@ -172,11 +172,13 @@ def _resolve_into(graph: Graph, outputs: dict[str, Any]) -> pulumi.Output[None]:
     return pulumi.Output.from_input(collect())
 
 
-def build_graph(config: StackSettings | CustomerConfig, policy: BaselinePolicy | None = None) -> Graph:
+def build_graph(
+    config: StackSettings | CustomerConfig, policy: BaselinePolicy | None = None, mocks: StandInMocks | None = None
+) -> Graph:
     """Run the component under mocks; return every registration and the resolved outputs."""
     graph = Graph()
     stack = (config.customer if isinstance(config, StackSettings) else config).stack_name
-    _mock(graph, stack)
+    _mock(graph, stack, mocks)
 
     @pulumi.runtime.test
     def run() -> pulumi.Output[None]:

@@ -16,9 +16,14 @@ VPS = f"{PREFIX}-vps"
 
 SINK_V4 = "203.0.113.100"
 SINK_V6 = "2001:db8:99::100"
-# The VPS's containers, routed by the internet like any other address behind the VPS.
-DOCKER_BRIDGE = "198.51.100.65/26"
-DOCKER_SUBNET = "198.51.100.64/26"
+# Services of the emulated internet, on the router: the resolver the provider's image uses, the
+# Debian mirror (under the archive's own name, as the stock sources.list has it) and the registry.
+DNS_V4 = "203.0.113.53"
+MIRROR_V4 = "203.0.113.80"
+REGISTRY_V4 = "203.0.113.81"
+ARCHIVE_NAME = "deb.debian.org"
+REGISTRY_NAME = "registry.lab.example"
+GATEWAY_REPOSITORY = "openclaw/gateway"
 SINK_PORTS = (25, 465, 587, 2525, 6667, 6697, 194, 443)
 
 

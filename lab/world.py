@@ -1,11 +1,12 @@
-"""The lab: an emulated customer VPS with the shipped baseline, attacked from emulated internet
-hosts, all inside network namespaces on this machine.
+"""The lab: a customer VPS that is a booted Debian 12 machine, deployed by the program's own remote
+commands, on an emulated internet, all inside network namespaces on this machine.
 
-What is real: the rendered files (`render_host_baseline`, `gateway_run_args`), iptables and
-ip6tables (nf_tables), `apply.sh --firewall-only`, sshd with the rendered drop-in, fail2ban with the
-rendered jail and ban action, dockerd with the gateway container, kernel logging. What is not: there
-is no systemd in a network namespace, so sshd's log reaches fail2ban through a file (backend
-pyinotify instead of systemd) and the boot unit is exercised by running its ExecStart by hand.
+    internet (router namespace): resolver, Debian mirror, image registry, sinks on SMTP/IRC/443
+    vps namespace: the booted machine (systemd-nspawn), as Hetzner hands over a new debian-12 server
+    client, attacker, provisioner namespaces: the rest of the world
+
+`Lab.up()` builds the world, creates the server from the program's `user_data` and provisioning
+key, and runs the stack's remote commands against it as pulumi-command would (`lab.deploy`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,18 +23,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from components.gateway import GATEWAY_PASSWORD_ENV, GATEWAY_USER, GATEWAY_USER_ENV, gateway_run_args
-from components.host_baseline import CUSTOMER_KEYS_FILE, HostSettings, render_host_baseline
+from components.gateway import GATEWAY_USER
+from components.host_baseline import BUNDLE_DIR
+from components.offline import Registration
 from config import BaselinePolicy
+from config.customer import CustomerConfig, PlatformConfig
+from config.loader import StackSettings
 from lab import topology
-from lab.image import IMAGE, build_image
-from lab.topology import PEERS, ROUTER, VPS, VPS_PEER, Peer
+from lab.deploy import Stack
+from lab.machine import Image, Machine, NoCloudSeed, ensure_image
+from lab.replay import Runner, Step
+from lab.topology import PEERS, PROVISIONER, ROUTER, VPS, VPS_PEER, Peer
 
 STATE_DIR = Path("/run/clawhosters-lab")
 DATA_DIR = Path("/var/lib/clawhosters-lab")
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 REPO = Path(__file__).resolve().parent.parent
+CUSTOMER_ID = "lab"
+GATEWAY_VERSIONS = ("1.0", "1.1")
+# Daemons of the emulated internet, stopped by their recorded PIDs.
+SERVICES = ("sink", "dns", "mirror", "registry")
 
 
 class LabError(RuntimeError):
@@ -65,46 +75,93 @@ def wait_until(what: str, probe: Callable[[], object], timeout: float = 30, inte
 
 @dataclass
 class Lab:
-    """One emulated instance. `up()` builds it, `down()` removes everything it started."""
+    """One emulated instance. `up()` builds and deploys it, `down()` removes everything it started."""
 
     state_dir: Path = STATE_DIR
     policy: BaselinePolicy = field(default_factory=BaselinePolicy)
     pids: dict[str, int] = field(default_factory=dict)
+    image_digests: dict[str, str] = field(default_factory=dict)
+    vendor_data: str = ""
 
-    # -- paths -----------------------------------------------------------------------------------
-    @property
-    def bundle_dir(self) -> Path:
-        return self.state_dir / "baseline"
+    def __post_init__(self) -> None:
+        self.stack = Stack(VPS_PEER.ipv4, VPS_PEER.ipv6)
+        self.runner = Runner(PROVISIONER.namespace)
+        self.machine: Machine | None = None
+        self.settings: StackSettings | None = None
 
-    @property
-    def docker_socket(self) -> Path:
-        return self.state_dir / "docker.sock"
+    # -- the customer's instance -------------------------------------------------------------------
+    def gateway_image(self, version: str = GATEWAY_VERSIONS[0]) -> str:
+        repository = f"{topology.REGISTRY_NAME}/{topology.GATEWAY_REPOSITORY}"
+        return f"{repository}:{version}@{self.image_digests[version]}"
 
-    @property
-    def fail2ban_dir(self) -> Path:
-        return self.state_dir / "fail2ban"
+    def default_settings(self) -> StackSettings:
+        return StackSettings(
+            customer=CustomerConfig(customer_id=CUSTOMER_ID, gateway_image=self.gateway_image()),
+            platform=PlatformConfig(provisioner_cidrs=topology.PROVISIONER_CIDRS),
+        )
 
-    @property
-    def sshd_log(self) -> Path:
-        return self.state_dir / "sshd.log"
+    def deploy(self, settings: StackSettings | None = None, policy: BaselinePolicy | None = None) -> list[Step]:
+        """`pulumi up` with these settings (default: the lab's customer); the steps it ran."""
+        self.settings = settings or self.settings or self.default_settings()
+        if policy is not None:
+            self.policy = policy
+        return self.stack.up(self.settings, self.runner, self._create_server, self.policy)
+
+    def _create_server(self, server: Registration) -> None:
+        """What Hetzner does for `hcloud.Server`: a new machine from the image, seeded with the
+        server's user_data and the provisioning key, booted."""
+        assert self.image is not None
+        provisioning = self.stack.values[server.name.removesuffix("-server") + "-provisioning-key"]
+        self.machine = Machine(self.image, DATA_DIR / "machines" / VPS, VPS)
+        self.machine.create(
+            NoCloudSeed(
+                instance_id=f"i-{server.name}",
+                hostname=server.inputs["name"],
+                public_keys=(provisioning["publicKeyOpenssh"].strip(),),
+                user_data=server.inputs["userData"],
+                vendor_data=self.vendor_data,
+            )
+        )
+        self.machine.boot()
+        self.pids["machine"] = self.machine.process.pid if self.machine.process else 0
+        self._save()
 
     @property
     def password(self) -> str:
-        return (self.state_dir / "gateway.password").read_text().strip()
+        return str(self.stack.outputs["gateway_password"])
 
     @property
     def provisioning_key(self) -> Path:
-        return self.state_dir / "provisioning_key"
+        """The provisioning private key, as a file for OpenSSH's client."""
+        path = self.state_dir / "provisioning_key"
+        if not path.exists():
+            name = next(name for name in self.stack.values if name.endswith("-provisioning-key"))
+            path.touch(mode=0o600)
+            path.write_text(self.stack.values[name]["privateKeyOpenssh"])
+        return path
 
-    # -- commands --------------------------------------------------------------------------------
+    # -- commands ----------------------------------------------------------------------------------
     def vps(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A command in the VPS's network namespace, with this machine's tools."""
         return run(in_ns(VPS, *command), check=check, timeout=timeout)
 
+    def host(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A command inside the booted machine, as root."""
+        assert self.machine is not None
+        result = self.machine.run(*command, check=False, timeout=timeout)
+        if check and result.returncode != 0:
+            raise LabError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()}")
+        return result
+
     def docker(self, *arguments: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return run(["docker", "-H", f"unix://{self.docker_socket}", *arguments], check=check, timeout=timeout)
+        return self.host("docker", *arguments, check=check, timeout=timeout)
 
     def fail2ban(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(in_ns(VPS, "fail2ban-client", "-c", str(self.fail2ban_dir), *arguments), check=check, timeout=30)
+        return self.host("fail2ban-client", *arguments, check=check, timeout=30)
+
+    def journal(self, *arguments: str) -> str:
+        assert self.machine is not None
+        return self.machine.journal(*arguments)
 
     def ruleset(self) -> str:
         """The VPS's filter and nat tables, both families, without counters or timestamps."""
@@ -115,6 +172,23 @@ class Lab:
         ]
         text = "".join(line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#"))
         return re.sub(r" \[\d+:\d+\]$", "", text, flags=re.MULTILINE)
+
+    def apply_firewall(self) -> None:
+        """How an operator re-asserts the firewall: the installed bundle's apply.sh."""
+        self.host("sh", f"{BUNDLE_DIR}/apply.sh", "--firewall-only")
+
+    def reboot(self) -> None:
+        """Power the machine off and boot it again; wait until the gateway serves."""
+        assert self.machine is not None
+        self.machine.poweroff()
+        self.machine.boot()
+        self.pids["machine"] = self.machine.process.pid if self.machine.process else 0
+        self._save()
+        self.wait_for_gateway()
+
+    def wait_for_gateway(self, timeout: float = 90) -> None:
+        port = self.policy.inbound.gateway_port
+        wait_until("the gateway", lambda: self.http_status("127.0.0.1", port) == 401, timeout=timeout)
 
     def _spawn(self, name: str, command: Sequence[str], log: Path) -> None:
         """Start a daemon in its own process group and record its PID for `down`."""
@@ -133,23 +207,19 @@ class Lab:
     def _save(self) -> None:
         (self.state_dir / "state.json").write_text(json.dumps({"pids": self.pids}))
 
-    # -- building --------------------------------------------------------------------------------
-    def up(self) -> None:
+    # -- building ----------------------------------------------------------------------------------
+    def up(self, deploy: bool = True) -> list[Step]:
         if os.geteuid() != 0:
-            raise LabError("the lab needs root (network namespaces, iptables, dockerd)")
+            raise LabError("the lab needs root (network namespaces, iptables, systemd-nspawn)")
         down(self.state_dir)
         self.state_dir.mkdir(mode=0o755, parents=True)
         (self.state_dir / "nf_log_all_netns").write_text(NF_LOG_ALL_NETNS.read_text())
         # Kernel LOG lines from a namespace other than the host's are dropped unless this is set.
         NF_LOG_ALL_NETNS.write_text("1\n")
+        self.image: Image | None = ensure_image()
         self._network()
-        self.render()
-        self.apply_firewall()
-        self._sinks()
-        self._sshd()
-        self.start_fail2ban()
-        self.start_docker()
-        self.start_gateway()
+        self._internet()
+        return self.deploy() if deploy else []
 
     def _network(self) -> None:
         for namespace in topology.NAMESPACES:
@@ -160,11 +230,14 @@ class Lab:
             ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
             ["ip", "addr", "add", f"{topology.SINK_V4}/32", "dev", "lo"],
             ["ip", "-6", "addr", "add", f"{topology.SINK_V6}/128", "dev", "lo"],
+            *(
+                ["ip", "addr", "add", f"{address}/32", "dev", "lo"]
+                for address in (topology.DNS_V4, topology.MIRROR_V4, topology.REGISTRY_V4)
+            ),
         ):
             run(in_ns(ROUTER, *command))
         for peer in PEERS:
             self._link(peer)
-        run(in_ns(ROUTER, "ip", "route", "add", topology.DOCKER_SUBNET, "via", VPS_PEER.ipv4))
 
     @staticmethod
     def _link(peer: Peer) -> None:
@@ -188,155 +261,95 @@ class Lab:
         ):
             run(in_ns(ROUTER, *command))
 
-    def render(self, ssh_enabled: bool = False, customer_keys: tuple[str, ...] = ()) -> None:
-        """Write the shipped bundle, exactly as the baseline command would, into the lab."""
-        host = HostSettings(
-            ssh_enabled=ssh_enabled,
-            customer_ssh_keys=customer_keys,
-            provisioner_cidrs=topology.PROVISIONER_CIDRS,
-        )
-        if self.bundle_dir.exists():
-            shutil.rmtree(self.bundle_dir)
-        render_host_baseline(self.policy, host).write_to(self.bundle_dir)
-
-    def apply_firewall(self) -> None:
-        """The boot unit's ExecStart, and how an operator re-asserts the firewall."""
-        self.vps("sh", str(self.bundle_dir / "apply.sh"), "--firewall-only")
-
-    def _sinks(self) -> None:
+    def _internet(self) -> None:
+        """The sinks, the resolver, the Debian mirror and the image registry, with the gateway's
+        releases pushed to it."""
+        assert self.image is not None
         addresses = (topology.SINK_V4, topology.SINK_V6)
-        command = in_ns(ROUTER, sys.executable, "-m", "lab.sink", *addresses, "--ports", *map(str, topology.SINK_PORTS))
-        log = self.state_dir / "sink.log"
-        self._spawn("sink", command, log)
-        wait_until("the sinks", lambda: "ready" in log.read_text(), timeout=20)
-
-    def _sshd(self) -> None:
-        key = self.state_dir / "ssh_host_ed25519_key"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "provisioner",
-                "-f",
-                str(self.provisioning_key),
-            ]
+        sink = in_ns(ROUTER, sys.executable, "-m", "lab.sink", *addresses, "--ports", *map(str, topology.SINK_PORTS))
+        self._spawn("sink", sink, self.state_dir / "sink.log")
+        dns = [
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--pid-file=",
+            "--bind-interfaces",
+            f"--listen-address={topology.DNS_V4}",
+            f"--address=/{topology.ARCHIVE_NAME}/{topology.MIRROR_V4}",
+            f"--address=/{topology.REGISTRY_NAME}/{topology.REGISTRY_V4}",
+            # Every other name: an immediate NXDOMAIN, as for a name that does not exist.
+            "--address=/#/",
+        ]
+        self._spawn("dns", in_ns(ROUTER, *dns), self.state_dir / "dns.log")
+        mirror = [sys.executable, "-m", "http.server", "80", "--bind", topology.MIRROR_V4, "--directory"]
+        self._spawn("mirror", in_ns(ROUTER, *mirror, str(self.image.mirror)), self.state_dir / "mirror.log")
+        config = self.state_dir / "registry.yml"
+        storage = self.state_dir / "registry"
+        config.write_text(
+            json.dumps(
+                {
+                    "version": 0.1,
+                    "log": {"level": "warn"},
+                    "storage": {"filesystem": {"rootdirectory": str(storage)}},
+                    "http": {
+                        "addr": f"{topology.REGISTRY_V4}:443",
+                        "tls": {
+                            "certificate": str(self.image.registry_certificate),
+                            "key": str(self.image.registry_key),
+                        },
+                    },
+                }
+            )
         )
-        provisioning = self.state_dir / "provisioning_authorized_keys"
-        provisioning.write_text(self.provisioning_key.with_suffix(".pub").read_text())
-        provisioning.chmod(0o644)
-        # The rendered drop-in, with its key files moved into the lab instead of the host's /etc.
-        dropin = (self.bundle_dir / "etc/ssh/sshd_config.d/clawhosters.conf").read_text()
-        lab_keys = f"AuthorizedKeysFile {provisioning} {self.bundle_dir}{CUSTOMER_KEYS_FILE}"
-        dropin = "\n".join(lab_keys if line.startswith("AuthorizedKeysFile ") else line for line in dropin.splitlines())
-        config = self.state_dir / "sshd_config"
-        config.write_text(f"{dropin}\nHostKey {key}\nPidFile {self.state_dir / 'sshd.pid'}\nLogLevel INFO\n")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        run(["/usr/sbin/sshd", "-t", "-f", str(config)])
-        # Without a journal, sshd's stderr becomes an auth.log-style file for fail2ban.
-        pipeline = (
-            f"exec /usr/sbin/sshd -D -e -f {config} 2>&1 | mawk -W interactive "
-            '\'{sub(/\\r$/,""); print strftime("%b %e %H:%M:%S"), "vps sshd[1]:", $0; fflush()}\' '
-            f">> {self.sshd_log}"
+        self._spawn("registry", in_ns(ROUTER, "docker-registry", "serve", str(config)), self.state_dir / "registry.log")
+        for name, port, address in (
+            ("the sinks", 443, topology.SINK_V4),
+            ("the resolver", 53, topology.DNS_V4),
+            ("the mirror", 80, topology.MIRROR_V4),
+            ("the registry", 443, topology.REGISTRY_V4),
+        ):
+            wait_until(name, lambda port=port, address=address: _listening(ROUTER, port, address), timeout=30)
+        pushed = run(
+            in_ns(
+                ROUTER,
+                sys.executable,
+                "-m",
+                "lab.image",
+                "push",
+                f"https://{topology.REGISTRY_V4}",
+                topology.GATEWAY_REPOSITORY,
+                *GATEWAY_VERSIONS,
+                "--ca",
+                str(self.image.ca_certificate),
+                "--server-name",
+                topology.REGISTRY_NAME,
+            ),
+            timeout=120,
         )
-        self.sshd_log.touch()
-        self._spawn("sshd", in_ns(VPS, "sh", "-c", pipeline), self.state_dir / "sshd.stderr")
-        wait_until("sshd", lambda: _listening(VPS, self.policy.inbound.ssh_port))
+        self.image_digests = json.loads(pushed.stdout)
 
-    def start_fail2ban(self, shipped: bool = True) -> None:
-        """fail2ban with the shipped jail and action, or (shipped=False) with Debian's stock
-        configuration, for comparison; either way reading the lab's sshd log."""
-        _stop(self.pids.pop("fail2ban", None))
-        shutil.rmtree(self.fail2ban_dir, ignore_errors=True)
-        (self.state_dir / "fail2ban.sqlite3").unlink(missing_ok=True)
-        shutil.copytree("/etc/fail2ban", self.fail2ban_dir)
-        relatives = ("jail.d/clawhosters.local", "action.d/clawhosters-drop.conf") if shipped else ()
-        for relative in relatives:
-            shutil.copy(self.bundle_dir / "etc/fail2ban" / relative, self.fail2ban_dir / relative)
-        # Lab only: no journal in a namespace, so the jail follows the sshd log file instead.
-        (self.fail2ban_dir / "jail.d/zz-lab.local").write_text(
-            f"[sshd]\nbackend = pyinotify\nlogpath = {self.sshd_log}\n"
-        )
-        (self.fail2ban_dir / "fail2ban.d/zz-lab.local").write_text(
-            "[Definition]\n"
-            f"logtarget = {self.state_dir / 'fail2ban.log'}\n"
-            f"socket = {self.state_dir / 'fail2ban.sock'}\n"
-            f"pidfile = {self.state_dir / 'fail2ban.pid'}\n"
-            f"dbfile = {self.state_dir / 'fail2ban.sqlite3'}\n"
-        )
-        self._spawn(
-            "fail2ban",
-            in_ns(VPS, "fail2ban-server", "-f", "-x", "-c", str(self.fail2ban_dir)),
-            self.state_dir / "fail2ban.stderr",
-        )
-        wait_until("fail2ban", lambda: self.fail2ban("status", "sshd", check=False).returncode == 0)
-
-    def start_docker(self) -> None:
-        data = DATA_DIR / "docker"
-        data.mkdir(parents=True, exist_ok=True)
-        config = self.state_dir / "daemon.json"
-        config.write_text("{}\n")
-        self._spawn(
-            "dockerd",
-            [
-                "nsenter",
-                f"--net=/run/netns/{VPS}",
-                "dockerd",
-                "--config-file",
-                str(config),
-                "--data-root",
-                str(data),
-                "--exec-root",
-                str(self.state_dir / "docker-exec"),
-                "--pidfile",
-                str(self.state_dir / "docker.pid"),
-                "-H",
-                f"unix://{self.docker_socket}",
-                "--bip",
-                topology.DOCKER_BRIDGE,
-            ],
-            self.state_dir / "dockerd.log",
-        )
-        wait_until("dockerd", lambda: self.docker("info", check=False).returncode == 0, timeout=60)
-        if self.docker("image", "inspect", IMAGE, check=False).returncode != 0:
-            build_image(self.state_dir / "image-rootfs", self.docker_socket)
-
-    def stop_docker(self) -> None:
-        self.docker("rm", "--force", "openclaw-gateway", check=False)
-        _stop(self.pids.pop("dockerd", None))
-        self._save()
-
-    def start_gateway(self) -> None:
-        password_file = self.state_dir / "gateway.password"
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            password_file.chmod(0o600)
-        env_file = self.state_dir / "gateway.env"
-        env_file.write_text(f"{GATEWAY_USER_ENV}={GATEWAY_USER}\n{GATEWAY_PASSWORD_ENV}={self.password}\n")
-        env_file.chmod(0o600)
-        arguments = gateway_run_args(self.policy, IMAGE, str(env_file))
-        # The unit runs it in the foreground under systemd; the lab detaches it instead.
-        self.docker(arguments[0], "--detach", *arguments[1:])
-        port = self.policy.inbound.gateway_port
-        wait_until("the gateway", lambda: _listening(VPS, port) and self.http_status("127.0.0.1", port) == 401)
-
-    def http_status(self, host: str, port: int, namespace: str = VPS, auth: bool = False) -> int:
+    def http_status(self, host: str, port: int, namespace: str = VPS, auth: bool = False, path: str = "/") -> int:
         """The HTTP status the gateway answers with, or 0 when nothing answers in 3 s."""
+        return int(self.http_get(host, port, namespace, auth, path)[0])
+
+    def http_get(
+        self, host: str, port: int, namespace: str = VPS, auth: bool = False, path: str = "/"
+    ) -> tuple[int, str]:
         target = f"[{host}]" if ":" in host else host
-        command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"]
+        command = ["curl", "-s", "-w", "\n%{http_code}", "--max-time", "3"]
         if auth:
             command += ["-u", f"{GATEWAY_USER}:{self.password}"]
-        result = run(in_ns(namespace, *command, f"http://{target}:{port}/"), check=False, timeout=10)
-        return int(result.stdout or 0)
+        result = run(in_ns(namespace, *command, f"http://{target}:{port}{path}"), check=False, timeout=10)
+        body, _, status = result.stdout.rpartition("\n")
+        return int(status or 0), body
 
 
-def _listening(namespace: str, port: int) -> bool:
-    sockets = run(in_ns(namespace, "ss", "-Htln", f"sport = :{port}"), check=False).stdout
+def _listening(namespace: str, port: int, address: str | None = None) -> bool:
+    where = f"sport = :{port}" if address is None else f"src {address} and sport = :{port}"
+    sockets = run(in_ns(namespace, "ss", "-Hln", where), check=False).stdout
     return bool(sockets.strip())
 
 
@@ -361,15 +374,17 @@ def _stop(pid: int | None, timeout: float = 20) -> None:
 
 
 def down(state_dir: Path = STATE_DIR) -> None:
-    """Remove a lab: its processes (by the PIDs it recorded), namespaces, sysctl and files."""
+    """Remove a lab: the machine, the daemons (by the PIDs it recorded), namespaces, sysctl, files."""
     state = state_dir / "state.json"
     if state.exists():
-        pids: dict[str, int] = json.loads(state.read_text())["pids"]
-        socket = state_dir / "docker.sock"
-        if "dockerd" in pids and socket.exists():
-            run(["docker", "-H", f"unix://{socket}", "rm", "--force", "openclaw-gateway"], check=False)
-        for name in ("dockerd", "fail2ban", "sshd", "sink"):
+        pids: dict[str, Any] = json.loads(state.read_text())["pids"]
+        machine = pids.get("machine")
+        if machine:
+            # SIGTERM asks nspawn to shut the machine down cleanly; SIGKILL after the grace time.
+            _stop(machine, timeout=60)
+        for name in SERVICES:
             _stop(pids.get(name))
+    shutil.rmtree(DATA_DIR / "machines" / VPS, ignore_errors=True)
     for namespace in topology.NAMESPACES:
         if Path(f"/run/netns/{namespace}").exists():
             run(["ip", "netns", "delete", namespace], check=False)
@@ -377,5 +392,4 @@ def down(state_dir: Path = STATE_DIR) -> None:
     if saved.exists():
         NF_LOG_ALL_NETNS.write_text(saved.read_text())
     if state_dir.exists():
-        run(["umount", "--recursive", "--lazy", str(state_dir / "docker-exec")], check=False)
         shutil.rmtree(state_dir, ignore_errors=True)

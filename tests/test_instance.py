@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from components.cloud_firewall import firewall_rules
-from components.gateway import PASSWORD_INPUT_ENV
 from components.instance import COMPONENT_TYPE
 from components.offline import COMMAND, FIREWALL, SERVER, Graph, build_graph, run_program
 from config import BaselinePolicy, BlockedService, ConfigError, CustomerConfig, PlatformConfig, StackSettings
@@ -113,7 +112,8 @@ def test_commands_run_in_order_wait_packages_baseline_gateway(graph: Graph) -> N
         assert server_id in command.inputs["triggers"], "a rebuilt server re-runs every step"
     digest = graph.outputs["baseline_digest"]
     assert digest in commands["baseline"].inputs["triggers"]
-    assert digest in commands["gateway"].inputs["triggers"]
+    # A baseline change re-runs the baseline only: the customer's gateway keeps running.
+    assert digest not in commands["gateway"].inputs["triggers"]
     assert "DPkg::Lock::Timeout" in commands["packages"].inputs["create"]
 
 
@@ -138,8 +138,10 @@ def test_gateway_password_is_secret_everywhere(graph: Graph) -> None:
     assert graph.secret_outputs["gateway_password"]
     password = graph.outputs["gateway_password"]
     gateway = graph.named("customer-acme-gateway")
-    assert gateway.inputs["environment"] == {PASSWORD_INPUT_ENV: password}
-    assert gateway.public_inputs()["environment"] == {PASSWORD_INPUT_ENV: "[secret]"}
+    # On standard input, never as an SSH environment request (a stock sshd refuses those).
+    assert "environment" not in gateway.inputs
+    assert gateway.inputs["stdin"] == password
+    assert gateway.public_inputs()["stdin"] == "[secret]"
     for registration in graph.registrations:
         assert password not in json.dumps(registration.public_inputs()), f"{registration.name} leaks it"
     for name, secret in graph.secret_outputs.items():
@@ -169,6 +171,8 @@ def test_a_policy_change_reruns_the_baseline_but_never_touches_the_server(graph:
     assert _baseline(changed).inputs["triggers"] != _baseline(graph).inputs["triggers"]
     assert _baseline(changed).inputs["create"] != _baseline(graph).inputs["create"]
     assert _server_inputs(changed) == _server_inputs(graph)
+    gateway = "customer-acme-gateway"
+    assert changed.named(gateway).inputs == graph.named(gateway).inputs
 
 
 def test_customer_ssh_keys_go_to_the_baseline_not_the_server(graph: Graph) -> None:

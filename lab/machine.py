@@ -1,0 +1,367 @@
+"""The customer VPS as Hetzner hands it over: a booted Debian 12 machine.
+
+`ensure_image()` builds, once per package list, what the lab needs to emulate a fresh `debian-12`
+server and the internet it sees:
+- a Debian 12 root file system from the Debian archive (debootstrap), with what a fresh server has:
+  systemd, openssh-server with Debian's stock configuration, cloud-init, ca-certificates, curl.
+  Not iptables, fail2ban or Docker: the program's packages step installs those;
+- an apt mirror of exactly the packages that step asks for, with the archive's own signed
+  `InRelease` and package index, so apt inside the machine verifies them with Debian's own keys;
+- the lab's certificate authority, trusted by the machine as a real server trusts the public
+  ones, and the registry's certificate.
+
+`Machine` copies that file system, puts cloud-init's NoCloud seed in place (the `user_data` the
+program produced and the provisioning key, as Hetzner's metadata service provides them) and boots
+it with systemd-nspawn inside the lab's VPS network namespace.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from components.instance import HOST_PACKAGES
+from lab import topology
+
+SUITE = "bookworm"
+ARCHIVE = "http://deb.debian.org/debian"
+# What a fresh Hetzner debian-12 server has that matters here. python3-cffi-backend is a virtual
+# package's provider that debootstrap does not resolve on its own (cloud-init needs it).
+STOCK_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "cloud-init",
+    "python3-cffi-backend",
+    "ca-certificates",
+    "curl",
+    "iproute2",
+)
+# Bumped when the way an image is prepared changes, so a cached image is rebuilt.
+IMAGE_FORMAT = 1
+IMAGES = Path("/var/lib/clawhosters-lab/images")
+# The provider's image settings (Hetzner ships its own cloud.cfg.d): root logs in with the keys the
+# metadata service lists, and the network is the provider's business, configured before boot.
+PROVIDER_CLOUD_CFG = """# The provider's image settings, as Hetzner's debian-12 image has them.
+datasource_list: [ NoCloud, None ]
+disable_root: false
+network:
+  config: disabled
+"""
+
+
+class MachineError(RuntimeError):
+    pass
+
+
+def _run(command: list[str], timeout: float = 600, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise MachineError(f"{shlex.join(command)} exited {result.returncode}: {result.stderr.strip()[-2000:]}")
+    return result
+
+
+@dataclass(frozen=True)
+class Image:
+    directory: Path
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def mirror(self) -> Path:
+        return self.directory / "mirror"
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def registry_certificate(self) -> Path:
+        return self.directory / "registry.crt"
+
+    @property
+    def registry_key(self) -> Path:
+        return self.directory / "registry.key"
+
+
+def image_key() -> str:
+    recipe = {
+        "suite": SUITE,
+        "stock": STOCK_PACKAGES,
+        "host": HOST_PACKAGES,
+        "format": IMAGE_FORMAT,
+        "registry": topology.REGISTRY_NAME,
+        "dns": topology.DNS_V4,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_image() -> Image:
+    """The cached image for today's package lists, built first if there is none."""
+    image = Image(IMAGES / image_key())
+    if (image.directory / "complete").exists():
+        return image
+    building = image.directory.with_name(image.directory.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    staged = Image(building)
+    _debootstrap(staged.rootfs)
+    _mirror_host_packages(staged)
+    _certificates(staged)
+    _provider_settings(staged)
+    (building / "complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    shutil.rmtree(image.directory, ignore_errors=True)
+    building.rename(image.directory)
+    return image
+
+
+def _debootstrap(rootfs: Path) -> None:
+    _run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(STOCK_PACKAGES)}", SUITE, str(rootfs), ARCHIVE],
+        timeout=1200,
+    )
+
+
+def _mirror_host_packages(image: Image) -> None:
+    """An apt mirror holding the archive's signed index and every .deb the packages step needs."""
+    lists = image.rootfs / "var/lib/apt/lists"
+    prefix = "deb.debian.org_debian_dists_" + SUITE
+    dists = image.mirror / "debian/dists" / SUITE
+    binary = dists / "main/binary-amd64"
+    binary.mkdir(parents=True)
+    shutil.copy(lists / f"{prefix}_InRelease", dists / "InRelease")
+    packages = (lists / f"{prefix}_main_binary-amd64_Packages").read_bytes()
+    (binary / "Packages").write_bytes(packages)
+    # The archive announces Acquire-By-Hash: apt asks for the index by its checksum.
+    by_hash = binary / "by-hash/SHA256"
+    by_hash.mkdir(parents=True)
+    (by_hash / hashlib.sha256(packages).hexdigest()).write_bytes(packages)
+    # What apt in the stock machine would fetch for the packages step: exactly those versions.
+    uris = _run(
+        [
+            "chroot",
+            str(image.rootfs),
+            "apt-get",
+            "install",
+            "--print-uris",
+            "-qq",
+            "--no-install-recommends",
+            *HOST_PACKAGES,
+        ]
+    ).stdout
+    for line in uris.splitlines():
+        url = line.split()[0].strip("'")
+        relative = url.removeprefix(ARCHIVE + "/")
+        target = image.mirror / "debian" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _run(["curl", "-fsS", "--retry", "3", "-o", str(target), url], timeout=300)
+
+
+def _certificates(image: Image) -> None:
+    """The lab's certificate authority and the registry's certificate."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clawhosters lab CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, topology.REGISTRY_NAME)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(topology.REGISTRY_NAME)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    image.ca_certificate.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    image.registry_certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    image.registry_key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    image.registry_key.chmod(0o600)
+
+
+def _provider_settings(image: Image) -> None:
+    """What the provider's image and network give every server before its first boot."""
+    root = image.rootfs
+    (root / "etc/cloud/cloud.cfg.d/90-provider.cfg").write_text(PROVIDER_CLOUD_CFG)
+    # The provider's resolver; the lab's internet answers for the mirror and the registry.
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.write_text(f"nameserver {topology.DNS_V4}\n")
+    # Trusted like the public certificate authorities a real server trusts.
+    shutil.copy(image.ca_certificate, root / "usr/local/share/ca-certificates/clawhosters-lab-ca.crt")
+    _run(["chroot", str(root), "update-ca-certificates"])
+    # A fresh server has never run apt against its mirror.
+    for stale in (root / "var/lib/apt/lists").glob("deb.debian.org_*"):
+        stale.unlink()
+    _run(["chroot", str(root), "apt-get", "clean"])
+
+
+@dataclass(frozen=True)
+class NoCloudSeed:
+    """What Hetzner's metadata service tells cloud-init about a new server."""
+
+    instance_id: str
+    hostname: str
+    public_keys: tuple[str, ...]
+    user_data: str
+    vendor_data: str = ""
+
+
+class Machine:
+    """One booted machine, its root file system under `directory`."""
+
+    def __init__(self, image: Image, directory: Path, namespace: str) -> None:
+        self.image = image
+        self.directory = directory
+        self.namespace = namespace
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+    def create(self, seed: NoCloudSeed) -> None:
+        """A new server from the image: a fresh copy of its file system and the metadata seed."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True)
+        _run(["cp", "-a", "--reflink=auto", str(self.image.rootfs), str(self.rootfs)])
+        nocloud = self.rootfs / "var/lib/cloud/seed/nocloud"
+        nocloud.mkdir(parents=True, exist_ok=True)
+        meta = {"instance-id": seed.instance_id, "local-hostname": seed.hostname, "public-keys": list(seed.public_keys)}
+        (nocloud / "meta-data").write_text(json.dumps(meta, indent=2) + "\n")
+        (nocloud / "user-data").write_text(seed.user_data)
+        (nocloud / "vendor-data").write_text(seed.vendor_data)
+        for name in ("meta-data", "user-data", "vendor-data"):
+            (nocloud / name).chmod(0o600)
+
+    def boot(self, timeout: float = 120) -> None:
+        if self.running:
+            raise MachineError("the machine is already running")
+        environment = dict(os.environ)
+        # nspawn mounts /proc/sys/net read-only in a joined namespace; Docker must enable forwarding.
+        environment["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "network"
+        command = [
+            "systemd-nspawn",
+            "--boot",
+            f"--directory={self.rootfs}",
+            f"--machine={self.namespace}",
+            "--register=no",
+            "--keep-unit",
+            "--capability=all",
+            "--system-call-filter=@keyring bpf",
+            "--bind=/sys/fs/cgroup",
+            f"--network-namespace-path=/run/netns/{self.namespace}",
+            "--resolv-conf=off",
+            "--timezone=off",
+            "--link-journal=no",
+            "--console=read-only",
+        ]
+        with self.console_log.open("ab") as console:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        (self.directory / "nspawn.pid").write_text(f"{self.process.pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MachineError(f"the machine did not boot: {self.console_log.read_text()[-2000:]}")
+            if self._leader() is not None:
+                state = self.run("systemctl", "is-system-running", check=False, timeout=10).stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            time.sleep(0.5)
+        raise MachineError(f"the machine did not finish booting within {timeout:.0f} s")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _leader(self) -> int | None:
+        """The machine's PID 1, as the host sees it: nspawn's child."""
+        if not self.running:
+            return None
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            pids = children.read_text().split()
+        except FileNotFoundError:
+            return None
+        return int(pids[0]) if pids else None
+
+    def run(
+        self,
+        *command: str,
+        check: bool = True,
+        timeout: float = 60,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """A command inside the machine, in all of its namespaces, as root."""
+        leader = self._leader()
+        if leader is None:
+            raise MachineError("the machine is not running")
+        result = subprocess.run(
+            ["nsenter", "-t", str(leader), "-a", "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise MachineError(f"{shlex.join(command)} exited {result.returncode}: {result.stderr.strip()}")
+        return result
+
+    def poweroff(self, timeout: float = 90) -> None:
+        if not self.running:
+            return
+        assert self.process is not None
+        self.run("systemctl", "poweroff", "--no-block", check=False)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def journal(self, *arguments: str) -> str:
+        return self.run("journalctl", "--no-pager", "-o", "short-precise", *arguments, timeout=60).stdout
