@@ -93,7 +93,8 @@ class Stack:
             create_server(server)
             self.server = {"name": server.name, "inputs": server.inputs}
         steps: list[Step] = []
-        done: set[str] = {server.urn}
+        # Everything but the commands exists once the server does (keys, password, firewall).
+        done = {registration.urn for registration in graph.registrations if registration.type != COMMAND}
         for registration in graph.of_type(COMMAND):
             waiting = [urn for urn in registration.dependencies if urn not in done]
             assert not waiting, f"{registration.name} depends on {waiting}, not yet applied"

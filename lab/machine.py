@@ -27,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,6 +51,7 @@ STOCK_PACKAGES = (
     "ca-certificates",
     "curl",
     "iproute2",
+    "locales",
 )
 # Bumped when the way an image is prepared changes, so a cached image is rebuilt.
 IMAGE_FORMAT = 1
@@ -152,6 +154,7 @@ def _mirror_host_packages(image: Image) -> None:
     by_hash = binary / "by-hash/SHA256"
     by_hash.mkdir(parents=True)
     (by_hash / hashlib.sha256(packages).hexdigest()).write_bytes(packages)
+    _mirror_translations(image, dists)
     # What apt in the stock machine would fetch for the packages step: exactly those versions.
     uris = _run(
         [
@@ -167,10 +170,26 @@ def _mirror_host_packages(image: Image) -> None:
     ).stdout
     for line in uris.splitlines():
         url = line.split()[0].strip("'")
-        relative = url.removeprefix(ARCHIVE + "/")
-        target = image.mirror / "debian" / relative
+        # apt prints URLs quoted (`%2b`); the mirror serves the file names.
+        target = image.mirror / "debian" / unquote(url.removeprefix(ARCHIVE + "/"))
         target.parent.mkdir(parents=True, exist_ok=True)
         _run(["curl", "-fsS", "--retry", "3", "-o", str(target), url], timeout=300)
+
+
+def _mirror_translations(image: Image, dists: Path) -> None:
+    """The English package descriptions `apt-get update` fetches, the very file the signed
+    InRelease names (fetched by its checksum, so a newer archive cannot slip in)."""
+    release = (dists / "InRelease").read_text()
+    sha256 = release[release.index("\nSHA256:") :]
+    translation = "main/i18n/Translation-en.xz"
+    digest = next(line.split()[0] for line in sha256.splitlines() if line.endswith(f" {translation}"))
+    by_hash = dists / "main/i18n/by-hash/SHA256" / digest
+    by_hash.parent.mkdir(parents=True)
+    url = f"{ARCHIVE}/dists/{SUITE}/main/i18n/by-hash/SHA256/{digest}"
+    _run(["curl", "-fsS", "--retry", "3", "-o", str(by_hash), url], timeout=300)
+    if hashlib.sha256(by_hash.read_bytes()).hexdigest() != digest:
+        raise MachineError(f"{url} does not match the archive's InRelease")
+    shutil.copy(by_hash, dists / translation)
 
 
 def _certificates(image: Image) -> None:
@@ -269,7 +288,9 @@ class Machine:
         for name in ("meta-data", "user-data", "vendor-data"):
             (nocloud / name).chmod(0o600)
 
-    def boot(self, timeout: float = 120) -> None:
+    def boot(self, until_booted: bool = True, timeout: float = 120) -> None:
+        """Start the machine; with `until_booted`, return once systemd has finished booting.
+        Without, return at once, as Hetzner's API does: sshd comes up when it comes up."""
         if self.running:
             raise MachineError("the machine is already running")
         environment = dict(os.environ)
@@ -306,6 +327,8 @@ class Machine:
             if self.process.poll() is not None:
                 raise MachineError(f"the machine did not boot: {self.console_log.read_text()[-2000:]}")
             if self._leader() is not None:
+                if not until_booted:
+                    return
                 state = self.run("systemctl", "is-system-running", check=False, timeout=10).stdout.strip()
                 if state in ("running", "degraded"):
                     return
@@ -350,6 +373,19 @@ class Machine:
         if check and result.returncode != 0:
             raise MachineError(f"{shlex.join(command)} exited {result.returncode}: {result.stderr.strip()}")
         return result
+
+    def popen(self, *command: str) -> subprocess.Popen[str]:
+        """A command inside the machine that keeps running while the caller goes on."""
+        leader = self._leader()
+        if leader is None:
+            raise MachineError("the machine is not running")
+        return subprocess.Popen(
+            ["nsenter", "-t", str(leader), "-a", "--", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
 
     def poweroff(self, timeout: float = 90) -> None:
         if not self.running:

@@ -122,7 +122,7 @@ class Step:
     warnings: list[str] = field(default_factory=list)
 
 
-def _connect_in_namespace(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
+def connect_from(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection made from inside a network namespace (the provisioner's place on the
     network): a short-lived thread joins the namespace, and the socket stays in it."""
     if namespace is None:
@@ -155,14 +155,14 @@ class Runner:
         self.namespace = namespace
 
     @contextlib.contextmanager
-    def _client(self, connection: Connection) -> Iterator[paramiko.Transport]:
+    def connect(self, connection: Connection) -> Iterator[paramiko.Transport]:
         key = paramiko.Ed25519Key.from_private_key(io.StringIO(connection.private_key))
         expected = _parse_public_key(connection.host_key) if connection.host_key else None
         delay, error = FIRST_RETRY_DELAY, None
         for attempt in range(1, max(connection.dial_error_limit, 1) + 1):
             transport = None
             try:
-                sock = _connect_in_namespace(
+                sock = connect_from(
                     self.namespace, connection.host, connection.port, connection.per_dial_timeout
                 )
                 transport = paramiko.Transport(sock)
@@ -201,7 +201,7 @@ class Runner:
     ) -> tuple[str, str, list[str]]:
         """One session: env requests, stdin, the command as one exec request. (stdout, stderr, warnings)."""
         warnings: list[str] = []
-        with self._client(connection) as transport:
+        with self.connect(connection) as transport:
             channel = transport.open_session(timeout=connection.per_dial_timeout)
             for name, value in environment.items():
                 if not _setenv(channel, name, value):

@@ -88,6 +88,7 @@ class Lab:
         self.runner = Runner(PROVISIONER.namespace)
         self.machine: Machine | None = None
         self.settings: StackSettings | None = None
+        self.first_steps: list[Step] = []
 
     # -- the customer's instance -------------------------------------------------------------------
     def gateway_image(self, version: str = GATEWAY_VERSIONS[0]) -> str:
@@ -122,7 +123,9 @@ class Lab:
                 vendor_data=self.vendor_data,
             )
         )
-        self.machine.boot()
+        # Like a new Hetzner server: the API returns while it boots; the commands' dial retries
+        # and the wait for cloud-init do the rest.
+        self.machine.boot(until_booted=False)
         self.pids["machine"] = self.machine.process.pid if self.machine.process else 0
         self._save()
 
@@ -145,13 +148,19 @@ class Lab:
         """A command in the VPS's network namespace, with this machine's tools."""
         return run(in_ns(VPS, *command), check=check, timeout=timeout)
 
-    def host(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def host(
+        self, *command: str, check: bool = True, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A command inside the booted machine, as root."""
         assert self.machine is not None
-        result = self.machine.run(*command, check=False, timeout=timeout)
+        result = self.machine.run(*command, check=False, timeout=timeout, stdin=stdin)
         if check and result.returncode != 0:
             raise LabError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()}")
         return result
+
+    def host_process(self, *command: str) -> subprocess.Popen[str]:
+        assert self.machine is not None
+        return self.machine.popen(*command)
 
     def docker(self, *arguments: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.host("docker", *arguments, check=check, timeout=timeout)

@@ -1,4 +1,4 @@
-"""One emulated instance for the whole lab suite, torn down afterwards even when a test fails."""
+"""One deployed instance for the whole lab suite, torn down afterwards even when a test fails."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    assert os.geteuid() == 0, "the lab builds network namespaces and starts daemons: run the tests as root"
+    assert os.geteuid() == 0, "the lab builds network namespaces and boots a machine: run the tests as root"
     world = Lab()
     try:
-        world.up()
+        # The first `pulumi up` of the stack, on the stock machine; a failure here fails every test.
+        world.first_steps = world.up()
         yield world
     finally:
         down(world.state_dir)
@@ -49,3 +50,10 @@ def customer_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "customer"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "customer", "-f", str(path)], check=True)
     return path
+
+
+@pytest.fixture
+def restore_settings(lab: Lab) -> Iterator[None]:
+    """Whatever a test deploys, the next one starts from the default stack again."""
+    yield
+    lab.deploy(lab.default_settings(), type(lab.policy)())

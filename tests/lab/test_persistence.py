@@ -1,5 +1,5 @@
-"""Re-applying the baseline changes nothing; after a reboot the same ruleset is in place before
-Docker starts, and Docker coming up keeps the baseline's hooks first."""
+"""Re-applying the baseline changes nothing; after a reboot the firewall unit is active before
+Docker, fail2ban and sshd start, and the instance serves again with its data."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import re
 
 from lab.topology import CLIENT, VPS_PEER
 from lab.world import Lab
+from tests.lab.test_scan import scan_finds_only_ssh_and_gateway
 
 TOOLS = ("iptables", "ip6tables")
+FIREWALL_UNIT = "clawhosters-firewall.service"
+AFTER_THE_FIREWALL = ("docker.service", "containerd.service", "fail2ban.service", "ssh.service")
 
 
 def _without_bans(ruleset: str) -> str:
@@ -18,6 +21,11 @@ def _without_bans(ruleset: str) -> str:
 
 def _first_rule(lab: Lab, tool: str, chain: str) -> str:
     return lab.vps(tool, "-S", chain).stdout.splitlines()[1]
+
+
+def _monotonic(lab: Lab, unit: str, prop: str) -> int:
+    value = lab.host("systemctl", "show", f"--property={prop}", "--value", unit).stdout.strip()
+    return int(value)
 
 
 def test_reapply_with_the_gateway_running_is_idempotent(lab: Lab) -> None:
@@ -32,31 +40,23 @@ def test_reapply_with_the_gateway_running_is_idempotent(lab: Lab) -> None:
     assert lab.http_status(VPS_PEER.ipv4, lab.policy.inbound.gateway_port, CLIENT.namespace, auth=True) == 200
 
 
-def test_a_reboot_restores_the_baseline_before_docker(lab: Lab) -> None:
+def test_a_reboot_brings_the_baseline_up_first_and_the_gateway_back_with_its_data(lab: Lab) -> None:
+    port = lab.policy.inbound.gateway_port
+    instance = lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id")
     running = _without_bans(lab.ruleset())
-    lab.stop_docker()
-    # The reboot: the kernel forgets every rule.
+    lab.reboot()
+    firewall_done = _monotonic(lab, FIREWALL_UNIT, "ActiveEnterTimestampMonotonic")
+    assert firewall_done > 0, "the firewall unit did not run at boot"
+    for unit in AFTER_THE_FIREWALL:
+        started = _monotonic(lab, unit, "InactiveExitTimestampMonotonic")
+        assert started >= firewall_done, f"{unit} started before the baseline was active"
+    print(lab.journal("-b", "-u", FIREWALL_UNIT, "-u", "docker.service", "-u", "ssh.service", "-u", "fail2ban.service"))
     for tool in TOOLS:
-        for table in ("filter", "nat"):
-            lab.vps(tool, "-t", table, "-F")
-            lab.vps(tool, "-t", table, "-X")
-        lab.vps(tool, "-P", "INPUT", "ACCEPT")
-    assert "CLAW" not in lab.ruleset()
-
-    lab.apply_firewall()  # the boot unit's ExecStart, ordered before docker.service
-    booted = lab.ruleset()
-    for tool in TOOLS:
-        saved = lab.vps(f"{tool}-save", "-t", "filter").stdout
-        assert ":INPUT DROP" in saved
-        assert _first_rule(lab, tool, "INPUT") == "-A INPUT -j CLAW-INPUT"
-        assert _first_rule(lab, tool, "DOCKER-USER") == "-A DOCKER-USER -j CLAW-DOCKER"
-    assert ":DOCKER -" not in booted, "Docker has not started yet"
-
-    lab.start_docker()
-    lab.start_gateway()
-    for tool in TOOLS:
+        assert ":INPUT DROP" in lab.vps(f"{tool}-save", "-t", "filter").stdout
         assert _first_rule(lab, tool, "INPUT") == "-A INPUT -j CLAW-INPUT"
     assert _first_rule(lab, "iptables", "FORWARD") == "-A FORWARD -j DOCKER-USER"
     assert _first_rule(lab, "iptables", "DOCKER-USER") == "-A DOCKER-USER -j CLAW-DOCKER"
     assert _without_bans(lab.ruleset()) == running
-    assert lab.http_status(VPS_PEER.ipv4, lab.policy.inbound.gateway_port, CLIENT.namespace, auth=True) == 200
+    assert lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
+    assert lab.http_status(VPS_PEER.ipv4, port, CLIENT.namespace) == 401
+    scan_finds_only_ssh_and_gateway(lab)

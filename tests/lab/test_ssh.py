@@ -24,11 +24,15 @@ PASSWORD_ONLY = (
 
 @pytest.fixture
 def customer_ssh(lab: Lab, customer_key: Path) -> Iterator[None]:
-    lab.render(ssh_enabled=True, customer_keys=(customer_key.with_suffix(".pub").read_text().strip(),))
+    """The customer turns SSH on with their key: an update of the stack."""
+    settings = lab.default_settings()
+    key = customer_key.with_suffix(".pub").read_text().strip()
+    customer = settings.customer.model_copy(update={"ssh_enabled": True, "ssh_public_keys": (key,)})
+    lab.deploy(settings.model_copy(update={"customer": customer}))
     try:
         yield
     finally:
-        lab.render()
+        lab.deploy(lab.default_settings())
 
 
 @pytest.mark.parametrize("address", [VPS_PEER.ipv4, VPS_PEER.ipv6])
