@@ -13,6 +13,7 @@ from config.policy import BaselinePolicy
 GATEWAY_DIR = "/opt/clawhosters/gateway"
 ENV_FILE = "/etc/clawhosters/gateway.env"
 UNIT_NAME = "clawhosters-gateway.service"
+START_TIMEOUT_SECONDS = 120
 FIREWALL_UNIT = "clawhosters-firewall.service"
 CONTAINER_NAME = "openclaw-gateway"
 # The gateway keeps its state in /data; the host directory outlives every container.
@@ -66,7 +67,8 @@ WantedBy=multi-user.target
 """
 
 
-_INSTALL = f"""#!/bin/sh
+def _install(policy: BaselinePolicy) -> str:
+    return f"""#!/bin/sh
 # Usage: install.sh IMAGE < password. Installs and (re)starts the gateway.
 # The password arrives on standard input: never in the command text, and not as an SSH
 # environment request, which sshd refuses for any name outside its AcceptEnv list.
@@ -89,6 +91,17 @@ install -m 0644 gateway.service /etc/systemd/system/{UNIT_NAME}
 systemctl daemon-reload
 systemctl enable {UNIT_NAME}
 systemctl restart {UNIT_NAME}
+# The step (and `pulumi up`) succeeds only once the gateway answers HTTP on the VPS itself.
+waited=0
+until [ "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://127.0.0.1:{policy.inbound.gateway_port}/)" != 000 ]; do
+  if [ "$waited" -ge {START_TIMEOUT_SECONDS} ]; then
+    echo "install.sh: the gateway did not answer within {START_TIMEOUT_SECONDS} s" >&2
+    journalctl -u {UNIT_NAME} -n 20 --no-pager >&2 || true
+    exit 1
+  fi
+  sleep 1
+  waited=$((waited + 1))
+done
 """
 
 
@@ -101,6 +114,6 @@ def render_gateway(policy: BaselinePolicy, image: str) -> Bundle:
     return Bundle(
         files=(
             RenderedFile(path="gateway.service", content=_unit(policy, image)),
-            RenderedFile(path="install.sh", content=_INSTALL, mode=0o755),
+            RenderedFile(path="install.sh", content=_install(policy), mode=0o755),
         )
     )
