@@ -89,6 +89,8 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     egress_log = f"-m limit --limit {egress.log_rate_per_minute}/min --limit-burst {egress.log_burst}"
     blocked = [f"-p tcp -m multiport --dports {ports}" for ports in _chunks(egress.blocked_tcp_ports)]
     icmp = "icmp" if family == 4 else "ipv6-icmp"
+    metadata = policy.metadata.addresses_of(family)
+    host_prefix = 32 if family == 4 else 128
 
     lines = ["*filter", *(f":{chain} - [0:0]" for chain in OWN_CHAINS)]
     add = lines.append
@@ -119,13 +121,20 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     add(f'-A {EGRESS_CHAIN} {egress_log} -j LOG --log-prefix "{egress.log_prefix}"')
     add(f"-A {EGRESS_CHAIN} -p tcp -j REJECT --reject-with tcp-reset")
 
-    # Outbound from the host.
+    # Outbound from the host. The metadata service (user_data with the host's private key) is
+    # root's alone: cloud-init needs it at boot, no other local user does.
     add(f"-A {OUTPUT_CHAIN} -o lo -j RETURN")
+    for address in metadata:
+        add(f"-A {OUTPUT_CHAIN} -d {address}/{host_prefix} -m owner ! --uid-owner 0 -j REJECT")
     for match in blocked:
         add(f"-A {OUTPUT_CHAIN} {match} -j {EGRESS_CHAIN}")
 
-    # Containers (FORWARD via DOCKER-USER): bans, their egress, then new connections from outside.
+    # Containers (FORWARD via DOCKER-USER): bans, the metadata service (before ESTABLISHED, so
+    # not even a connection older than the rule survives), their egress, then new connections
+    # from outside.
     add(f"-A {DOCKER_CHAIN} -j {BANS_CHAIN}")
+    for address in metadata:
+        add(f"-A {DOCKER_CHAIN} -d {address}/{host_prefix} -j REJECT")
     add(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
     for interface in CONTAINER_INTERFACES:
         for match in blocked:

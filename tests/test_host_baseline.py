@@ -57,7 +57,13 @@ def test_inbound_accepts_exactly_the_open_ports_and_rejects_nothing(family: int)
     assert ports_of(accepted) == set(POLICY.inbound.open_tcp_ports)
     content = BUNDLE.file(RULE_FILES[family]).content
     rejects = [line for line in content.splitlines() if "REJECT" in line]
-    assert all(line.startswith("-A CLAW-EGRESS ") for line in rejects), "inbound must never answer"
+    metadata = [f" -d {address}/" for address in POLICY.metadata.addresses_of(family)]
+    for line in rejects:
+        # Refused: blocked egress, and the metadata service for containers and non-root users.
+        to_metadata = line.startswith((f"-A {OUTPUT_CHAIN} ", f"-A {DOCKER_CHAIN} ")) and any(
+            address in line for address in metadata
+        )
+        assert line.startswith("-A CLAW-EGRESS ") or to_metadata, f"inbound must never answer: {line}"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -101,6 +107,20 @@ def test_bans_and_gateway_cover_the_container_path(family: int) -> None:
         f"-A {INPUT_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
     )
     assert established <= 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_containers_and_non_root_users_cannot_reach_the_metadata_service(family: int) -> None:
+    prefix = 32 if family == 4 else 128
+    addresses = POLICY.metadata.addresses_of(family)
+    assert addresses, "Hetzner serves metadata on both families"
+    docker, output = rules(family, DOCKER_CHAIN), rules(family, OUTPUT_CHAIN)
+    established = docker.index(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
+    for address in addresses:
+        # Every forwarded packet, whatever bridge it comes from, before established traffic returns.
+        refused = docker.index(f"-A {DOCKER_CHAIN} -d {address}/{prefix} -j REJECT")
+        assert 0 < refused < established
+        assert f"-A {OUTPUT_CHAIN} -d {address}/{prefix} -m owner ! --uid-owner 0 -j REJECT" in output
 
 
 def test_ipv6_keeps_neighbour_discovery_and_router_advertisements() -> None:
