@@ -43,8 +43,9 @@ DOCKER_CHAIN = "CLAW-DOCKER"
 SYN_GUARD_CHAIN = "CLAW-SYNGUARD"
 EGRESS_CHAIN = "CLAW-EGRESS"
 BANS_CHAIN = "CLAW-BANS"
+METADATA_CHAIN = "CLAW-METADATA"
 # Declared (and so rewritten) by the rule files; CLAW-BANS is not: fail2ban fills it.
-OWN_CHAINS = (INPUT_CHAIN, OUTPUT_CHAIN, DOCKER_CHAIN, SYN_GUARD_CHAIN, EGRESS_CHAIN)
+OWN_CHAINS = (INPUT_CHAIN, OUTPUT_CHAIN, DOCKER_CHAIN, SYN_GUARD_CHAIN, EGRESS_CHAIN, METADATA_CHAIN)
 # Interfaces of Docker's bridges: traffic arriving on them comes from containers.
 CONTAINER_INTERFACES = ("docker0", "br-+")
 MULTIPORT_MAX = 15
@@ -121,11 +122,16 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     add(f'-A {EGRESS_CHAIN} {egress_log} -j LOG --log-prefix "{egress.log_prefix}"')
     add(f"-A {EGRESS_CHAIN} -p tcp -j REJECT --reject-with tcp-reset")
 
+    # The metadata service: refused at once over tcp (an ICMP error for a locally sent packet to
+    # an IPv6 link-local address never reaches the sender; a reset does), dropped otherwise.
+    add(f"-A {METADATA_CHAIN} -p tcp -j REJECT --reject-with tcp-reset")
+    add(f"-A {METADATA_CHAIN} -j DROP")
+
     # Outbound from the host. The metadata service (user_data with the host's private key) is
     # root's alone: cloud-init needs it at boot, no other local user does.
     add(f"-A {OUTPUT_CHAIN} -o lo -j RETURN")
     for address in metadata:
-        add(f"-A {OUTPUT_CHAIN} -d {address}/{host_prefix} -m owner ! --uid-owner 0 -j REJECT")
+        add(f"-A {OUTPUT_CHAIN} -d {address}/{host_prefix} -m owner ! --uid-owner 0 -j {METADATA_CHAIN}")
     for match in blocked:
         add(f"-A {OUTPUT_CHAIN} {match} -j {EGRESS_CHAIN}")
 
@@ -134,7 +140,7 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     # from outside.
     add(f"-A {DOCKER_CHAIN} -j {BANS_CHAIN}")
     for address in metadata:
-        add(f"-A {DOCKER_CHAIN} -d {address}/{host_prefix} -j REJECT")
+        add(f"-A {DOCKER_CHAIN} -d {address}/{host_prefix} -j {METADATA_CHAIN}")
     add(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
     for interface in CONTAINER_INTERFACES:
         for match in blocked:

@@ -20,6 +20,7 @@ from components.host_baseline import (
     CUSTOMER_KEYS_FILE,
     DOCKER_CHAIN,
     INPUT_CHAIN,
+    METADATA_CHAIN,
     OUTPUT_CHAIN,
     RULE_FILES,
     HostSettings,
@@ -57,13 +58,11 @@ def test_inbound_accepts_exactly_the_open_ports_and_rejects_nothing(family: int)
     assert ports_of(accepted) == set(POLICY.inbound.open_tcp_ports)
     content = BUNDLE.file(RULE_FILES[family]).content
     rejects = [line for line in content.splitlines() if "REJECT" in line]
-    metadata = [f" -d {address}/" for address in POLICY.metadata.addresses_of(family)]
-    for line in rejects:
-        # Refused: blocked egress, and the metadata service for containers and non-root users.
-        to_metadata = line.startswith((f"-A {OUTPUT_CHAIN} ", f"-A {DOCKER_CHAIN} ")) and any(
-            address in line for address in metadata
-        )
-        assert line.startswith("-A CLAW-EGRESS ") or to_metadata, f"inbound must never answer: {line}"
+    # Refused: blocked egress, and the metadata service (reached from OUTPUT and DOCKER-USER only).
+    assert all(line.startswith(("-A CLAW-EGRESS ", f"-A {METADATA_CHAIN} ")) for line in rejects), (
+        "inbound must never answer"
+    )
+    assert not any(f"-j {METADATA_CHAIN}" in line for line in rules(family, INPUT_CHAIN))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -118,9 +117,13 @@ def test_containers_and_non_root_users_cannot_reach_the_metadata_service(family:
     established = docker.index(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
     for address in addresses:
         # Every forwarded packet, whatever bridge it comes from, before established traffic returns.
-        refused = docker.index(f"-A {DOCKER_CHAIN} -d {address}/{prefix} -j REJECT")
+        refused = docker.index(f"-A {DOCKER_CHAIN} -d {address}/{prefix} -j {METADATA_CHAIN}")
         assert 0 < refused < established
-        assert f"-A {OUTPUT_CHAIN} -d {address}/{prefix} -m owner ! --uid-owner 0 -j REJECT" in output
+        assert f"-A {OUTPUT_CHAIN} -d {address}/{prefix} -m owner ! --uid-owner 0 -j {METADATA_CHAIN}" in output
+    assert rules(family, METADATA_CHAIN) == [
+        f"-A {METADATA_CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A {METADATA_CHAIN} -j DROP",
+    ]
 
 
 def test_ipv6_keeps_neighbour_discovery_and_router_advertisements() -> None:
