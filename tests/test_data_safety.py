@@ -23,6 +23,7 @@ from components.offline import (
     run_program,
 )
 from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
+from tests.test_policy import _resources, _violations
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "cd" * 32
 POLICY = BaselinePolicy()
@@ -222,3 +223,16 @@ def test_a_shared_firewall_that_differs_from_the_policy_is_refused_naming_the_di
 def test_an_unknown_shared_firewall_fails_the_run() -> None:
     with pytest.raises(ValueError, match=re.escape(f"firewall not found: {SHARED_ID}")):
         build_graph(settings(mode("shared")), cloud=Cloud())
+
+
+@pytest.mark.parametrize(
+    "config,existing",
+    [
+        (settings(decommission=True), None),
+        (settings(mode("both")), cloud(DEDICATED_ID)),
+        (settings(mode("shared")), cloud(DEDICATED_ID, SHARED_ID)),
+    ],
+    ids=["decommission", "both", "shared"],
+)
+def test_the_policy_pack_passes_on_these_graphs(config: StackSettings, existing: Cloud | None) -> None:
+    assert _violations(_resources(build_graph(config, cloud=existing))) == []
