@@ -101,7 +101,8 @@ def parse_openssh_public_key(value: str) -> str:
 
 
 def keys_match_ssh(keys: tuple[str, ...], ssh_enabled: bool) -> tuple[str, ...]:
-    """Customer keys exist exactly when the customer enabled SSH."""
+    """Customer keys exist exactly when the customer enabled SSH, each key once."""
+    _distinct_keys(keys)
     if keys and not ssh_enabled:
         raise ValueError("keys are given but ssh_enabled is false")
     if ssh_enabled and not keys:
@@ -109,7 +110,7 @@ def keys_match_ssh(keys: tuple[str, ...], ssh_enabled: bool) -> tuple[str, ...]:
     return keys
 
 
-def distinct_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+def _distinct_keys(keys: tuple[str, ...]) -> None:
     """The same key twice (whatever its comment) is a mistake, not a second key."""
     seen: dict[str, int] = {}
     for index, key in enumerate(keys):
@@ -117,7 +118,6 @@ def distinct_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
         if key_data in seen:
             raise ValueError(f"key {index} repeats key {seen[key_data]}")
         seen[key_data] = index
-    return keys
 
 
 def _server_type(value: str) -> str:
@@ -160,7 +160,7 @@ class CustomerConfig(BaseModel):
     @field_validator("ssh_public_keys")
     @classmethod
     def _keys_need_ssh(cls, keys: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        return keys_match_ssh(distinct_keys(keys), info.data.get("ssh_enabled", False))
+        return keys_match_ssh(keys, info.data.get("ssh_enabled", False))
 
     @property
     def stack_name(self) -> str:

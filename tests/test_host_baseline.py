@@ -330,6 +330,7 @@ def test_cli_writes_the_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["--provisioner-cidr", "203.0.113.7/24"], "--provisioner-cidr"),
         (["--customer-key", "ssh-ed25519 AAAA"], "--customer-key"),
         (["--ssh-enabled"], "--ssh-enabled"),
+        (["--ssh-enabled", "--customer-key", public_key(), "--customer-key", public_key()], "repeats key 0"),
     ],
 )
 def test_cli_names_the_bad_flag(
