@@ -175,7 +175,7 @@ def test_a_direct_firewall_mode_switch_is_refused(attached: tuple[int, ...], tar
     refused(
         settings(mode(target)),
         cloud(*attached, dedicated=target == "shared"),
-        "platform:firewall_mode: switching server claw-acme",
+        "platform:firewall_mode: switching server claw-acme (firewalls ",
         f"straight to '{target}' would leave it without a cloud firewall",
         "firewall_mode 'both' first",
     )
