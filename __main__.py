@@ -15,3 +15,5 @@ pulumi.export("ipv6_address", instance.ipv6_address)
 pulumi.export("gateway_url", instance.gateway_url)
 pulumi.export("gateway_password", instance.gateway_password)
 pulumi.export("baseline_digest", instance.baseline_digest)
+if instance.snapshot_id is not None:
+    pulumi.export("snapshot_id", instance.snapshot_id)

@@ -2,10 +2,13 @@
 
 Hetzner firewalls are stateful. With no outbound rule all egress is allowed; with one, everything
 not allowed is denied. Blocking SMTP/IRC therefore means allowing the complementary TCP ranges,
-plus UDP and ICMP, explicitly.
+plus every other protocol Hetzner filters (UDP, ICMP, ESP, GRE), explicitly.
 """
 
 from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
 
 import pulumi_hcloud as hcloud
 
@@ -15,6 +18,8 @@ ANYWHERE = ["0.0.0.0/0", "::/0"]
 # Hetzner's API limits: rule entries per firewall, and entries times their address ranges.
 MAX_RULES = 50
 MAX_EFFECTIVE_RULES = 500
+# Hetzner's firewall protocols besides tcp and udp; none of them has ports.
+PORTLESS_PROTOCOLS = ("icmp", "esp", "gre")
 
 
 def _port_text(first: int, last: int) -> str:
@@ -55,8 +60,15 @@ def outbound_rules(policy: BaselinePolicy) -> list[hcloud.FirewallRuleArgs]:
             destination_ips=ANYWHERE,
             description="baseline: outbound udp",
         ),
-        hcloud.FirewallRuleArgs(
-            direction="out", protocol="icmp", destination_ips=ANYWHERE, description="baseline: outbound icmp"
+        # Portless protocols (VPN tunnels need ESP and GRE); the contract blocks only SMTP and IRC.
+        *(
+            hcloud.FirewallRuleArgs(
+                direction="out",
+                protocol=protocol,
+                destination_ips=ANYWHERE,
+                description=f"baseline: outbound {protocol}",
+            )
+            for protocol in PORTLESS_PROTOCOLS
         ),
     ]
 
@@ -70,3 +82,29 @@ def firewall_rules(policy: BaselinePolicy) -> list[hcloud.FirewallRuleArgs]:
             f"{MAX_RULES} ({MAX_EFFECTIVE_RULES} effective)"
         )
     return rules
+
+
+# A rule as Hetzner compares it: direction, protocol, port and the set of networks.
+RuleKey = tuple[str, str, str, frozenset[str]]
+
+
+def rule_key(direction: str, protocol: str, port: str | None, networks: Iterable[str]) -> RuleKey:
+    return (direction, protocol, port or "", frozenset(str(ipaddress.ip_network(net)) for net in networks))
+
+
+def _key_text(key: RuleKey) -> str:
+    direction, protocol, port, networks = key
+    peer = "from" if direction == "in" else "to"
+    return f"{direction} {protocol}{f' {port}' if port else ''} {peer} {', '.join(sorted(networks))}"
+
+
+def rule_differences(actual: Iterable[RuleKey], policy: BaselinePolicy) -> list[str]:
+    """What an existing firewall's rules lack or add compared with the policy's, one line each."""
+    expected = {
+        rule_key(rule.direction, rule.protocol, rule.port, rule.source_ips or rule.destination_ips or [])  # type: ignore[arg-type]
+        for rule in firewall_rules(policy)
+    }
+    found = set(actual)
+    return [f"missing: {_key_text(key)}" for key in sorted(expected - found, key=_key_text)] + [
+        f"unexpected: {_key_text(key)}" for key in sorted(found - expected, key=_key_text)
+    ]

@@ -92,8 +92,9 @@ systemctl daemon-reload
 systemctl enable {UNIT_NAME}
 systemctl restart {UNIT_NAME}
 # The step (and `pulumi up`) succeeds only once the gateway answers HTTP on the VPS itself.
+url=http://127.0.0.1:{policy.inbound.gateway_port}/
 waited=0
-until [ "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://127.0.0.1:{policy.inbound.gateway_port}/)" != 000 ]; do
+until [ "$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 "$url")" != 000 ]; do
   if [ "$waited" -ge {START_TIMEOUT_SECONDS} ]; then
     echo "install.sh: the gateway did not answer within {START_TIMEOUT_SECONDS} s" >&2
     journalctl -u {UNIT_NAME} -n 20 --no-pager >&2 || true

@@ -43,8 +43,9 @@ DOCKER_CHAIN = "CLAW-DOCKER"
 SYN_GUARD_CHAIN = "CLAW-SYNGUARD"
 EGRESS_CHAIN = "CLAW-EGRESS"
 BANS_CHAIN = "CLAW-BANS"
+METADATA_CHAIN = "CLAW-METADATA"
 # Declared (and so rewritten) by the rule files; CLAW-BANS is not: fail2ban fills it.
-OWN_CHAINS = (INPUT_CHAIN, OUTPUT_CHAIN, DOCKER_CHAIN, SYN_GUARD_CHAIN, EGRESS_CHAIN)
+OWN_CHAINS = (INPUT_CHAIN, OUTPUT_CHAIN, DOCKER_CHAIN, SYN_GUARD_CHAIN, EGRESS_CHAIN, METADATA_CHAIN)
 # Interfaces of Docker's bridges: traffic arriving on them comes from containers.
 CONTAINER_INTERFACES = ("docker0", "br-+")
 MULTIPORT_MAX = 15
@@ -89,6 +90,8 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     egress_log = f"-m limit --limit {egress.log_rate_per_minute}/min --limit-burst {egress.log_burst}"
     blocked = [f"-p tcp -m multiport --dports {ports}" for ports in _chunks(egress.blocked_tcp_ports)]
     icmp = "icmp" if family == 4 else "ipv6-icmp"
+    metadata = policy.metadata.addresses_of(family)
+    host_prefix = 32 if family == 4 else 128
 
     lines = ["*filter", *(f":{chain} - [0:0]" for chain in OWN_CHAINS)]
     add = lines.append
@@ -119,13 +122,25 @@ def _rules(policy: BaselinePolicy, family: Family) -> str:
     add(f'-A {EGRESS_CHAIN} {egress_log} -j LOG --log-prefix "{egress.log_prefix}"')
     add(f"-A {EGRESS_CHAIN} -p tcp -j REJECT --reject-with tcp-reset")
 
-    # Outbound from the host.
+    # The metadata service: refused at once over tcp (an ICMP error for a locally sent packet to
+    # an IPv6 link-local address never reaches the sender; a reset does), dropped otherwise.
+    add(f"-A {METADATA_CHAIN} -p tcp -j REJECT --reject-with tcp-reset")
+    add(f"-A {METADATA_CHAIN} -j DROP")
+
+    # Outbound from the host. The metadata service (user_data with the host's private key) is
+    # root's alone: cloud-init needs it at boot, no other local user does.
     add(f"-A {OUTPUT_CHAIN} -o lo -j RETURN")
+    for address in metadata:
+        add(f"-A {OUTPUT_CHAIN} -d {address}/{host_prefix} -m owner ! --uid-owner 0 -j {METADATA_CHAIN}")
     for match in blocked:
         add(f"-A {OUTPUT_CHAIN} {match} -j {EGRESS_CHAIN}")
 
-    # Containers (FORWARD via DOCKER-USER): bans, their egress, then new connections from outside.
+    # Containers (FORWARD via DOCKER-USER): bans, the metadata service (before ESTABLISHED, so
+    # not even a connection older than the rule survives), their egress, then new connections
+    # from outside.
     add(f"-A {DOCKER_CHAIN} -j {BANS_CHAIN}")
+    for address in metadata:
+        add(f"-A {DOCKER_CHAIN} -d {address}/{host_prefix} -j {METADATA_CHAIN}")
     add(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
     for interface in CONTAINER_INTERFACES:
         for match in blocked:

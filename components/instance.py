@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime, timedelta
 
 import pulumi
 import pulumi_command as command
@@ -13,12 +14,12 @@ import pulumi_tls as tls
 from components.cloud_firewall import firewall_rules
 from components.gateway import GATEWAY_DIR, install_command, render_gateway
 from components.host_baseline import BUNDLE_DIR, HostSettings, render_host_baseline
+from components.safety import check_existing, customer_labels
 from config.customer import CustomerConfig
 from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
 COMPONENT_TYPE = "clawhosters:index:CustomerInstance"
-MANAGED_BY = "clawhosters"
 # Installed before the baseline; python3-systemd lets fail2ban read sshd from the journal.
 HOST_PACKAGES = ("iptables", "fail2ban", "python3-systemd", "docker.io")
 # A new server needs a while before sshd answers; retry dialling for up to ~15 minutes.
@@ -72,6 +73,11 @@ def _cloud_init(host_private_key: str, host_public_key: str) -> str:
     return "#cloud-config\n" + json.dumps(document, indent=2) + "\n"
 
 
+def snapshot_expiry(today: date, retention_days: int) -> str:
+    """The `expires-on` label of a decommission snapshot (Hetzner label values allow a date)."""
+    return (today + timedelta(days=retention_days)).isoformat()
+
+
 class CustomerInstance(pulumi.ComponentResource):
     """A customer's VPS with the network baseline applied before the gateway starts."""
 
@@ -82,6 +88,8 @@ class CustomerInstance(pulumi.ComponentResource):
     gateway_url: pulumi.Output[str]
     gateway_password: pulumi.Output[str]
     baseline_digest: pulumi.Output[str]
+    # Only while decommissioning: the snapshot that outlives `pulumi destroy`.
+    snapshot_id: pulumi.Output[str] | None
 
     def __init__(
         self,
@@ -90,12 +98,17 @@ class CustomerInstance(pulumi.ComponentResource):
         policy: BaselinePolicy | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(COMPONENT_TYPE, name, None, opts)
         policy = policy or BaselinePolicy()
         # A bare CustomerConfig runs with the platform's defaults.
         settings = config if isinstance(config, StackSettings) else StackSettings(customer=config)
         customer, platform = settings.customer, settings.platform
+        # Before anything is registered: a refused change creates nothing.
+        check_existing(settings, policy)
+        super().__init__(COMPONENT_TYPE, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # Protected unless the platform decommissions the customer: a replace or delete of the
+        # server (their data) fails in preview and up until then.
+        protected = not customer.decommission
 
         baseline = render_host_baseline(
             policy,
@@ -120,17 +133,20 @@ class CustomerInstance(pulumi.ComponentResource):
             opts=child,
         )
 
-        if platform.firewall_mode == "shared":
-            firewall_id: pulumi.Output[str] = pulumi.Output.from_input(str(platform.shared_firewall_id))
-        else:
+        firewall_ids: list[pulumi.Output[str]] = []
+        if platform.firewall_mode in ("dedicated", "both"):
             firewall = hcloud.Firewall(
                 f"{name}-firewall",
                 name=f"{customer.server_name}-baseline",
-                labels=self._labels(customer.customer_id),
+                labels=customer_labels(customer.customer_id),
                 rules=firewall_rules(policy),
-                opts=child,
+                # Hetzner has no delete protection for firewalls; Pulumi's protect stands in. In
+                # "both" it is unprotected, so the following switch to "shared" can remove it.
+                opts=pulumi.ResourceOptions(parent=self, protect=protected and platform.firewall_mode == "dedicated"),
             )
-            firewall_id = firewall.id
+            firewall_ids.append(firewall.id)
+        if platform.firewall_mode in ("shared", "both"):
+            firewall_ids.append(pulumi.Output.from_input(str(platform.shared_firewall_id)))
 
         server = hcloud.Server(
             f"{name}-server",
@@ -140,8 +156,13 @@ class CustomerInstance(pulumi.ComponentResource):
             image=platform.image,
             ssh_keys=[ssh_key.id],
             # Attached at creation: the server never exists without its provider-level firewall.
-            firewall_ids=[firewall_id.apply(int)],
-            labels=self._labels(customer.customer_id),
+            firewall_ids=[firewall_id.apply(int) for firewall_id in firewall_ids],
+            labels=customer_labels(customer.customer_id),
+            # Hetzner requires both equal; they stop a delete or rebuild outside Pulumi too.
+            delete_protection=protected,
+            rebuild_protection=protected,
+            # A resize leaves the disk as it is, so a later downgrade stays possible.
+            keep_disk=True,
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             # Carries the host's private key: secret in state and in every diff.
             user_data=pulumi.Output.secret(
@@ -150,8 +171,25 @@ class CustomerInstance(pulumi.ComponentResource):
                 )
             ),
             # These only shape a new server; changing them must never replace a customer's VPS.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["image", "userData", "sshKeys"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["image", "userData", "sshKeys"], protect=protected
+            ),
         )
+
+        self.snapshot_id = None
+        if customer.decommission:
+            snapshot = hcloud.Snapshot(
+                f"{name}-final-snapshot",
+                server_id=server.id.apply(int),
+                description=f"{customer.server_name} at decommissioning",
+                labels={
+                    **customer_labels(customer.customer_id),
+                    "expires-on": snapshot_expiry(datetime.now(UTC).date(), platform.snapshot_retention_days),
+                },
+                # Kept by `pulumi destroy`; its expiry is fixed when it is taken.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, ignore_changes=["labels"]),
+            )
+            self.snapshot_id = snapshot.id
 
         # Entirely secret so it diffs consistently and never shows the key.
         connection = pulumi.Output.secret(
@@ -202,7 +240,7 @@ class CustomerInstance(pulumi.ComponentResource):
         )
 
         self.server_id = server.id
-        self.firewall_id = firewall_id
+        self.firewall_id = pulumi.Output.all(*firewall_ids).apply(",".join)
         self.ipv4_address = server.ipv4_address
         self.ipv6_address = server.ipv6_address
         # Known only once the gateway command has run: a URL that is shown is a URL that serves.
@@ -220,9 +258,6 @@ class CustomerInstance(pulumi.ComponentResource):
                 "gateway_url": self.gateway_url,
                 "gateway_password": self.gateway_password,
                 "baseline_digest": self.baseline_digest,
+                **({"snapshot_id": self.snapshot_id} if self.snapshot_id is not None else {}),
             }
         )
-
-    @staticmethod
-    def _labels(customer_id: str) -> dict[str, str]:
-        return {"customer": customer_id, "managed-by": MANAGED_BY}

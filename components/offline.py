@@ -11,6 +11,7 @@ import hashlib
 import json
 import runpy
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs
 
+from components.cloud_firewall import firewall_rules
 from components.instance import CustomerInstance
 from config.customer import CustomerConfig
 from config.loader import ConfigError, StackSettings
@@ -29,6 +31,7 @@ from config.policy import BaselinePolicy
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
+SNAPSHOT = "hcloud:index/snapshot:Snapshot"
 COMMAND = "command:remote:Command"
 SECRET_SIG = rpc._special_secret_sig
 
@@ -43,6 +46,8 @@ class Registration:
     parent: str
     dependencies: list[str]
     ignore_changes: list[str]
+    protect: bool
+    retain_on_delete: bool
     inputs: dict[str, Any]
     # The serialized inputs, where secrets still carry their marker.
     wire_inputs: dict[str, Any]
@@ -69,8 +74,68 @@ def _redact(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class CloudServer:
+    """A server that already exists at Hetzner, as the provider's data sources report it."""
+
+    name: str
+    location: str
+    firewall_ids: tuple[int, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CloudFirewall:
+    id: int
+    name: str
+    # Hetzner's rule fields: direction, protocol, port, source_ips / destination_ips.
+    rules: tuple[Mapping[str, Any], ...]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """What the Hetzner project holds before the program runs; empty: a first `pulumi up`."""
+
+    servers: tuple[CloudServer, ...] = ()
+    firewalls: tuple[CloudFirewall, ...] = ()
+
+
+def baseline_firewall(firewall_id: int, policy: BaselinePolicy, name: str = "platform-baseline") -> CloudFirewall:
+    """A firewall whose rules are exactly the policy's, as a platform's shared firewall should be."""
+    rules = tuple(
+        {
+            key: value
+            for key, value in {
+                "direction": rule.direction,
+                "protocol": rule.protocol,
+                "port": rule.port,
+                "source_ips": rule.source_ips,
+                "destination_ips": rule.destination_ips,
+            }.items()
+            if value is not None
+        }
+        for rule in firewall_rules(policy)
+    )
+    return CloudFirewall(id=firewall_id, name=name, rules=rules)
+
+
+def _selected(labels: Mapping[str, str], selector: str | None) -> bool:
+    wanted = dict(term.split("=", 1) for term in (selector or "").split(",") if term)
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+def _rule_result(rule: Mapping[str, Any]) -> dict[str, Any]:
+    names = {"source_ips": "sourceIps", "destination_ips": "destinationIps"}
+    return {names.get(key, key): value for key, value in rule.items()}
+
+
 class StandInMocks(pulumi.runtime.Mocks):
-    """Stand-in provider answers: the state a resource would have after `pulumi up`."""
+    """Stand-in provider answers: the state a resource would have after `pulumi up`, and the data
+    sources' view of `cloud`."""
+
+    def __init__(self, cloud: Cloud | None = None) -> None:
+        self.cloud = cloud or Cloud()
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         # Numeric like Hetzner's ids, and stable per name so graphs can be compared.
@@ -90,7 +155,48 @@ class StandInMocks(pulumi.runtime.Mocks):
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
+        data_sources = {
+            "hcloud:index/getServers:getServers": self._servers,
+            "hcloud:index/getFirewalls:getFirewalls": self._firewalls,
+            "hcloud:index/getFirewall:getFirewall": self._firewall,
+        }
+        if args.token not in data_sources:
+            raise NotImplementedError(f"no stand-in for the data source {args.token}")
+        return data_sources[args.token](args.args)
+
+    def _servers(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        servers = [s for s in self.cloud.servers if _selected(s.labels, query.get("withSelector"))]
+        return {"id": "servers", "servers": [self._server_result(server) for server in servers]}
+
+    def _firewalls(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        firewalls = [f for f in self.cloud.firewalls if _selected(f.labels, query.get("withSelector"))]
+        return {"id": "firewalls", "firewalls": [self._firewall_result(f) for f in firewalls]}
+
+    def _firewall(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        for firewall in self.cloud.firewalls:
+            if firewall.id == int(query["id"]):
+                return self._firewall_result(firewall)
+        # What the provider answers for an unknown id.
+        raise ValueError(f"firewall not found: {int(query['id'])}")
+
+    @staticmethod
+    def _server_result(server: CloudServer) -> dict[str, Any]:
+        return {
+            "id": int(hashlib.sha256(server.name.encode()).hexdigest()[:8], 16),
+            "name": server.name,
+            "location": server.location,
+            "firewallIds": list(server.firewall_ids),
+            "labels": dict(server.labels),
+        }
+
+    @staticmethod
+    def _firewall_result(firewall: CloudFirewall) -> dict[str, Any]:
+        return {
+            "id": firewall.id,
+            "name": firewall.name,
+            "labels": dict(firewall.labels),
+            "rules": [_rule_result(rule) for rule in firewall.rules],
+        }
 
 
 class _RecordingMonitor(MockMonitor):
@@ -108,6 +214,8 @@ class _RecordingMonitor(MockMonitor):
                     parent=request.parent,
                     dependencies=list(request.dependencies),
                     ignore_changes=list(request.ignoreChanges),
+                    protect=request.protect,
+                    retain_on_delete=request.retainOnDelete,
                     inputs=_reveal(rpc.deserialize_properties(request.object)),
                     wire_inputs=MessageToDict(request.object),
                 )
@@ -155,8 +263,9 @@ OUTPUT_NAMES = (
 )
 
 
-def _mock(graph: Graph, stack: str, mocks: StandInMocks | None = None) -> None:
-    mocks = mocks or StandInMocks()
+def _mock(graph: Graph, stack: str, mocks: StandInMocks) -> None:
+    # A fresh root stack per run: set_mocks keeps an existing one, and with it the last run's exports.
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         mocks, project="clawhosters", stack=stack, preview=False, monitor=_RecordingMonitor(mocks, graph)
     )
@@ -173,12 +282,16 @@ def _resolve_into(graph: Graph, outputs: dict[str, Any]) -> pulumi.Output[None]:
 
 
 def build_graph(
-    config: StackSettings | CustomerConfig, policy: BaselinePolicy | None = None, mocks: StandInMocks | None = None
+    config: StackSettings | CustomerConfig,
+    policy: BaselinePolicy | None = None,
+    cloud: Cloud | None = None,
+    mocks: StandInMocks | None = None,
 ) -> Graph:
-    """Run the component under mocks; return every registration and the resolved outputs."""
+    """Run the component under mocks, with `cloud` as what already exists at Hetzner (or other
+    provider answers, `mocks`); return every registration and the resolved outputs."""
     graph = Graph()
     stack = (config.customer if isinstance(config, StackSettings) else config).stack_name
-    _mock(graph, stack, mocks)
+    _mock(graph, stack, mocks or StandInMocks(cloud))
 
     @pulumi.runtime.test
     def run() -> pulumi.Output[None]:
@@ -189,10 +302,11 @@ def build_graph(
     return graph
 
 
-def run_program(config: dict[str, str], graph: Graph) -> None:
-    """Run the stack's `__main__.py` under mocks with this stack config; its exports land in
-    `graph.outputs`. A config error is raised before any resource is registered."""
-    _mock(graph, "customer-offline")
+def run_program(config: dict[str, str], graph: Graph, stack: str | None = None, cloud: Cloud | None = None) -> None:
+    """Run the stack's `__main__.py` under mocks as stack `stack` (default: the customer's own,
+    `customer-<customer_id>`) with this stack config; its exports land in `graph.outputs`. A
+    config error is raised before any resource is registered."""
+    _mock(graph, stack or f"customer-{config.get('clawhosters:customer_id', '')}", StandInMocks(cloud))
     pulumi.runtime.set_all_config(config)
     try:
 
@@ -240,6 +354,14 @@ def describe(graph: Graph) -> str:
         f"Server {server.inputs['name']}: {server.inputs['serverType']} in {server.inputs['location']}, "
         f"image {server.inputs['image']}, firewall ids {firewall_ids}, labels {server.inputs['labels']}"
     )
+    protection = (
+        "protected (Pulumi protect, Hetzner delete and rebuild protection)" if server.protect else "UNPROTECTED"
+    )
+    lines.append(f"  {protection}; a resize keeps the disk: {server.inputs.get('keepDisk', False)}")
+    for snapshot in graph.of_type(SNAPSHOT):
+        lines.append(
+            f"  decommissioning: snapshot {snapshot.name}, labels {snapshot.inputs['labels']}, kept by destroy"
+        )
     steps = {r.urn: r.name for r in graph.registrations if r.type in (SERVER, COMMAND)}
     lines.append("Remote commands:")
     for command in graph.of_type(COMMAND):
@@ -260,8 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stack_file", type=Path, help="a Pulumi.<stack>.yaml file")
     args = parser.parse_args(argv)
     graph = Graph()
+    # Pulumi.<stack>.yaml: the file's name says which stack it configures.
+    stack = args.stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    config = stack_file_config(args.stack_file)
+    # Offline there is no account to ask: a shared firewall is assumed to match the baseline.
+    shared = config.get("platform:shared_firewall_id", "")
+    cloud = Cloud(firewalls=(baseline_firewall(int(shared), BaselinePolicy()),)) if shared.isdigit() else None
     try:
-        run_program(stack_file_config(args.stack_file), graph)
+        run_program(config, graph, stack=stack, cloud=cloud)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2

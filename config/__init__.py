@@ -8,6 +8,7 @@ from config.policy import (
     EgressPolicy,
     Fail2banPolicy,
     InboundPolicy,
+    MetadataPolicy,
     SynGuardPolicy,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "EgressPolicy",
     "Fail2banPolicy",
     "InboundPolicy",
+    "MetadataPolicy",
     "PlatformConfig",
     "StackSettings",
     "SynGuardPolicy",

@@ -15,14 +15,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
 HETZNER_LOCATIONS: tuple[str, ...] = get_args(Location)
 
-_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-_SERVER_TYPE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+# Matched with fullmatch: `$` would let a trailing newline through.
+_SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+_SERVER_TYPE = re.compile(r"[a-z][a-z0-9-]{1,30}")
 # Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path parts.
 _IMAGE = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?)/)?"
+    r"(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?"
 )
 _KEY_TYPES = (
     "ssh-ed25519",
@@ -34,10 +35,12 @@ _KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 MIN_RSA_BITS = 2048
+# The server types the platform sells, unless `platform:server_types` says otherwise.
+DEFAULT_SERVER_TYPES = ("cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31")
 
 
 def _slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise ValueError(
             "must be a DNS-safe slug: 2-40 characters of a-z, 0-9 and '-', "
             "starting with a letter and not ending with '-'"
@@ -46,7 +49,7 @@ def _slug(value: str) -> str:
 
 
 def _image_reference(value: str) -> str:
-    if not _IMAGE.match(value) or len(value) > 255:
+    if not _IMAGE.fullmatch(value) or len(value) > 255:
         raise ValueError("must be a Docker image reference such as 'registry/name:tag@sha256:<64 hex>'")
     return value
 
@@ -63,9 +66,12 @@ def _read_ssh_string(blob: bytes, offset: int) -> tuple[bytes, int]:
 
 def parse_openssh_public_key(value: str) -> str:
     """Accept one OpenSSH public key line; return it normalised as 'type base64 [comment]'."""
-    if "\n" in value.strip() or "\r" in value:
-        raise ValueError("must be a single OpenSSH public key line")
-    parts = value.strip().split(None, 2)
+    value = value.strip()
+    # Only printable characters: a line or paragraph separator (U+2028, U+2029, ...) in a comment
+    # would split the line wherever the key is written into a file.
+    if not value.isprintable():
+        raise ValueError("must be a single OpenSSH public key line of printable characters")
+    parts = value.split(None, 2)
     if len(parts) < 2:
         raise ValueError("must be an OpenSSH public key: '<type> <base64> [comment]'")
     key_type, encoded = parts[0], parts[1]
@@ -95,12 +101,29 @@ def parse_openssh_public_key(value: str) -> str:
 
 
 def keys_match_ssh(keys: tuple[str, ...], ssh_enabled: bool) -> tuple[str, ...]:
-    """Customer keys exist exactly when the customer enabled SSH."""
+    """Customer keys exist exactly when the customer enabled SSH, each key once."""
+    _distinct_keys(keys)
     if keys and not ssh_enabled:
         raise ValueError("keys are given but ssh_enabled is false")
     if ssh_enabled and not keys:
         raise ValueError("ssh_enabled is true but no key is given")
     return keys
+
+
+def _distinct_keys(keys: tuple[str, ...]) -> None:
+    """The same key twice (whatever its comment) is a mistake, not a second key."""
+    seen: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        key_data = " ".join(key.split()[:2])
+        if key_data in seen:
+            raise ValueError(f"key {index} repeats key {seen[key_data]}")
+        seen[key_data] = index
+
+
+def _server_type(value: str) -> str:
+    if not _SERVER_TYPE.fullmatch(value):
+        raise ValueError("must be a Hetzner server type name such as 'cx22'")
+    return value
 
 
 def _cidr(value: str) -> str:
@@ -114,6 +137,7 @@ CustomerId = Annotated[str, AfterValidator(_slug)]
 ImageReference = Annotated[str, AfterValidator(_image_reference)]
 OpenSshPublicKey = Annotated[str, AfterValidator(parse_openssh_public_key)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
+ServerType = Annotated[str, AfterValidator(_server_type)]
 
 
 class CustomerConfig(BaseModel):
@@ -122,11 +146,16 @@ class CustomerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     customer_id: CustomerId
-    server_type: str = Field(default="cx22", pattern=_SERVER_TYPE.pattern)
+    # Checked against the platform's allow-list (`platform:server_types`) by StackSettings.
+    server_type: str = "cx22"
+    # Changing it on an existing server is refused: moving a customer is a migration.
     location: Location = "fsn1"
     ssh_enabled: bool = False
     ssh_public_keys: tuple[OpenSshPublicKey, ...] = Field(default=(), validate_default=True)
     gateway_image: ImageReference
+    # Set by the platform after a cancellation's grace period: snapshot the server and lift its
+    # protection, so that a following `pulumi destroy` can remove it.
+    decommission: bool = False
 
     @field_validator("ssh_public_keys")
     @classmethod
@@ -143,7 +172,7 @@ class CustomerConfig(BaseModel):
 
     @property
     def gateway_image_pinned(self) -> bool:
-        match = _IMAGE.match(self.gateway_image)
+        match = _IMAGE.fullmatch(self.gateway_image)
         return bool(match and match.group("digest"))
 
 
@@ -153,19 +182,24 @@ class PlatformConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # "dedicated": one cloud firewall per customer. "shared": attach the platform's firewall
-    # (Hetzner caps firewalls per account, so a fleet shares one).
-    firewall_mode: Literal["dedicated", "shared"] = "dedicated"
+    # (Hetzner caps firewalls per account, so a fleet shares one). "both": attach both, the step
+    # between the two (a direct switch would leave the server without a firewall for a moment).
+    firewall_mode: Literal["dedicated", "shared", "both"] = "dedicated"
     shared_firewall_id: int | None = Field(default=None, ge=1, validate_default=True)
     # Where provisioning SSH sessions come from: never banned by fail2ban.
     provisioner_cidrs: tuple[Cidr, ...] = ()
     image: str = "debian-12"
+    # What a customer may order; a resize keeps the disk, so any of them can be reached again.
+    server_types: tuple[ServerType, ...] = Field(default=DEFAULT_SERVER_TYPES, min_length=1)
+    # How long a decommissioned customer's snapshot is kept (its `expires-on` label).
+    snapshot_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("shared_firewall_id")
     @classmethod
     def _shared_needs_id(cls, firewall_id: int | None, info: ValidationInfo) -> int | None:
         mode = info.data.get("firewall_mode")
-        if mode == "shared" and firewall_id is None:
-            raise ValueError("required when firewall_mode is 'shared'")
+        if mode in ("shared", "both") and firewall_id is None:
+            raise ValueError(f"required when firewall_mode is '{mode}'")
         if mode == "dedicated" and firewall_id is not None:
-            raise ValueError("only used with firewall_mode 'shared'")
+            raise ValueError("only used with firewall_mode 'shared' or 'both'")
         return firewall_id

@@ -47,6 +47,11 @@ def baseline_table(policy: BaselinePolicy) -> str:
             f"only tcp/{inbound.gateway_port} published (HTTP basic auth); "
             f"metrics tcp/{inbound.metrics_port} bound to 127.0.0.1 on the VPS",
         ),
+        (
+            "metadata service",
+            f"{', '.join(str(address) for address in policy.metadata.addresses)}: refused for containers and "
+            "for every host user but root",
+        ),
         ("IPv6", "same rules via ip6tables; neighbour discovery and router advertisements allowed"),
     ]
     lines = ["| area | rule |", "|---|---|", *(f"| {area} | {rule} |" for area, rule in rows)]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from config.customer import CustomerConfig, PlatformConfig
 
@@ -24,6 +24,16 @@ class StackSettings(BaseModel):
 
     customer: CustomerConfig
     platform: PlatformConfig = PlatformConfig()
+
+    @model_validator(mode="after")
+    def _server_type_offered(self) -> StackSettings:
+        offered = self.platform.server_types
+        if self.customer.server_type not in offered:
+            raise ValueError(
+                f"{CUSTOMER_NAMESPACE}:server_type: {self.customer.server_type!r} is not offered; "
+                f"{PLATFORM_NAMESPACE}:server_types allows {', '.join(offered)}"
+            )
+        return self
 
 
 def _decode(raw: str) -> Any:
@@ -54,8 +64,11 @@ def _describe(error: ValidationError, namespace: str) -> list[str]:
     return lines
 
 
-def settings_from_mapping(raw: Mapping[str, str]) -> StackSettings:
-    """Validate raw `namespace:key` → text config, as Pulumi hands it to a program."""
+def settings_from_mapping(raw: Mapping[str, str], stack: str | None = None) -> StackSettings:
+    """Validate raw `namespace:key` → text config, as Pulumi hands it to a program.
+
+    With `stack`, the stack must be the customer's own (`customer-<customer_id>`): every resource
+    name derives from the id, so an id edited in an existing stack would replace the server."""
     problems: list[str] = []
     customer: CustomerConfig | None = None
     platform: PlatformConfig | None = None
@@ -67,9 +80,18 @@ def settings_from_mapping(raw: Mapping[str, str]) -> StackSettings:
         platform = PlatformConfig.model_validate(_section(raw, PLATFORM_NAMESPACE))
     except ValidationError as error:
         problems += _describe(error, PLATFORM_NAMESPACE)
+    if customer is not None and stack is not None and stack != customer.stack_name:
+        problems.append(
+            f"{CUSTOMER_NAMESPACE}:customer_id: {customer.customer_id!r} belongs to stack "
+            f"{customer.stack_name!r}, but this is stack {stack!r}; a customer's id never changes"
+        )
     if problems or customer is None or platform is None:
         raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(problems))
-    return StackSettings(customer=customer, platform=platform)
+    try:
+        return StackSettings(customer=customer, platform=platform)
+    except ValidationError as error:
+        messages = [problem["msg"].removeprefix("Value error, ") for problem in error.errors()]
+        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(messages)) from error
 
 
 def load_stack_settings() -> StackSettings:
@@ -78,4 +100,4 @@ def load_stack_settings() -> StackSettings:
     # PULUMI_CONFIG environment bag is the older route. The SDK has no public way to list keys,
     # and listing them is what lets an unknown (misspelt) key be an error.
     raw = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
-    return settings_from_mapping(raw)
+    return settings_from_mapping(raw, stack=pulumi.get_stack())

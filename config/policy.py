@@ -6,9 +6,10 @@ derived from `BaselinePolicy()`. Nothing a customer or a stack setting provides 
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 MAX_PORT = 65535
@@ -97,6 +98,21 @@ class Fail2banPolicy(_Frozen):
     backend: str = "systemd"
 
 
+class MetadataPolicy(_Frozen):
+    """Hetzner's metadata service serves the server's user_data (with the host's SSH private key)
+    for the server's whole life. Only root on the host reaches it (cloud-init needs it at boot);
+    containers and other host users are refused."""
+
+    # IPv4, and the IPv6 link-local address cloud-init's Hetzner datasource tries first.
+    addresses: tuple[IPvAnyAddress, ...] = (
+        ipaddress.IPv4Address("169.254.169.254"),
+        ipaddress.IPv6Address("fe80::a9fe:a9fe"),
+    )
+
+    def addresses_of(self, family: int) -> tuple[str, ...]:
+        return tuple(str(address) for address in self.addresses if address.version == family)
+
+
 class BaselinePolicy(_Frozen):
     """The contract. Its defaults are the baseline; there is no per-customer variant."""
 
@@ -104,6 +120,7 @@ class BaselinePolicy(_Frozen):
     egress: EgressPolicy = EgressPolicy()
     syn_guard: SynGuardPolicy = SynGuardPolicy()
     fail2ban: Fail2banPolicy = Fail2banPolicy()
+    metadata: MetadataPolicy = MetadataPolicy()
 
     @model_validator(mode="after")
     def _open_ports_not_blocked(self) -> BaselinePolicy:

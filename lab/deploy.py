@@ -19,7 +19,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pulumi.runtime.mocks import MockResourceArgs
 
-from components.offline import COMMAND, SERVER, Graph, Registration, StandInMocks, build_graph
+from components.offline import (
+    COMMAND,
+    SERVER,
+    Cloud,
+    CloudFirewall,
+    CloudServer,
+    Graph,
+    Registration,
+    StandInMocks,
+    build_graph,
+)
 from config.loader import StackSettings
 from config.policy import BaselinePolicy
 from lab.replay import CommandFailed, CommandState, RemoteCommand, Runner, Step
@@ -45,7 +55,8 @@ def _new_password(length: int) -> dict[str, str]:
 class LabMocks(StandInMocks):
     """The provider answers of a real `up` against the lab: kept values, real keys."""
 
-    def __init__(self, values: dict[str, dict[str, str]], ipv4: str, ipv6: str) -> None:
+    def __init__(self, values: dict[str, dict[str, str]], ipv4: str, ipv6: str, cloud: Cloud) -> None:
+        super().__init__(cloud)
         self.values = values
         self.ipv4, self.ipv6 = ipv4, ipv6
 
@@ -74,11 +85,13 @@ class Stack:
     ipv6: str
     values: dict[str, dict[str, str]] = field(default_factory=dict)
     server: dict[str, Any] | None = None
+    # What Hetzner reports once the server exists: the program's own safety checks read it.
+    cloud: Cloud = field(default_factory=Cloud)
     commands: dict[str, CommandState] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def graph(self, settings: StackSettings, policy: BaselinePolicy | None = None) -> Graph:
-        return build_graph(settings, policy, mocks=LabMocks(self.values, self.ipv4, self.ipv6))
+        return build_graph(settings, policy, mocks=LabMocks(self.values, self.ipv4, self.ipv6, self.cloud))
 
     def up(
         self,
@@ -92,6 +105,14 @@ class Stack:
         if self.server is None:
             create_server(server)
             self.server = {"name": server.name, "inputs": server.inputs}
+            labels = server.inputs["labels"]
+            firewall_ids = tuple(int(firewall_id) for firewall_id in server.inputs["firewallIds"])
+            self.cloud = Cloud(
+                servers=(CloudServer(server.inputs["name"], server.inputs["location"], firewall_ids, labels),),
+                firewalls=tuple(
+                    CloudFirewall(id=i, name=f"firewall-{i}", rules=(), labels=labels) for i in firewall_ids
+                ),
+            )
         steps: list[Step] = []
         # Everything but the commands exists once the server does (keys, password, firewall).
         done = {registration.urn for registration in graph.registrations if registration.type != COMMAND}

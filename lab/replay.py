@@ -162,9 +162,7 @@ class Runner:
         for attempt in range(1, max(connection.dial_error_limit, 1) + 1):
             transport = None
             try:
-                sock = connect_from(
-                    self.namespace, connection.host, connection.port, connection.per_dial_timeout
-                )
+                sock = connect_from(self.namespace, connection.host, connection.port, connection.per_dial_timeout)
                 transport = paramiko.Transport(sock)
                 if expected is not None:
                     # Like HostKeyAlgorithms = [pinned key's type]: only that key can be presented.

@@ -7,7 +7,14 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, settings_from_mapping
+from config import (
+    BaselinePolicy,
+    ConfigError,
+    CustomerConfig,
+    PlatformConfig,
+    StackSettings,
+    settings_from_mapping,
+)
 from tests.keys import public_key
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
@@ -74,6 +81,10 @@ def _bad_key_cases() -> list[tuple[str, object, str]]:
         ("ssh_public_keys", [f"{key_type} {data[:20]}"], "base64|truncated|wrong length"),
         ("ssh_public_keys", [public_key("rsa", 1024)], "at least 2048"),
         ("ssh_public_keys", [ed25519 + "\nssh-ed25519 AAAA"], "single OpenSSH public key line"),
+        ("ssh_public_keys", [f"{key_type} {data} laptop\u2028CLAWHOSTERS_EOF"], "printable characters"),
+        ("ssh_public_keys", [f"{key_type} {data} a\u2029b"], "printable characters"),
+        ("ssh_public_keys", [f"{key_type} {data} a\x85b"], "printable characters"),
+        ("ssh_public_keys", [ed25519, f"{key_type} {data} same key, other comment"], "key 1 repeats key 0"),
     ]
 
 
@@ -85,9 +96,11 @@ def _bad_key_cases() -> list[tuple[str, object, str]]:
         ("customer_id", "acme-", "DNS-safe slug"),
         ("customer_id", "acme;rm -rf /", "DNS-safe slug"),
         ("customer_id", "x" * 41, "DNS-safe slug"),
+        ("customer_id", "acme\n", "DNS-safe slug"),
         ("location", "mars1", "fsn1"),
-        ("server_type", "", "pattern"),
         ("gateway_image", "Not An Image", "image reference"),
+        ("gateway_image", IMAGE + "\n", "image reference"),
+        ("gateway_image", "ghcr.io/openclaw/gateway:1.4\n", "image reference"),
         ("gateway_image", "ghcr.io/openclaw/gateway@sha256:123", "image reference"),
         ("unexpected", "x", "Extra inputs"),
     ],
@@ -115,6 +128,8 @@ def test_keys_and_ssh_enabled_must_agree() -> None:
 def test_platform_shared_firewall_needs_an_id() -> None:
     with pytest.raises(ValidationError, match="required when firewall_mode is 'shared'"):
         PlatformConfig(firewall_mode="shared")
+    with pytest.raises(ValidationError, match="required when firewall_mode is 'both'"):
+        PlatformConfig(firewall_mode="both")
     assert PlatformConfig(firewall_mode="shared", shared_firewall_id=7).shared_firewall_id == 7
     with pytest.raises(ValidationError, match="not a network address"):
         PlatformConfig(provisioner_cidrs=("203.0.113.7/24",))
@@ -156,3 +171,48 @@ def test_every_bad_stack_key_is_named_in_one_error() -> None:
         "platform:shared_firewall_id",
     ):
         assert key in message
+
+
+def test_a_key_comment_with_a_line_separator_is_a_config_error_naming_the_key() -> None:
+    key_type, data, _comment = public_key("ed25519").split(" ", 2)
+    with pytest.raises(ConfigError, match=r"clawhosters:ssh_public_keys\.0: .*printable"):
+        settings_from_mapping(
+            {
+                "clawhosters:customer_id": "acme",
+                "clawhosters:gateway_image": IMAGE,
+                "clawhosters:ssh_enabled": "true",
+                "clawhosters:ssh_public_keys": json.dumps([f"{key_type} {data} a\u2028CLAWHOSTERS_EOF"]),
+            }
+        )
+
+
+CUSTOMER = {"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE}
+
+
+def test_the_stack_must_be_the_customers_own() -> None:
+    assert settings_from_mapping(CUSTOMER, stack="customer-acme").customer.customer_id == "acme"
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(CUSTOMER, stack="customer-globex")
+    message = str(caught.value)
+    assert "clawhosters:customer_id" in message
+    assert "'customer-globex'" in message and "'customer-acme'" in message
+
+
+def test_server_types_come_from_the_platform_allow_list() -> None:
+    assert settings_from_mapping({**CUSTOMER, "clawhosters:server_type": "cx32"}).customer.server_type == "cx32"
+    with pytest.raises(ConfigError, match=r"clawhosters:server_type: 'cx99' is not offered; platform:server_types"):
+        settings_from_mapping({**CUSTOMER, "clawhosters:server_type": "cx99"})
+    narrowed = {**CUSTOMER, "platform:server_types": json.dumps(["cx22"])}
+    with pytest.raises(ConfigError, match="clawhosters:server_type: 'cx32' is not offered"):
+        settings_from_mapping({**narrowed, "clawhosters:server_type": "cx32"})
+    with pytest.raises(ConfigError, match=r"platform:server_types\.0: must be a Hetzner server type"):
+        settings_from_mapping({**CUSTOMER, "platform:server_types": json.dumps(["cx22\n"])})
+    with pytest.raises(ValidationError, match="is not offered"):
+        StackSettings(customer=CustomerConfig.model_validate(valid_customer(server_type="ccx63")))
+
+
+def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> None:
+    assert PlatformConfig().snapshot_retention_days == 30
+    with pytest.raises(ConfigError, match="platform:snapshot_retention_days"):
+        settings_from_mapping({**CUSTOMER, "platform:snapshot_retention_days": "0"})
+    assert settings_from_mapping({**CUSTOMER, "clawhosters:decommission": "true"}).customer.decommission is True

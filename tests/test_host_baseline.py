@@ -20,6 +20,7 @@ from components.host_baseline import (
     CUSTOMER_KEYS_FILE,
     DOCKER_CHAIN,
     INPUT_CHAIN,
+    METADATA_CHAIN,
     OUTPUT_CHAIN,
     RULE_FILES,
     HostSettings,
@@ -57,7 +58,11 @@ def test_inbound_accepts_exactly_the_open_ports_and_rejects_nothing(family: int)
     assert ports_of(accepted) == set(POLICY.inbound.open_tcp_ports)
     content = BUNDLE.file(RULE_FILES[family]).content
     rejects = [line for line in content.splitlines() if "REJECT" in line]
-    assert all(line.startswith("-A CLAW-EGRESS ") for line in rejects), "inbound must never answer"
+    # Refused: blocked egress, and the metadata service (reached from OUTPUT and DOCKER-USER only).
+    assert all(line.startswith(("-A CLAW-EGRESS ", f"-A {METADATA_CHAIN} ")) for line in rejects), (
+        "inbound must never answer"
+    )
+    assert not any(f"-j {METADATA_CHAIN}" in line for line in rules(family, INPUT_CHAIN))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -101,6 +106,24 @@ def test_bans_and_gateway_cover_the_container_path(family: int) -> None:
         f"-A {INPUT_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
     )
     assert established <= 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_containers_and_non_root_users_cannot_reach_the_metadata_service(family: int) -> None:
+    prefix = 32 if family == 4 else 128
+    addresses = POLICY.metadata.addresses_of(family)
+    assert addresses, "Hetzner serves metadata on both families"
+    docker, output = rules(family, DOCKER_CHAIN), rules(family, OUTPUT_CHAIN)
+    established = docker.index(f"-A {DOCKER_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN")
+    for address in addresses:
+        # Every forwarded packet, whatever bridge it comes from, before established traffic returns.
+        refused = docker.index(f"-A {DOCKER_CHAIN} -d {address}/{prefix} -j {METADATA_CHAIN}")
+        assert 0 < refused < established
+        assert f"-A {OUTPUT_CHAIN} -d {address}/{prefix} -m owner ! --uid-owner 0 -j {METADATA_CHAIN}" in output
+    assert rules(family, METADATA_CHAIN) == [
+        f"-A {METADATA_CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A {METADATA_CHAIN} -j DROP",
+    ]
 
 
 def test_ipv6_keeps_neighbour_discovery_and_router_advertisements() -> None:
@@ -307,6 +330,7 @@ def test_cli_writes_the_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["--provisioner-cidr", "203.0.113.7/24"], "--provisioner-cidr"),
         (["--customer-key", "ssh-ed25519 AAAA"], "--customer-key"),
         (["--ssh-enabled"], "--ssh-enabled"),
+        (["--ssh-enabled", "--customer-key", public_key(), "--customer-key", public_key()], "repeats key 0"),
     ],
 )
 def test_cli_names_the_bad_flag(

@@ -34,3 +34,13 @@ def test_a_bad_stack_file_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.
     stack.write_text("config:\n  clawhosters:customer_id: Bad_Id\n  clawhosters:gateway_image: x:1\n")
     assert main([str(stack)]) == 2
     assert "clawhosters:customer_id" in capsys.readouterr().err
+
+
+def test_the_stack_is_named_by_the_file_and_must_be_the_customers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = tmp_path / "Pulumi.customer-globex.yaml"
+    stack.write_text(EXAMPLE.read_text())
+    assert main([str(stack)]) == 2
+    error = capsys.readouterr().err
+    assert "clawhosters:customer_id" in error and "'customer-globex'" in error

@@ -1,0 +1,114 @@
+"""Refuse stack changes that would cost a customer's server its data or its cloud firewall.
+
+The program cannot read its own previous state, so it asks Hetzner what exists, through the
+provider's data sources (invokes, which run in `pulumi preview` as in `pulumi up`, before any
+resource is registered): the customer's server and dedicated firewall by their labels, the shared
+firewall by its id. A refusal is a ConfigError naming the setting and how to proceed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi_hcloud as hcloud
+
+from components.cloud_firewall import rule_differences, rule_key
+from config.loader import CUSTOMER_NAMESPACE, PLATFORM_NAMESPACE, ConfigError, StackSettings
+from config.policy import BaselinePolicy
+
+MANAGED_BY = "clawhosters"
+
+
+def customer_labels(customer_id: str) -> dict[str, str]:
+    return {"customer": customer_id, "managed-by": MANAGED_BY}
+
+
+def label_selector(customer_id: str) -> str:
+    return ",".join(f"{key}={value}" for key, value in customer_labels(customer_id).items())
+
+
+@dataclass(frozen=True)
+class ExistingServer:
+    name: str
+    location: str
+    firewall_ids: frozenset[int]
+
+
+def existing_server(customer_id: str) -> ExistingServer | None:
+    """The customer's server as Hetzner has it now, or None before the first `up`."""
+    servers = hcloud.get_servers(with_selector=label_selector(customer_id)).servers
+    if not servers:
+        return None
+    if len(servers) > 1:
+        names = ", ".join(sorted(server.name for server in servers))
+        raise ConfigError(
+            f"{CUSTOMER_NAMESPACE}:customer_id: several servers carry the labels of {customer_id!r} ({names}); "
+            "resolve that by hand before running this stack"
+        )
+    server = servers[0]
+    return ExistingServer(name=server.name, location=server.location, firewall_ids=frozenset(server.firewall_ids))
+
+
+def dedicated_firewall_ids(customer_id: str) -> frozenset[int]:
+    firewalls = hcloud.get_firewalls(with_selector=label_selector(customer_id)).firewalls
+    return frozenset(firewall.id for firewall in firewalls if firewall.id is not None)
+
+
+def check_location(settings: StackSettings, server: ExistingServer) -> None:
+    wanted = settings.customer.location
+    if server.location != wanted:
+        raise ConfigError(
+            f"{CUSTOMER_NAMESPACE}:location: server {server.name} is in {server.location}; changing it to {wanted} "
+            "would replace the server and lose the customer's data. Set it back to "
+            f"{server.location}; moving a customer is a migration (README: 'Moving a customer to another location')"
+        )
+
+
+def check_firewall_switch(settings: StackSettings, server: ExistingServer) -> None:
+    """The provider detaches removed firewalls before attaching new ones: a switch is safe only
+    when at least one firewall attached now stays attached."""
+    platform = settings.platform
+    if not server.firewall_ids:
+        return
+    wanted: set[int] = set()
+    if platform.firewall_mode in ("shared", "both") and platform.shared_firewall_id is not None:
+        wanted.add(platform.shared_firewall_id)
+    if platform.firewall_mode in ("dedicated", "both"):
+        wanted |= dedicated_firewall_ids(settings.customer.customer_id)
+    if server.firewall_ids & wanted:
+        return
+    attached = ", ".join(str(firewall_id) for firewall_id in sorted(server.firewall_ids))
+    raise ConfigError(
+        f"{PLATFORM_NAMESPACE}:firewall_mode: switching server {server.name} (firewalls {attached}) straight to "
+        f"'{platform.firewall_mode}' would leave it without a cloud firewall between detach and attach. "
+        f"Run `pulumi up` with {PLATFORM_NAMESPACE}:firewall_mode 'both' first, then "
+        f"'{platform.firewall_mode}' (README: 'Switching the firewall mode')"
+    )
+
+
+def check_shared_firewall(settings: StackSettings, policy: BaselinePolicy) -> None:
+    firewall_id = settings.platform.shared_firewall_id
+    if firewall_id is None:
+        return
+    firewall = hcloud.get_firewall(id=firewall_id)
+    actual = [
+        rule_key(rule.direction, rule.protocol or "", rule.port, rule.source_ips or rule.destination_ips or [])
+        for rule in firewall.rules or []
+    ]
+    if differences := rule_differences(actual, policy):
+        raise ConfigError(
+            f"{PLATFORM_NAMESPACE}:shared_firewall_id: firewall {firewall_id} ({firewall.name}) does not "
+            "match the baseline; fix its rules (components/cloud_firewall.py derives them):\n    "
+            + "\n    ".join(differences)
+        )
+
+
+def check_existing(settings: StackSettings, policy: BaselinePolicy) -> None:
+    """Raise ConfigError for any change the existing resources must not undergo."""
+    if settings.platform.firewall_mode in ("shared", "both"):
+        check_shared_firewall(settings, policy)
+    server = existing_server(settings.customer.customer_id)
+    if server is None:
+        return
+    check_location(settings, server)
+    check_firewall_switch(settings, server)
