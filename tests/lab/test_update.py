@@ -56,9 +56,7 @@ def _with_customer(lab: Lab, **changes: object) -> StackSettings:
     return settings.model_copy(update={"customer": settings.customer.model_copy(update=changes)})
 
 
-def test_a_baseline_tunable_reruns_only_the_baseline_and_keeps_bans_and_sessions(
-    lab: Lab, stranger_key: Path
-) -> None:
+def test_a_baseline_tunable_reruns_only_the_baseline_and_keeps_bans_and_sessions(lab: Lab, stranger_key: Path) -> None:
     for _ in range(lab.policy.fail2ban.maxretry):
         assert ssh(ATTACKER.namespace, VPS_PEER.ipv4, stranger_key).returncode == 255
     jail = lab.policy.fail2ban.jail
