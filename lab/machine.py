@@ -54,7 +54,7 @@ STOCK_PACKAGES = (
     "locales",
 )
 # Bumped when the way an image is prepared changes, so a cached image is rebuilt.
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2
 IMAGES = Path("/var/lib/clawhosters-lab/images")
 # The provider's image settings (Hetzner ships its own cloud.cfg.d): root logs in with the keys the
 # metadata service lists, and the network is the provider's business, configured before boot.
@@ -233,6 +233,10 @@ def _provider_settings(image: Image) -> None:
     """What the provider's image and network give every server before its first boot."""
     root = image.rootfs
     (root / "etc/cloud/cloud.cfg.d/90-provider.cfg").write_text(PROVIDER_CLOUD_CFG)
+    # The locale cloud-init sets by default, generated as on the provider's image.
+    locale_gen = root / "etc/locale.gen"
+    locale_gen.write_text(locale_gen.read_text().replace("# en_US.UTF-8 UTF-8", "en_US.UTF-8 UTF-8"))
+    _run(["chroot", str(root), "locale-gen"])
     # The provider's resolver; the lab's internet answers for the mirror and the registry.
     resolv = root / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
