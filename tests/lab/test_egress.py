@@ -50,3 +50,21 @@ def test_container_cannot_reach_smtp_or_irc_but_reaches_https(lab: Lab) -> None:
     code, output = _from_container(lab, HTTPS)
     assert code == 0 and "sink" in output
     assert _container_egress_hits(lab) - before == len(lab.policy.egress.blocked_tcp_ports)
+
+
+def test_the_container_cannot_reach_the_metadata_service(lab: Lab) -> None:
+    """Hetzner's metadata service serves user_data for the server's life; from a container the
+    connection is reset by the baseline before it leaves the VPS. (Nothing in the lab listens
+    there: without the rule the lab's internet would answer "unreachable", not a reset.)"""
+    (address,) = lab.policy.metadata.addresses_of(4)
+
+    def refused() -> int:
+        saved = lab.vps("iptables-save", "-c", "-t", "filter").stdout
+        counted = re.findall(rf"^\[(\d+):\d+\] -A CLAW-DOCKER -d {address}/32 -j CLAW-METADATA$", saved, re.MULTILINE)
+        assert counted, "the container metadata rule is missing"
+        return int(counted[0])
+
+    before = refused()
+    result = lab.docker("exec", "openclaw-gateway", "nc", "-w", "3", address, "80", check=False)
+    assert result.returncode != 0 and "refused" in result.stdout + result.stderr, result
+    assert refused() > before
