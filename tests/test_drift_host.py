@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,6 +210,42 @@ def test_sshd_settings_are_compared_with_sshd_t(tmp_path: Path, bundle_dir: Path
     assert drifted.returncode == 1
     assert "BASELINE_DRIFT: sshd passwordauthentication is 'yes', expected 'no'" in drifted.stderr
     assert "BASELINE_DRIFT: sshd permitrootlogin is 'yes', expected 'prohibit-password'" in drifted.stderr
+
+
+# --- fail2ban: a real server ---------------------------------------------------------------------
+
+
+def test_fail2ban_is_compared_with_the_running_jail(netns: Run, bundle_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", config)
+    for shipped in ("etc/fail2ban/jail.d/clawhosters.local", "etc/fail2ban/action.d/clawhosters-drop.conf"):
+        shutil.copy(bundle_dir / shipped, config / shipped.removeprefix("etc/fail2ban/"))
+    # No journal here: the jail follows a file instead; everything else is as shipped.
+    (tmp_path / "auth.log").touch()
+    (config / "jail.d/zz-here.local").write_text(f"[sshd]\nbackend = polling\nlogpath = {tmp_path / 'auth.log'}\n")
+    (config / "fail2ban.d/zz-here.local").write_text(
+        f"[Definition]\ndbfile = :memory:\nlogtarget = {tmp_path / 'f2b.log'}\n"
+    )
+    socket_path = str(tmp_path / "fail2ban.sock")
+    client = ["fail2ban-client", "-s", socket_path]
+    check = [SYSTEM_PYTHON, str(bundle_dir / CHECK_PATH), "--only", "fail2ban", "--no-repair"]
+    check += ["--fail2ban-socket", socket_path, "--status", str(tmp_path / "status.json")]
+
+    def drift() -> list[str]:
+        result = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert result.returncode == (1 if "BASELINE_DRIFT" in result.stderr else 0), result.stderr
+        return [line.removeprefix("BASELINE_DRIFT: ") for line in result.stderr.splitlines() if "DRIFT" in line]
+
+    netns(*client, "-c", str(config), "-p", str(tmp_path / "fail2ban.pid"), "-x", "start")
+    try:
+        assert drift() == []
+        netns(*client, "set", "sshd", "maxretry", "10")
+        assert drift() == ["fail2ban jail sshd maxretry is '10', expected '3'"]
+        netns(*client, "stop", "sshd")
+        assert drift() == ["fail2ban jail sshd is not active"]
+    finally:
+        netns(*client, "stop", check=False)
+    assert drift() == ["fail2ban is not running"]
 
 
 # --- containers: Docker's inspect format --------------------------------------------------------
