@@ -48,6 +48,13 @@ def baseline_table(policy: BaselinePolicy) -> str:
             f"metrics tcp/{inbound.metrics_port} bound to 127.0.0.1 on the VPS",
         ),
         ("IPv6", "same rules via ip6tables; neighbour discovery and router advertisements allowed"),
+        (
+            "drift",
+            f"each VPS checks {policy.drift.first_check_seconds} s after boot and every "
+            f"{policy.drift.check_interval_seconds} s that its packet filter, fail2ban, sshd and published ports still "
+            "match the baseline; a difference is logged "
+            "as `BASELINE_DRIFT: ` and reverted",
+        ),
     ]
     lines = ["| area | rule |", "|---|---|", *(f"| {area} | {rule} |" for area, rule in rows)]
     return "\n".join(lines)
