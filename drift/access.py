@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,7 +64,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def host_access_from_state(deployment: dict[str, Any], outputs: dict[str, Any]) -> HostAccess:
+def host_access_from_state(deployment: Mapping[str, Any], outputs: Mapping[str, Any]) -> HostAccess:
     """The SSH target of a stack from its outputs and its state's keys (provisioning key, host key)."""
     keys: dict[str, dict[str, Any]] = {}
     for resource in deployment.get("resources", []):

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from components import drift_check
 from components.drift import CHECK_PATH, DRIFT_TIMER, EXPECTED_PATH, STATUS_FILE, UNIT_FILES
 from components.host_baseline import HostSettings, render_host_baseline
-from config import BaselinePolicy
+from config import BaselinePolicy, DriftPolicy
 
 POLICY = BaselinePolicy()
 BUNDLE = render_host_baseline(POLICY, HostSettings())
@@ -292,6 +293,11 @@ def test_the_timer_period_comes_from_the_policy() -> None:
     bundle = render_host_baseline(fast, HostSettings())
     assert "OnUnitActiveSec=10s" in bundle.file(UNIT_FILES[1]).content.splitlines()
     assert bundle.digest != BUNDLE.digest
+
+
+def test_a_bad_drift_setting_fails_at_load_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="check_interval_seconds"):
+        DriftPolicy(check_interval_seconds=1)
 
 
 def test_the_check_knows_every_file_of_the_bundle_and_where_to_report() -> None:
