@@ -114,7 +114,7 @@ def _describe(want: list[str], have: list[str]) -> str:
     if not have:
         text += " (empty)"
     elif not missing and not extra:
-        text += " (reordered)"
+        text += " (same rules, another order or count)"
     if missing:
         text += f"; missing {len(missing)}: " + " | ".join(missing[:2]) + (" | ..." if len(missing) > 2 else "")
     if extra:

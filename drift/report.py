@@ -105,6 +105,10 @@ def host_finding(
         details.append(f"the last check was at {checked_at}: the drift timer is not running")
     if details:
         return Finding(Verdict.DRIFT, details), checked_at
+    # A probe that cannot look (its tool missing or failing) leaves that part of the baseline unverified.
+    blind = [f"{probe} not checked: {note}" for probe, note in sorted((status.get("notes") or {}).items())]
+    if blind:
+        return Finding(Verdict.ERROR, blind), checked_at
     last = status.get("last_drift") or {}
     if last.get("at") and now - _parse_time(last["at"]) <= RECENT:
         repaired = [f"repaired at {last['at']}: {item}" for item in last.get("what", [])]

@@ -90,6 +90,7 @@ SCENARIOS: dict[str, tuple[Any, Any]] = {
     "customer-snapshot": ([], status(digest=OLD_DIGEST)),
     "customer-stale": ([], status(minutes_ago=120)),
     "customer-never": ([], None),
+    "customer-blind": ([], status(notes={"firewall": "unavailable: cannot build the expected ruleset: EPERM"})),
     "customer-down": ([], HostUnreachable("TimeoutError: timed out")),
     "customer-failed": (RuntimeError("error: the stack is locked by another update"), status()),
 }

@@ -29,6 +29,7 @@ EXPECTED = {
     "customer-snapshot": (Verdict.OK, Verdict.DRIFT),
     "customer-stale": (Verdict.OK, Verdict.DRIFT),
     "customer-never": (Verdict.OK, Verdict.DRIFT),
+    "customer-blind": (Verdict.OK, Verdict.ERROR),
     "customer-down": (Verdict.OK, Verdict.UNREACHABLE),
     "customer-failed": (Verdict.ERROR, Verdict.OK),
 }
@@ -48,6 +49,9 @@ def test_each_kind_of_drift_gets_its_verdict() -> None:
     assert "restored from an old snapshot" in audits["customer-snapshot"].host.details[0]
     assert "the drift timer is not running" in audits["customer-stale"].host.details[0]
     assert audits["customer-never"].host.details == ["no drift status on the host: the drift check has never run"]
+    assert audits["customer-blind"].host.details == [
+        "firewall not checked: unavailable: cannot build the expected ruleset: EPERM"
+    ]
     assert audits["customer-down"].host.details == ["customer-down.example: TimeoutError: timed out"]
     assert audits["customer-failed"].cloud.details == [
         "refresh preview failed: RuntimeError: error: the stack is locked by another update"
@@ -57,11 +61,11 @@ def test_each_kind_of_drift_gets_its_verdict() -> None:
 
 def test_the_table_puts_drift_first_and_unreachable_apart() -> None:
     text = render([audit_standin(stack) for stack in SCENARIOS])
-    assert "11 stacks: 6 drift, 1 unreachable, 1 error, 1 repaired, 2 ok." in text
+    assert "12 stacks: 6 drift, 1 unreachable, 2 error, 1 repaired, 2 ok." in text
     rows = [line for line in text.splitlines() if line.startswith("| customer-")]
     verdict_order = [row.split(" | ")[0].removeprefix("| ") for row in rows]
     assert verdict_order[:6] == sorted(s for s, v in EXPECTED.items() if Verdict.DRIFT in v)
-    assert verdict_order[6:8] == ["customer-down", "customer-failed"]
+    assert verdict_order[6:9] == ["customer-down", "customer-blind", "customer-failed"]
     assert verdict_order[-2:] == ["customer-clean", "customer-history"]
     assert "| customer-down | ok | unreachable | - |" in rows
     assert "never-printed" not in text, "stack outputs other than the address and digest stay out of the report"
