@@ -295,6 +295,19 @@ def test_the_timer_period_comes_from_the_policy() -> None:
     assert bundle.digest != BUNDLE.digest
 
 
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    units = []
+    for path in UNIT_FILES:
+        unit = tmp_path / Path(path).name
+        unit.write_text(BUNDLE.file(path).content)
+        units.append(str(unit))
+    # verify only warns about an unknown key: any output is a finding.
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
 def test_a_bad_drift_setting_fails_at_load_naming_the_field() -> None:
     with pytest.raises(ValidationError, match="check_interval_seconds"):
         DriftPolicy(check_interval_seconds=1)
