@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from components.bundle import Bundle, RenderedFile
+from components.drift import DRIFT_TIMER, UNIT_FILES, DriftTargets, FirewallTargets, render_drift
 from config.customer import Cidr, OpenSshPublicKey, keys_match_ssh, parse_openssh_public_key
 from config.policy import BaselinePolicy
 
@@ -302,6 +303,14 @@ for file in etc/fail2ban/jail.d/clawhosters.local etc/fail2ban/action.d/{BAN_ACT
   install -m 0644 "$here/$file" "/$file"
 done
 
+# Drift check: a timer compares the host with this bundle and re-asserts the baseline.
+for file in {UNIT_FILES[0]} {UNIT_FILES[1]}; do
+  install -m 0644 "$here/$file" "/$file"
+done
+systemctl daemon-reload
+systemctl enable {DRIFT_TIMER}
+systemctl restart {DRIFT_TIMER}
+
 # sshd: validate before it takes effect; on a bad config keep the previous drop-in.
 dropin=/etc/ssh/sshd_config.d/clawhosters.conf
 [ -f "$dropin" ] && cp -p "$dropin" "$dropin.previous"
@@ -324,21 +333,40 @@ systemctl reload ssh.service
 """
 
 
+SSHD_DROPIN = "etc/ssh/sshd_config.d/clawhosters.conf"
+JAIL_FILE = "etc/fail2ban/jail.d/clawhosters.local"
+BAN_ACTION_FILE = f"etc/fail2ban/action.d/{BAN_ACTION}.conf"
+# What the drift check compares and restores.
+DRIFT_TARGETS = DriftTargets(
+    bundle_dir=BUNDLE_DIR,
+    firewall_unit=FIREWALL_UNIT,
+    firewall=FirewallTargets(
+        owned_chains=OWN_CHAINS,
+        bans_chain=BANS_CHAIN,
+        exclusive_chains=("INPUT", "OUTPUT"),
+        first_hooks={"DOCKER-USER": DOCKER_CHAIN},
+        hooks={"FORWARD": "DOCKER-USER"},
+    ),
+    ban_action=BAN_ACTION,
+    sshd_dropin=SSHD_DROPIN,
+    restore={"fail2ban": (JAIL_FILE, BAN_ACTION_FILE), "sshd": (SSHD_DROPIN,)},
+)
+
+
 def render_host_baseline(policy: BaselinePolicy, host: HostSettings) -> Bundle:
-    return Bundle(
-        files=(
-            RenderedFile(path="apply.sh", content=_APPLY, mode=0o755),
-            RenderedFile(path=RULE_FILES[4], content=_rules(policy, 4)),
-            RenderedFile(path=RULE_FILES[6], content=_rules(policy, 6)),
-            RenderedFile(path="etc/fail2ban/jail.d/clawhosters.local", content=_jail(policy, host)),
-            RenderedFile(path=f"etc/fail2ban/action.d/{BAN_ACTION}.conf", content=_ban_action()),
-            RenderedFile(path="etc/ssh/sshd_config.d/clawhosters.conf", content=_sshd_dropin()),
-            RenderedFile(path=CUSTOMER_KEYS_FILE.lstrip("/"), content=_customer_keys(host)),
-            RenderedFile(path=f"etc/systemd/system/{FIREWALL_UNIT}", content=_firewall_unit()),
-            RenderedFile(path="etc/systemd/system/docker.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
-            RenderedFile(path="etc/systemd/system/fail2ban.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
-        )
+    files = (
+        RenderedFile(path="apply.sh", content=_APPLY, mode=0o755),
+        RenderedFile(path=RULE_FILES[4], content=_rules(policy, 4)),
+        RenderedFile(path=RULE_FILES[6], content=_rules(policy, 6)),
+        RenderedFile(path=JAIL_FILE, content=_jail(policy, host)),
+        RenderedFile(path=BAN_ACTION_FILE, content=_ban_action()),
+        RenderedFile(path=SSHD_DROPIN, content=_sshd_dropin()),
+        RenderedFile(path=CUSTOMER_KEYS_FILE.lstrip("/"), content=_customer_keys(host)),
+        RenderedFile(path=f"etc/systemd/system/{FIREWALL_UNIT}", content=_firewall_unit()),
+        RenderedFile(path="etc/systemd/system/docker.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
+        RenderedFile(path="etc/systemd/system/fail2ban.service.d/clawhosters.conf", content=_REQUIRES_FIREWALL),
     )
+    return Bundle(files=files + render_drift(policy, DRIFT_TARGETS, files))
 
 
 def _cidr_argument(value: str) -> str:

@@ -5,6 +5,7 @@ from config.loader import ConfigError, StackSettings, load_stack_settings, setti
 from config.policy import (
     BaselinePolicy,
     BlockedService,
+    DriftPolicy,
     EgressPolicy,
     Fail2banPolicy,
     InboundPolicy,
@@ -18,6 +19,7 @@ __all__ = [
     "BlockedService",
     "ConfigError",
     "CustomerConfig",
+    "DriftPolicy",
     "EgressPolicy",
     "Fail2banPolicy",
     "InboundPolicy",

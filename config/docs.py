@@ -53,6 +53,13 @@ def baseline_table(policy: BaselinePolicy) -> str:
             "for every host user but root",
         ),
         ("IPv6", "same rules via ip6tables; neighbour discovery and router advertisements allowed"),
+        (
+            "drift",
+            f"each VPS checks {policy.drift.first_check_seconds} s after boot and every "
+            f"{policy.drift.check_interval_seconds} s that its packet filter, fail2ban, sshd and published ports still "
+            "match the baseline; a difference is logged "
+            "as `BASELINE_DRIFT: ` and reverted",
+        ),
     ]
     lines = ["| area | rule |", "|---|---|", *(f"| {area} | {rule} |" for area, rule in rows)]
     return "\n".join(lines)

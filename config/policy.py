@@ -113,6 +113,18 @@ class MetadataPolicy(_Frozen):
         return tuple(str(address) for address in self.addresses if address.version == family)
 
 
+class DriftPolicy(_Frozen):
+    """How each VPS keeps its baseline: a timer compares the live host with the installed bundle
+    and re-asserts the baseline when they differ."""
+
+    check_interval_seconds: int = Field(default=300, ge=5, le=86400)
+    # The first check after boot (or after the timer is installed): Docker and the gateway are up by then.
+    first_check_seconds: int = Field(default=60, ge=1, le=3600)
+    # A difference counts only if it is still there this much later: Docker rewrites its FORWARD
+    # jump (delete, then insert) when it creates a network.
+    confirm_seconds: float = Field(default=1.0, ge=0, le=30)
+
+
 class BaselinePolicy(_Frozen):
     """The contract. Its defaults are the baseline; there is no per-customer variant."""
 
@@ -121,6 +133,7 @@ class BaselinePolicy(_Frozen):
     syn_guard: SynGuardPolicy = SynGuardPolicy()
     fail2ban: Fail2banPolicy = Fail2banPolicy()
     metadata: MetadataPolicy = MetadataPolicy()
+    drift: DriftPolicy = DriftPolicy()
 
     @model_validator(mode="after")
     def _open_ports_not_blocked(self) -> BaselinePolicy:

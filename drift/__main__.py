@@ -1,0 +1,5 @@
+import sys
+
+from drift.fleet import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""The two things the fleet audit touches: a customer stack (Automation API) and its VPS (SSH).
+
+`AutomationStacks` needs the Pulumi CLI and the stack's backend; `SshStatusReader` reads the drift
+status file over the same pinned SSH connection the program's remote commands use: user root, the
+stack's provisioning key, and the host key the program generated and installed through cloud-init.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import paramiko
+from pulumi.automation import EngineEvent
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from components.drift import STATUS_FILE
+
+REPO = Path(__file__).resolve().parent.parent
+PRIVATE_KEY_TYPE = "tls:index/privateKey:PrivateKey"
+# pulumi `stack export --show-secrets` writes a secret as this object with its JSON-encoded value.
+SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # noqa: S105 (a fixed marker, not a secret)
+
+
+class HostAccess(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    private_key: SecretStr
+    host_public_key: str
+    port: int = 22
+
+
+class HostUnreachable(Exception):
+    """No SSH session could be opened: the host is down, filtered or not answering."""
+
+
+class HostRefused(Exception):
+    """The host answered but is not the one we pinned, or refused our key."""
+
+
+class Stacks(Protocol):
+    def refresh_preview(self, stack: str) -> list[EngineEvent]: ...
+    def outputs(self, stack: str) -> dict[str, Any]: ...
+    def host_access(self, stack: str) -> HostAccess: ...
+
+
+class StatusReader(Protocol):
+    def read_status(self, access: HostAccess) -> str | None:
+        """The status file's text, None when it does not exist; raises HostUnreachable or HostRefused."""
+        ...
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict) and SECRET_SIGNATURE in value:
+        if "plaintext" not in value:
+            raise ValueError("the stack export holds encrypted secrets: export with --show-secrets")
+        return json.loads(value["plaintext"])
+    return value
+
+
+def host_access_from_state(deployment: Mapping[str, Any], outputs: Mapping[str, Any]) -> HostAccess:
+    """The SSH target of a stack from its outputs and its state's keys (provisioning key, host key)."""
+    keys: dict[str, dict[str, Any]] = {}
+    for resource in deployment.get("resources", []):
+        if resource.get("type") == PRIVATE_KEY_TYPE:
+            keys[str(resource["urn"]).rsplit("::", 1)[-1]] = resource.get("outputs", {})
+    provisioning = next((out for name, out in keys.items() if name.endswith("-provisioning-key")), None)
+    host_key = next((out for name, out in keys.items() if name.endswith("-host-key")), None)
+    if provisioning is None or host_key is None or not outputs.get("ipv4_address"):
+        raise ValueError("the stack has no server address or keys yet")
+    return HostAccess(
+        host=str(outputs["ipv4_address"]),
+        private_key=SecretStr(_plain(provisioning["privateKeyOpenssh"])),
+        host_public_key=str(_plain(host_key["publicKeyOpenssh"])).strip(),
+    )
+
+
+class AutomationStacks:
+    """Customer stacks of this repository's project, through the Automation API."""
+
+    def _stack(self, stack: str) -> Any:
+        from pulumi import automation
+
+        return automation.select_stack(stack_name=stack, work_dir=str(REPO))
+
+    def refresh_preview(self, stack: str) -> list[EngineEvent]:
+        events: list[EngineEvent] = []
+        self._stack(stack).preview_refresh(on_event=events.append, color="never", suppress_outputs=True)
+        return events
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return {name: output.value for name, output in self._stack(stack).outputs().items()}
+
+    def host_access(self, stack: str) -> HostAccess:
+        selected = self._stack(stack)
+        deployment = selected.export_stack().deployment or {}
+        return host_access_from_state(deployment, self.outputs(stack))
+
+
+class SshStatusReader:
+    def __init__(self, status_file: str = STATUS_FILE, timeout_seconds: float = 15) -> None:
+        self.status_file = status_file
+        self.timeout = timeout_seconds
+
+    def read_status(self, access: HostAccess) -> str | None:
+        client = paramiko.SSHClient()
+        key_type, key_data = access.host_public_key.split()[:2]
+        pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
+        name = access.host if access.port == 22 else f"[{access.host}]:{access.port}"
+        client.get_host_keys().add(name, key_type, pinned)
+        # Only the pinned key is accepted; an unknown one ends the connection.
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        key = paramiko.Ed25519Key.from_private_key(io.StringIO(access.private_key.get_secret_value()))
+        try:
+            client.connect(
+                access.host,
+                port=access.port,
+                username="root",
+                pkey=key,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as error:
+            client.close()
+            raise HostRefused(f"{type(error).__name__}: {error}") from error
+        except (OSError, paramiko.SSHException) as error:
+            client.close()
+            raise HostUnreachable(f"{type(error).__name__}: {error}") from error
+        with client:
+            _, stdout, _ = client.exec_command(f"cat {shlex.quote(self.status_file)}", timeout=self.timeout)
+            text = stdout.read().decode()
+            return text if stdout.channel.recv_exit_status() == 0 else None

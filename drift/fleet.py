@@ -1,0 +1,102 @@
+"""Audit customer stacks for drift: cloud (changed outside Pulumi) and host (the VPS's own check).
+
+    python -m drift --stack customer-acme --stack customer-beta ... [--concurrency 4]
+                    [--out drift-report.md] [--json drift-report.json]
+
+Each stack is audited in its own worker process (the Automation API's state is process-global):
+a refresh preview of the stack (nothing is written to its state), then the drift status file read
+over the pinned SSH connection. Exit status, for scheduled runs: 0 when every stack is clean (or
+its host repaired itself), 1 when any stack drifted, 2 when nothing drifted but some stack could
+not be checked (an unreachable host, a failed refresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from config.policy import BaselinePolicy, DriftPolicy
+from drift.access import (
+    AutomationStacks,
+    HostRefused,
+    HostUnreachable,
+    SshStatusReader,
+    Stacks,
+    StatusReader,
+)
+from drift.report import Finding, StackDrift, Verdict, cloud_finding, exit_status, host_finding, render, to_json
+
+
+def _last_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def audit_stack(
+    stack: str,
+    stacks: Stacks,
+    reader: StatusReader,
+    policy: DriftPolicy | None = None,
+    now: datetime.datetime | None = None,
+) -> StackDrift:
+    policy = policy or BaselinePolicy().drift
+    # Any failure of one stack is that stack's finding, never the end of the audit.
+    try:
+        cloud = cloud_finding(stacks.refresh_preview(stack))
+    except Exception as error:
+        cloud = Finding(Verdict.ERROR, [f"refresh preview failed: {_last_line(error)}"])
+    try:
+        outputs = stacks.outputs(stack)
+        access = stacks.host_access(stack)
+    except Exception as error:
+        return StackDrift(stack, cloud, Finding(Verdict.ERROR, [f"no SSH target: {_last_line(error)}"]))
+    try:
+        raw = reader.read_status(access)
+    except HostUnreachable as error:
+        return StackDrift(stack, cloud, Finding(Verdict.UNREACHABLE, [f"{access.host}: {error}"]))
+    except HostRefused as error:
+        return StackDrift(stack, cloud, Finding(Verdict.ERROR, [f"{access.host}: {error}"]))
+    digest = outputs.get("baseline_digest")
+    host, checked_at = host_finding(
+        raw, str(digest) if digest else None, policy, now or datetime.datetime.now(datetime.UTC)
+    )
+    return StackDrift(stack, cloud, host, checked_at)
+
+
+def audit_with_automation(stack: str) -> StackDrift:
+    """One stack through the Automation API and SSH (needs the pulumi CLI and the stack's backend)."""
+    return audit_stack(stack, AutomationStacks(), SshStatusReader())
+
+
+def audit_fleet(
+    stacks: Sequence[str], concurrency: int, audit: Callable[[str], StackDrift] = audit_with_automation
+) -> list[StackDrift]:
+    """Every stack in its own process, at most `concurrency` at a time, results in input order."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool:
+        return list(pool.map(audit, stacks))
+
+
+def main(argv: list[str] | None = None, audit: Callable[[str], StackDrift] = audit_with_automation) -> int:
+    parser = argparse.ArgumentParser(prog="python -m drift", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", action="append", required=True, help="a customer stack (repeat)")
+    parser.add_argument("--concurrency", type=int, default=4, choices=range(1, 33), metavar="1-32")
+    parser.add_argument("--out", type=Path, default=Path("drift-report.md"), help="Markdown report")
+    parser.add_argument("--json", type=Path, help="also write the findings as JSON")
+    args = parser.parse_args(argv)
+    audits = audit_fleet(args.stack, args.concurrency, audit)
+    report = render(audits)
+    args.out.write_text(report)
+    if args.json:
+        args.json.write_text(to_json(audits) + "\n")
+    print(report)
+    return exit_status(audits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

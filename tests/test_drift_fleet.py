@@ -1,0 +1,208 @@
+"""The fleet drift audit: verdicts, table and exit status on stand-in stacks; the SSH read against a
+real sshd with a pinned host key."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from drift.access import HostAccess, HostRefused, HostUnreachable, SshStatusReader, host_access_from_state
+from drift.fleet import audit_stack, main
+from drift.report import Verdict, exit_status, render
+from tests.drift_standin import DIGEST, NOW, SCENARIOS, TRACE, StandInStacks, audit_standin, status
+
+EXPECTED = {
+    "customer-clean": (Verdict.OK, Verdict.OK),
+    "customer-console": (Verdict.DRIFT, Verdict.OK),
+    "customer-gone": (Verdict.DRIFT, Verdict.OK),
+    "customer-repaired": (Verdict.OK, Verdict.REPAIRED),
+    "customer-history": (Verdict.OK, Verdict.OK),
+    "customer-unrepaired": (Verdict.OK, Verdict.DRIFT),
+    "customer-snapshot": (Verdict.OK, Verdict.DRIFT),
+    "customer-stale": (Verdict.OK, Verdict.DRIFT),
+    "customer-never": (Verdict.OK, Verdict.DRIFT),
+    "customer-blind": (Verdict.OK, Verdict.ERROR),
+    "customer-down": (Verdict.OK, Verdict.UNREACHABLE),
+    "customer-failed": (Verdict.ERROR, Verdict.OK),
+}
+
+
+def test_each_kind_of_drift_gets_its_verdict() -> None:
+    assert set(EXPECTED) == set(SCENARIOS)
+    audits = {stack: audit_standin(stack) for stack in SCENARIOS}
+    assert {stack: (a.cloud.verdict, a.host.verdict) for stack, a in audits.items()} == EXPECTED
+    assert audits["customer-console"].cloud.details == [
+        "customer-console-firewall (hcloud:index/firewall:Firewall): changed outside Pulumi: rules"
+    ]
+    assert audits["customer-gone"].cloud.details == [
+        "customer-gone-server (hcloud:index/server:Server): deleted outside Pulumi"
+    ]
+    assert audits["customer-unrepaired"].host.details == ["not repaired: sshd x"]
+    assert "restored from an old snapshot" in audits["customer-snapshot"].host.details[0]
+    assert "the drift timer is not running" in audits["customer-stale"].host.details[0]
+    assert audits["customer-never"].host.details == ["no drift status on the host: the drift check has never run"]
+    assert audits["customer-blind"].host.details == [
+        "firewall not checked: unavailable: cannot build the expected ruleset: EPERM"
+    ]
+    assert audits["customer-down"].host.details == ["customer-down.example: TimeoutError: timed out"]
+    assert audits["customer-failed"].cloud.details == [
+        "refresh preview failed: RuntimeError: error: the stack is locked by another update"
+    ]
+    assert audits["customer-repaired"].host.details[0].startswith("repaired at 2026-11-25T11:00:00Z: ipv4 chain")
+
+
+def test_the_table_puts_drift_first_and_unreachable_apart() -> None:
+    text = render([audit_standin(stack) for stack in SCENARIOS])
+    assert "12 stacks: 6 drift, 1 unreachable, 2 error, 1 repaired, 2 ok." in text
+    rows = [line for line in text.splitlines() if line.startswith("| customer-")]
+    verdict_order = [row.split(" | ")[0].removeprefix("| ") for row in rows]
+    assert verdict_order[:6] == sorted(s for s, v in EXPECTED.items() if Verdict.DRIFT in v)
+    assert verdict_order[6:9] == ["customer-down", "customer-blind", "customer-failed"]
+    assert verdict_order[-2:] == ["customer-clean", "customer-history"]
+    assert "| customer-down | ok | unreachable | - |" in rows
+    assert "never-printed" not in text, "stack outputs other than the address and digest stay out of the report"
+
+
+@pytest.mark.parametrize(
+    "stacks,code",
+    [
+        (["customer-clean", "customer-repaired", "customer-history"], 0),
+        (["customer-clean", "customer-down"], 2),
+        (["customer-failed"], 2),
+        (["customer-down", "customer-console"], 1),
+        (["customer-stale"], 1),
+    ],
+)
+def test_exit_status_for_scheduled_runs(stacks: list[str], code: int) -> None:
+    assert exit_status([audit_standin(stack) for stack in stacks]) == code
+
+
+def test_the_command_audits_in_worker_processes_and_writes_both_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(TRACE, str(tmp_path))
+    stacks = ["customer-clean", "customer-console", "customer-down"]
+    arguments = [f"--stack={stack}" for stack in stacks]
+    out, report = tmp_path / "drift.md", tmp_path / "drift.json"
+    code = main([*arguments, "--concurrency=2", f"--out={out}", f"--json={report}"], audit=audit_standin)
+    assert code == 1
+    assert out.read_text() in capsys.readouterr().out
+    findings = json.loads(report.read_text())
+    assert [(f["stack"], f["verdict"]) for f in findings] == [
+        ("customer-clean", "ok"),
+        ("customer-console", "drift"),
+        ("customer-down", "unreachable"),
+    ]
+    pids = {int((tmp_path / f"{stack}.pid").read_text()) for stack in stacks}
+    assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
+def test_the_ssh_target_comes_from_outputs_and_state() -> None:
+    def secret(value: str) -> dict[str, str]:
+        return {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "plaintext": json.dumps(value)}
+
+    prefix = "urn:pulumi:customer-acme::clawhosters::clawhosters:index:CustomerInstance$tls:index/privateKey:PrivateKey"
+    deployment = {
+        "resources": [
+            {
+                "urn": f"{prefix}::customer-acme-provisioning-key",
+                "type": "tls:index/privateKey:PrivateKey",
+                "outputs": {"privateKeyOpenssh": secret("PRIVATE"), "publicKeyOpenssh": "ssh-ed25519 AAAAprov\n"},
+            },
+            {
+                "urn": f"{prefix}::customer-acme-host-key",
+                "type": "tls:index/privateKey:PrivateKey",
+                "outputs": {"privateKeyOpenssh": secret("HOSTPRIVATE"), "publicKeyOpenssh": "ssh-ed25519 AAAAhost\n"},
+            },
+        ]
+    }
+    access = host_access_from_state(deployment, {"ipv4_address": "203.0.113.10"})
+    assert access.host == "203.0.113.10"
+    assert access.private_key.get_secret_value() == "PRIVATE"
+    assert access.host_public_key == "ssh-ed25519 AAAAhost"
+    assert "PRIVATE" not in repr(access)
+    encrypted = json.loads(json.dumps(deployment).replace('"plaintext"', '"ciphertext"'))
+    with pytest.raises(ValueError, match="--show-secrets"):
+        host_access_from_state(encrypted, {"ipv4_address": "203.0.113.10"})
+
+
+# --- the real SSH read ----------------------------------------------------------------------------
+
+
+def _keygen(path: Path) -> tuple[str, str]:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.read_text(), path.with_suffix(".pub").read_text().strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[tuple[HostAccess, Path]]:
+    """A real sshd on loopback that lets root in with one key, as the VPS lets the provisioner in."""
+    client_private, client_public = _keygen(tmp_path / "client")
+    _, host_public = _keygen(tmp_path / "host")
+    (tmp_path / "authorized_keys").write_text(client_public + "\n")
+    port = _free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
+        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
+        f"PidFile {tmp_path / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        access = HostAccess(
+            host="127.0.0.1", port=port, private_key=SecretStr(client_private), host_public_key=host_public
+        )
+        yield access, tmp_path / "baseline-status.json"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_status_is_read_over_the_pinned_connection(sshd: tuple[HostAccess, Path], tmp_path: Path) -> None:
+    access, status_file = sshd
+    reader = SshStatusReader(status_file=str(status_file), timeout_seconds=5)
+    assert reader.read_status(access) is None, "no status file yet"
+    status_file.write_text(status())
+    assert json.loads(reader.read_status(access) or "{}")["bundle_digest"] == DIGEST
+
+    class Stacks(StandInStacks):
+        def host_access(self, stack: str) -> HostAccess:
+            return access
+
+    audit = audit_stack("customer-clean", Stacks(), reader, now=NOW)
+    assert (audit.cloud.verdict, audit.host.verdict) == (Verdict.OK, Verdict.OK)
+
+    _, other_host_key = _keygen(tmp_path / "impostor")
+    with pytest.raises(HostRefused, match="BadHostKey"):
+        reader.read_status(access.model_copy(update={"host_public_key": other_host_key}))
+    other_client, _ = _keygen(tmp_path / "stranger")
+    with pytest.raises(HostRefused, match="Authentication"):
+        reader.read_status(access.model_copy(update={"private_key": SecretStr(other_client)}))
+
+
+def test_a_host_that_does_not_answer_is_unreachable(sshd: tuple[HostAccess, Path]) -> None:
+    access, status_file = sshd
+    reader = SshStatusReader(status_file=str(status_file), timeout_seconds=2)
+    with pytest.raises(HostUnreachable):
+        reader.read_status(access.model_copy(update={"port": _free_port()}))
