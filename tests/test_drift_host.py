@@ -321,4 +321,4 @@ def test_the_check_knows_every_file_of_the_bundle_and_where_to_report() -> None:
     assert f"ExecStart={SYSTEM_PYTHON} /opt/clawhosters/baseline/{CHECK_PATH}" in service.splitlines()
     apply = BUNDLE.file("apply.sh").content
     assert f"systemctl enable {DRIFT_TIMER}" in apply.splitlines()
-    assert apply.index(f"systemctl restart {DRIFT_TIMER}") < apply.index("systemctl restart fail2ban.service")
+    assert apply.index(f"systemctl restart {DRIFT_TIMER}") < apply.index("systemctl reload-or-restart fail2ban.service")
