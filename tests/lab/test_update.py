@@ -48,7 +48,7 @@ def _still_open(transport: object, gateway: socket.socket) -> None:
     channel.exec_command("true")
     assert channel.recv_exit_status() == 0, "the SSH session did not survive"
     gateway.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    assert gateway.recv(64).startswith(b"HTTP/1.0 401"), "the gateway connection did not survive"
+    assert gateway.recv(64).split(b" ")[1] == b"401", "the gateway connection did not survive"
 
 
 def _with_customer(lab: Lab, **changes: object) -> StackSettings:
