@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath
+from pydantic import BaseModel, ConfigDict, DirectoryPath, field_validator
 
 if TYPE_CHECKING:
     from pulumi.automation import EngineEvent, Stack
@@ -35,6 +35,13 @@ class Workspace(BaseModel):
     policy_pack: DirectoryPath = REPO / "policy"
     backend_url: str | None = None
     secrets_provider: str | None = None
+
+    @field_validator("program_dir", "policy_pack")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # The CLI resolves a relative pack path against the program's directory: in a pull request
+        # that would quietly be the pull request's own pack.
+        return path.resolve()
 
     def env_vars(self) -> dict[str, str]:
         return {"PULUMI_BACKEND_URL": self.backend_url} if self.backend_url else {}

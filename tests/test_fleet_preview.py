@@ -169,3 +169,10 @@ def test_a_real_preview_of_the_example_stack(tmp_path: Path, monkeypatch: pytest
     assert preview.counts["create"] > 0
     assert preview.blocking == []
     assert (tmp_path / "customer-example.plan.json").exists()
+
+
+def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI would resolve "policy" against the program's directory: the pull request's own pack.
+    monkeypatch.chdir(REPO / "policy")
+    workspace = stacks.Workspace(program_dir=Path(".."), policy_pack=Path())
+    assert workspace.policy_pack == REPO / "policy" and workspace.program_dir == REPO
