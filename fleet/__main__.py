@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 from fleet import preview, rollout, stacks
-from fleet.workers import Operation
 
 
 def _workspace(args: argparse.Namespace) -> stacks.Workspace:
@@ -25,20 +24,20 @@ def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> 
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per stack before it is killed")
 
 
-def _preview(args: argparse.Namespace, operation: Operation[preview.StackPreview] | None = None) -> int:
+def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     previews, findings = preview.preview_fleet(
         args.stack,
-        operation or preview.PreviewStack(workspace, canary=args.canary, plans=args.plans),
+        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans),
         workspace=workspace,
         concurrency=args.concurrency,
         timeout=args.timeout,
         min_stacks=args.min_stacks,
     )
     report = args.report_url or str(args.full_report)
-    options = {"fleet_findings": findings, "canary": args.canary}
-    args.full_report.write_text(preview.render(previews, **options, limit=sys.maxsize))  # type: ignore[arg-type]
-    args.out.write_text(preview.render(previews, **options, full_report=report))  # type: ignore[arg-type]
+    full = preview.render(previews, fleet_findings=findings, canary=args.canary, limit=sys.maxsize)
+    args.full_report.write_text(full)
+    args.out.write_text(preview.render(previews, fleet_findings=findings, canary=args.canary, full_report=report))
     print(args.out.read_text())
     return 1 if findings or any(p.blocking for p in previews) else 0
 
