@@ -72,8 +72,13 @@ def _rollout(args: argparse.Namespace) -> int:
     print(f"{len(state.done)} of {total} stacks deployed; {len(state.failed)} failed in this run")
     for stack, reason in sorted(state.failed.items()):
         print(f"  {stack}: {reason}")
+    resume = f"python -m fleet rollout --state {args.state} --resume"
     if state.halted:
-        print(f"{state.halted}; fix the cause, then: python -m fleet rollout --state {args.state} --resume")
+        print(f"{state.halted}; fix the cause, then: {resume}")
+        return 1
+    if state.failed:
+        # Within the budget the rollout went on, but those customers still run the old version.
+        print(f"{len(state.failed)} stacks failed within the budget; to retry them: {resume}")
         return 1
     return 0
 
