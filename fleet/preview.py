@@ -142,13 +142,14 @@ def render(
 ) -> str:
     """One Markdown summary (with the marker), cut to `limit` characters with a pointer to the full report."""
     blocked = [p for p in previews if p.blocking]
+    verdict = []
     if fleet_findings:
-        verdict = "**⛔ The fleet preview is incomplete: " + "; ".join(fleet_findings) + "**"
-    elif blocked:
-        verdict = f"**⛔ {len(blocked)} of {len(previews)} stacks have blocking findings.**"
-    else:
-        verdict = f"No blocking findings in {len(previews)} stacks."
-    sections = [[MARKER, "## Fleet preview", "", verdict]]
+        verdict.append("**⛔ The fleet preview is incomplete: " + "; ".join(fleet_findings) + ".**")
+    if blocked:
+        verdict.append(f"**⛔ {len(blocked)} of {len(previews)} stacks have blocking findings.**")
+    if not verdict:
+        verdict.append(f"No blocking findings in {len(previews)} stacks.")
+    sections = [[MARKER, "## Fleet preview", "", "\n\n".join(verdict)]]
     sections.append(_grouped("Changes", previews, lambda p: tuple(_describe_change(c) for c in p.changes)))
     if blocked:
         sections.append(_grouped("Blocking findings", blocked, lambda p: tuple(p.blocking), blocking=True))
