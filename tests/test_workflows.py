@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -98,3 +99,59 @@ def test_step_scripts_hide_no_failure_and_pass_shellcheck(name: str, script: str
         ["shellcheck", "--shell=bash", "-"], input=plain, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout
+
+
+FAKE_GH = """#!/bin/sh
+# Answers `gh api` as GitHub would, from $COMMENTS, with real jq; records every write.
+[ -n "$GH_FAILS" ] && { echo "HTTP 502" >&2; exit 1; }
+if [ "$2" = "--paginate" ]; then
+  jq -r "$5" "$COMMENTS"
+else
+  echo "$*" >> "$CALLS"
+fi
+"""
+
+
+def _comment_step() -> str:
+    return next(step["run"] for step in steps(load("preview.yml")) if "update the comment" in step.get("name", ""))
+
+
+@pytest.fixture
+def fake_gh(tmp_path: Path) -> dict[str, str]:
+    gh = tmp_path / "bin/gh"
+    gh.parent.mkdir()
+    gh.write_text(FAKE_GH)
+    gh.chmod(0o755)
+    (tmp_path / "fleet-preview.md").write_text("<!-- clawhosters:fleet-preview -->\n## Fleet preview\n")
+    return {
+        "PATH": f"{gh.parent}:/usr/bin:/bin",
+        "COMMENTS": str(tmp_path / "comments.json"),
+        "CALLS": str(tmp_path / "calls"),
+        "GITHUB_REPOSITORY": "acme/infra",
+        "PR_NUMBER": "7",
+    }
+
+
+def _run_comment_step(tmp_path: Path, env: dict[str, str], comments: list[dict[str, Any]]) -> int:
+    Path(env["COMMENTS"]).write_text(json.dumps(comments))
+    script = _comment_step()
+    return subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=False).returncode
+
+
+def test_the_summary_comment_is_updated_in_place(tmp_path: Path, fake_gh: dict[str, str]) -> None:
+    bot = {"login": "github-actions[bot]"}
+    ours = {"id": 11, "user": bot, "body": "<!-- clawhosters:fleet-preview -->\nold"}
+    other = {"id": 10, "user": {"login": "mallory"}, "body": "<!-- clawhosters:fleet-preview -->\nfake"}
+    assert _run_comment_step(tmp_path, fake_gh, [other, {"id": 9, "user": bot, "body": "hi"}, ours]) == 0
+    assert Path(fake_gh["CALLS"]).read_text() == (
+        "api --method PATCH repos/acme/infra/issues/comments/11 -F body=@fleet-preview.md\n"
+    )
+
+
+def test_a_first_summary_is_posted_and_a_failing_api_fails_the_step(tmp_path: Path, fake_gh: dict[str, str]) -> None:
+    assert _run_comment_step(tmp_path, fake_gh, []) == 0
+    assert (
+        Path(fake_gh["CALLS"]).read_text()
+        == "api --method POST repos/acme/infra/issues/7/comments -F body=@fleet-preview.md\n"
+    )
+    assert _run_comment_step(tmp_path, {**fake_gh, "GH_FAILS": "1"}, []) != 0
