@@ -27,8 +27,6 @@ from components.host_baseline import BUNDLE_DIR
 GATEWAY_UNAUTHENTICATED = 401
 HTTP_TIMEOUT_SECONDS = 10
 SSH_TIMEOUT_SECONDS = 30
-# Reads the installed baseline bundle as a tar stream on the host.
-READ_BUNDLE = f"tar -C '{BUNDLE_DIR}' -cf - ."
 
 
 class Probe(Protocol):
@@ -81,9 +79,13 @@ def check_health(stack: str, outputs: Mapping[str, Any], probe: Probe) -> list[s
 class LiveProbe:
     """HTTP to the gateway; SSH as root with the stack's provisioning key, pinned to its host key."""
 
-    def __init__(self, state: Callable[[str], Mapping[str, Any]]) -> None:
+    def __init__(
+        self, state: Callable[[str], Mapping[str, Any]], ssh_port: int = 22, bundle_dir: str = BUNDLE_DIR
+    ) -> None:
         # stack -> its exported state with secrets shown (fleet.stacks.open_stack(...).export_stack()).
         self.state = state
+        self.ssh_port = ssh_port
+        self.bundle_dir = bundle_dir
 
     def gateway_status(self, url: str) -> int | None:
         try:
@@ -101,12 +103,15 @@ class LiveProbe:
             key_file, known_hosts = Path(directory) / "key", Path(directory) / "known_hosts"
             key_file.write_text(keys["provisioning"])
             key_file.chmod(0o600)
-            known_hosts.write_text(f"{address} {keys['host']}\n")
+            host = address if self.ssh_port == 22 else f"[{address}]:{self.ssh_port}"
+            known_hosts.write_text(f"{host} {keys['host']}\n")
             return subprocess.run(
                 [
                     "ssh",
                     "-i",
                     str(key_file),
+                    "-p",
+                    str(self.ssh_port),
                     "-o",
                     f"UserKnownHostsFile={known_hosts}",
                     "-o",
@@ -116,7 +121,7 @@ class LiveProbe:
                     "-o",
                     f"ConnectTimeout={SSH_TIMEOUT_SECONDS}",
                     f"root@{address}",
-                    READ_BUNDLE,
+                    f"tar -C '{self.bundle_dir}' -cf - .",
                 ],
                 check=True,
                 capture_output=True,
