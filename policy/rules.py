@@ -283,8 +283,11 @@ def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> lis
         "baseline": canon.scripts.baseline,
         "gateway": canon.scripts.gateway,
     }
+    resources = list(resources)
+    servers = {r.urn: r for r in resources if r.type == SERVER}
     violations = []
     for command in (r for r in resources if r.type == COMMAND):
+        violations += _connects_to_the_server(command, servers)
         create = known(command.props.get("create"), f"the create script of {command.name}")
         for hook in ("update", "delete"):
             if known(command.props.get(hook), f"the {hook} script of {command.name}"):
@@ -299,6 +302,19 @@ def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> lis
             f"{role} script, which differs:\n{_diff(text, str(create))}"
         )
     return violations
+
+
+def _connects_to_the_server(command: Resource, servers: Mapping[str, Resource]) -> list[str]:
+    """A rendered script on a decoy host protects nothing: the connection comes from the stack's server."""
+    server = next((servers[urn] for urn in command.property_dependencies.get("connection", ()) if urn in servers), None)
+    if server is None:
+        return [f"command {command.name} does not connect to the stack's server; derive its host from the server"]
+    connection = command.props.get("connection")
+    host = connection.get("host") if isinstance(connection, Mapping) else None
+    address = server.props.get("ipv4Address")
+    if host is None or address is None or is_unknown(host) or is_unknown(address) or host == address:
+        return []
+    return [f"command {command.name} connects to {host}, not to server {server.name} at {address}"]
 
 
 def baseline_before_gateway(resources: Iterable[Resource], canon: Canon) -> list[str]:

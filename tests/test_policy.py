@@ -260,6 +260,15 @@ def extra_docker_resource(resources: list[Wire]) -> None:
     resources.append(Wire("docker:index/container:Container", "customer-acme-metrics", urn, {"image": "x"}))
 
 
+def baseline_on_another_host(resources: list[Wire]) -> None:
+    one(resources, COMMAND, "-baseline").property_dependencies["connection"] = []
+
+
+def gateway_on_a_decoy_address(resources: list[Wire]) -> None:
+    one(resources, SERVER).props["ipv4Address"] = "203.0.113.10"
+    one(resources, COMMAND, "-gateway").props["connection"]["value"]["host"] = "198.51.100.7"
+
+
 def update_hook(resources: list[Wire]) -> None:
     one(resources, COMMAND, "-gateway").props["update"] = "docker run --network host evil"
 
@@ -278,6 +287,8 @@ RENDERING = "runs a script the program does not render for customer-acme"
         (continued_line, "commands-match-rendering", "nearest is the gateway script"),
         (container_run, "commands-match-rendering", RENDERING),
         (update_hook, "commands-match-rendering", "has an update script"),
+        (baseline_on_another_host, "commands-match-rendering", "baseline does not connect to the stack's server"),
+        (gateway_on_a_decoy_address, "commands-match-rendering", "connects to 198.51.100.7, not to server"),
         (foreign_firewall, "server-created-with-firewall", "is attached to [4242]"),
         (foreign_firewall_beside_own, "server-created-with-firewall", "has 2 firewalls"),
         (wrong_customer_label, "server-matches-stack", "label customer='beta'; stack customer-acme must carry"),
