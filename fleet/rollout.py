@@ -32,6 +32,7 @@ from fleet.workers import Operation, Outcome, run_each
 # A fresh server needs a moment after `up` before everything answers.
 HEALTH_ATTEMPTS = 6
 HEALTH_RETRY_SECONDS = 10
+KILLED_UP = "a killed `up` can leave the stack locked with pending operations: `pulumi cancel` and `pulumi refresh` it"
 
 
 class Waves(BaseModel):
@@ -100,8 +101,10 @@ def rollout(
     def record(outcome: Outcome[object]) -> None:
         if outcome.failure is None:
             state.done.append(outcome.stack)
+        elif outcome.timed_out:
+            state.failed[outcome.stack] = f"{outcome.failure}; {KILLED_UP}"
         else:
-            state.failed[outcome.stack] = outcome.failure
+            state.failed[outcome.stack] = str(outcome.failure)
         state.save(state_path)
 
     for index, wave in enumerate(state.waves):

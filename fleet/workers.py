@@ -33,6 +33,7 @@ class Outcome(Generic[R]):
     result: R | None
     failure: str | None
     seconds: float
+    timed_out: bool = False
 
 
 @dataclass
@@ -78,10 +79,10 @@ def run_each(
     running: dict[Connection, _Running] = {}
     outcomes: list[Outcome[R]] = []
 
-    def finish(job: _Running, result: R | None, failure: str | None) -> None:
+    def finish(job: _Running, result: R | None, failure: str | None, timed_out: bool = False) -> None:
         del running[job.results]
         job.results.close()
-        outcome = Outcome(job.stack, result, failure, time.monotonic() - job.started)
+        outcome = Outcome(job.stack, result, failure, time.monotonic() - job.started, timed_out)
         outcomes.append(outcome)
         on_outcome(outcome)
 
@@ -114,7 +115,7 @@ def run_each(
         now = time.monotonic()
         for job in [job for job in running.values() if now >= job.started + timeout]:
             _kill_group(job.process)
-            finish(job, None, f"timed out after {timeout:g} s; the worker and its pulumi process were killed")
+            finish(job, None, f"timed out after {timeout:g} s; the worker and its pulumi process were killed", True)
     return outcomes
 
 

@@ -6,7 +6,7 @@ for real: worker processes, timeouts, crashes, waves, the state file and the hea
   worker, `customer-hang…` never returns, `customer-raise…` raises.
 - `StandInDeploy` "deploys" a stack and runs the real health gate (`fleet.health.check_health`)
   with a probe that serves a real tar stream of the rendered baseline; for the stacks in `broken`
-  the host holds a different baseline, so the gate fails.
+  the host holds a different baseline, so the gate fails; the stacks in `hung` never finish.
 """
 
 from __future__ import annotations
@@ -90,8 +90,11 @@ class _HostProbe:
 class StandInDeploy:
     trace: Path
     broken: frozenset[str] = field(default_factory=frozenset)
+    hung: frozenset[str] = field(default_factory=frozenset)
 
     def __call__(self, stack: str) -> dict[str, str]:
+        if stack in self.hung:
+            time.sleep(3600)
         shipped, digest = baseline_tar()
         on_host = baseline_tar(rate=1)[0] if stack in self.broken else shipped
         outputs = {"gateway_url": f"http://{stack}.invalid:8080/", "baseline_digest": digest}

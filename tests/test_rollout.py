@@ -94,6 +94,15 @@ def test_a_failed_canary_halts_before_anything_else(tmp_path: Path) -> None:
     assert [d["stack"] for d in deploys(tmp_path)] == ["customer-07"] and state.done == []
 
 
+def test_a_hung_deploy_is_killed_and_counted_against_the_budget(tmp_path: Path) -> None:
+    waves = plan_waves(STACKS[:6], WAVES.model_copy(update={"canary": None}))
+    state = RolloutState(waves=waves, failure_budget=0.2)
+    hung = StandInDeploy(tmp_path, hung=frozenset({waves[1][0]}))
+    state = rollout.rollout(state, tmp_path / "s.json", hung, concurrency=6, timeout=2)
+    assert state.halted is None and len(state.done) == 5
+    assert "timed out after 2 s" in state.failed[waves[1][0]] and "pulumi cancel" in state.failed[waves[1][0]]
+
+
 def test_a_halted_rollout_is_only_continued_by_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "rollout.json"
     RolloutState(waves=[["customer-a"]], failure_budget=0, halted="halted in wave 1 of 1: the canary failed").save(path)
