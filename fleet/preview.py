@@ -59,28 +59,29 @@ class StackPreview:
 def summarize(stack: str, events: Iterable[EngineEvent], detailed: bool = False) -> StackPreview:
     """Counts, changes and findings of one stack's preview, from its engine events."""
     preview = StackPreview(stack)
-    seen: set[tuple[str, str]] = set()
+    flagged: set[str] = set()  # servers with a finding already (a replace emits several steps)
     for event in events:
         if event.resource_pre_event is not None:
             step = event.resource_pre_event.metadata
             op = OpType(step.op)
             name = step.urn.rsplit("::", 1)[-1]
+            diffs = tuple(sorted(step.diffs or ()))
             if op in COUNTED:
                 preview.counts[op.value] += 1
-                diffs = tuple(sorted(step.diffs or ()))
                 preview.changes.append((op.value, step.type, name.replace(stack, STACK), diffs))
                 if detailed:
                     preview.properties += _property_changes(name, step, diffs)
-            if step.type == SERVER and (step.urn, op.value) not in seen:
-                seen.add((step.urn, op.value))
-                if op in DATA_LOSS and (step.urn, "loss") not in seen:
-                    seen.add((step.urn, "loss"))
-                    preview.blocking.append(f"server `{name}` would be {_verb(op)}: the customer's data would be lost")
-                elif op == OpType.UPDATE and "firewallIds" in (step.diffs or ()):
-                    preview.blocking.append(
-                        f"server `{name}` would change its firewalls; Hetzner detaches the old firewall before "
-                        "attaching the new one, leaving the server unprotected in between"
-                    )
+            if step.type != SERVER or step.urn in flagged:
+                continue
+            if op in DATA_LOSS:
+                flagged.add(step.urn)
+                preview.blocking.append(f"server `{name}` would be {_verb(op)}: the customer's data would be lost")
+            elif op == OpType.UPDATE and "firewallIds" in diffs:
+                flagged.add(step.urn)
+                preview.blocking.append(
+                    f"server `{name}` would change its firewalls; Hetzner detaches the old firewall before "
+                    "attaching the new one, leaving the server unprotected in between"
+                )
         elif event.policy_event is not None:
             policy = event.policy_event
             finding = f"policy `{policy.policy_name}`: {policy.message.strip()}"
