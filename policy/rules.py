@@ -227,44 +227,53 @@ def servers_match_stack(resources: Iterable[Resource], canon: Canon) -> list[str
 
 
 def server_firewalls(resources: Iterable[Resource], canon: Canon) -> list[str]:
-    """Every server is created attached to the stack's own passing firewall, or to the allow-listed
-    shared one. A dedicated firewall's id is unknown until it exists; the property's dependencies
-    then say where it comes from."""
+    """Every server is created attached to what the stack's settings call for: the allow-listed
+    shared firewall (`platform:shared_firewall_id`) and/or the stack's own firewall, which must pass
+    the firewall rules. The own firewall's id is unknown until it exists; the property's dependencies
+    say where a value comes from."""
     resources = list(resources)
     platform = canon.settings.platform
+    shared = platform.shared_firewall_id
+    own_expected = platform.firewall_mode != "shared"
     firewalls = {r.urn: r for r in resources if r.type == FIREWALL}
     violations = []
     for server in (r for r in resources if r.type == SERVER):
-        sources = tuple(server.property_dependencies.get("firewallIds", ()))
         value = server.props.get("firewallIds")
-        if platform.firewall_mode == "shared":
-            ids = known(value, "the server's firewallIds")
-            ids = [_as_int(item) for item in ids]
-            if ids != [platform.shared_firewall_id]:
-                violations.append(
-                    f"server {server.name} is attached to firewalls {ids}; in shared mode it must be attached to the "
-                    f"platform's firewall {platform.shared_firewall_id} (platform:shared_firewall_id) only"
-                )
-            continue
-        if not is_unknown(value) and not value:
+        sources = tuple(server.property_dependencies.get("firewallIds", ()))
+        own = [firewalls[urn] for urn in sources if urn in firewalls]
+        derived = len(own) == 1 and len(sources) == 1
+        if is_unknown(value):
+            if shared is not None or not (own_expected and derived):
+                raise UnknownInput("the server's firewallIds")
+            ids: list[Any] = [value]
+        else:
+            ids = [item if is_unknown(item) else _as_int(item) for item in value or []]
+        if not ids:
             violations.append(
                 f"server {server.name} is created without a firewall, leaving it open until one is attached: pass "
                 "firewall_ids at creation"
             )
             continue
-        if len(sources) != 1 or sources[0] not in firewalls:
-            foreign = [_as_int(item) for item in known(value, "the server's firewallIds")]
+        if shared is not None and shared not in ids:
             violations.append(
-                f"server {server.name} is attached to {foreign}, which is not computed from the stack's own firewall "
-                f"nor the allow-listed shared firewall; attach the stack's firewall (firewall_ids=[firewall.id])"
+                f"server {server.name} is attached to {ids}; it must be attached to the platform's firewall "
+                f"{shared} (platform:shared_firewall_id)"
             )
+        rest = [item for item in ids if item != shared]
+        if not own_expected or not derived:
+            if rest:
+                violations.append(
+                    f"server {server.name} is attached to {rest}, which is neither computed from the stack's own "
+                    "firewall nor the allow-listed shared firewall; attach the stack's firewall (firewall.id)"
+                )
+            elif own_expected:
+                violations.append(f"server {server.name} is not attached to the stack's own firewall")
             continue
-        if not is_unknown(value) and len(value) != 1:
-            violations.append(f"server {server.name} has {len(value)} firewalls; it gets exactly the stack's own")
-        firewall = firewalls[sources[0]]
-        if problems := firewall_inbound(firewall.props, canon.policy) + firewall_outbound(firewall.props, canon.policy):
+        if len(rest) != 1:
+            violations.append(f"server {server.name} is attached to {rest} where only the stack's own firewall belongs")
+        if problems := firewall_inbound(own[0].props, canon.policy) + firewall_outbound(own[0].props, canon.policy):
             violations.append(
-                f"server {server.name} is attached to firewall {firewall.name}, which fails the baseline: "
+                f"server {server.name} is attached to firewall {own[0].name}, which fails the baseline: "
                 + "; ".join(problems)
             )
     return violations
