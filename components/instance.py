@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import pulumi
 import pulumi_command as command
@@ -61,6 +62,40 @@ for attempt in 1 2 3; do {APT} update && break; [ "$attempt" = 3 ] && exit 1; sl
 """
 
 
+class RemoteScripts(NamedTuple):
+    """The exact `create` text of each remote command: what the program deploys and what the policy
+    pack compares a stack against."""
+
+    wait_for_cloud_init: str
+    packages: str
+    baseline: str
+    gateway: str
+    # Content digests of the rendered bundles: a change re-runs the commands that install them.
+    baseline_digest: str
+    gateway_digest: str
+
+
+def remote_scripts(settings: StackSettings, policy: BaselinePolicy) -> RemoteScripts:
+    customer, platform = settings.customer, settings.platform
+    baseline = render_host_baseline(
+        policy,
+        HostSettings(
+            ssh_enabled=customer.ssh_enabled,
+            customer_ssh_keys=customer.ssh_public_keys,
+            provisioner_cidrs=platform.provisioner_cidrs,
+        ),
+    )
+    gateway = render_gateway(policy, customer.gateway_image)
+    return RemoteScripts(
+        wait_for_cloud_init=WAIT_FOR_CLOUD_INIT,
+        packages=_install_packages_script(),
+        baseline=baseline.install_script(BUNDLE_DIR, "sh apply.sh"),
+        gateway=gateway.install_script(GATEWAY_DIR, install_command(customer.gateway_image)),
+        baseline_digest=baseline.digest,
+        gateway_digest=gateway.digest,
+    )
+
+
 def _cloud_init(host_private_key: str, host_public_key: str) -> str:
     """Cloud-init that installs the program's host key, so the SSH host key can be pinned."""
     # With `ssh_keys` given, cloud-init generates no other host keys, and `ssh_deletekeys` removes
@@ -110,15 +145,7 @@ class CustomerInstance(pulumi.ComponentResource):
         # server (their data) fails in preview and up until then.
         protected = not customer.decommission
 
-        baseline = render_host_baseline(
-            policy,
-            HostSettings(
-                ssh_enabled=customer.ssh_enabled,
-                customer_ssh_keys=customer.ssh_public_keys,
-                provisioner_cidrs=platform.provisioner_cidrs,
-            ),
-        )
-        gateway = render_gateway(policy, customer.gateway_image)
+        scripts = remote_scripts(settings, policy)
 
         provisioning_key = tls.PrivateKey(f"{name}-provisioning-key", algorithm="ED25519", opts=child)
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
@@ -210,32 +237,32 @@ class CustomerInstance(pulumi.ComponentResource):
         wait = command.remote.Command(
             f"{name}-wait-cloud-init",
             connection=connection,
-            create=WAIT_FOR_CLOUD_INIT,
+            create=scripts.wait_for_cloud_init,
             triggers=[server.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
         )
         packages = command.remote.Command(
             f"{name}-packages",
             connection=connection,
-            create=_install_packages_script(),
+            create=scripts.packages,
             triggers=[server.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[wait]),
         )
         baseline_command = command.remote.Command(
             f"{name}-baseline",
             connection=connection,
-            create=baseline.install_script(BUNDLE_DIR, "sh apply.sh"),
-            triggers=[server.id, baseline.digest],
+            create=scripts.baseline,
+            triggers=[server.id, scripts.baseline_digest],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
         )
         gateway_command = command.remote.Command(
             f"{name}-gateway",
             connection=connection,
-            create=gateway.install_script(GATEWAY_DIR, install_command(customer.gateway_image)),
+            create=scripts.gateway,
             # On standard input: an SSH environment request would be refused by a stock sshd.
             stdin=gateway_password,
             # Not the baseline's digest: a baseline change must not restart the customer's gateway.
-            triggers=[server.id, gateway.digest],
+            triggers=[server.id, scripts.gateway_digest],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[baseline_command]),
         )
 
@@ -248,7 +275,7 @@ class CustomerInstance(pulumi.ComponentResource):
             lambda values: f"http://{values[0]}:{policy.inbound.gateway_port}/"
         )
         self.gateway_password = gateway_password
-        self.baseline_digest = pulumi.Output.from_input(baseline.digest)
+        self.baseline_digest = pulumi.Output.from_input(scripts.baseline_digest)
         self.register_outputs(
             {
                 "server_id": self.server_id,

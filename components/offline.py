@@ -51,6 +51,8 @@ class Registration:
     inputs: dict[str, Any]
     # The serialized inputs, where secrets still carry their marker.
     wire_inputs: dict[str, Any]
+    # Which resources each input property was computed from, as the engine hands them to policies.
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     def input_is_secret(self, key: str) -> bool:
         return _is_secret(self.wire_inputs.get(key))
@@ -218,6 +220,9 @@ class _RecordingMonitor(MockMonitor):
                     retain_on_delete=request.retainOnDelete,
                     inputs=_reveal(rpc.deserialize_properties(request.object)),
                     wire_inputs=MessageToDict(request.object),
+                    property_dependencies={
+                        key: list(value.urns) for key, value in request.propertyDependencies.items()
+                    },
                 )
             )
         return super().RegisterResource(request)

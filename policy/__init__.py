@@ -1,1 +1,1 @@
-"""Policy as code for pull-request review: the CrossGuard pack and the fleet preview."""
+"""The CrossGuard policy pack that reviews every customer stack against its canonical rendering."""

@@ -1,4 +1,5 @@
-"""Entry point the Pulumi CLI runs for `pulumi preview --policy-pack policy`."""
+"""What the Pulumi CLI runs for `--policy-pack policy`: `python -u -m pulumi.policy ENGINE .` in this
+directory, which `runpy`s this file."""
 
 import sys
 from pathlib import Path
@@ -6,6 +7,6 @@ from pathlib import Path
 # The pack runs from its own directory; the rules live in the repository's packages.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policy.pack import build_pack
+from policy.pack import serve
 
-build_pack()
+serve()

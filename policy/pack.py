@@ -1,16 +1,23 @@
 """The CrossGuard policies: thin wrappers that hand resources to the rules in policy/rules.py.
 
-The pack itself is built in policy/__main__.py only: constructing a PolicyPack starts serving
-the Pulumi engine and does not return.
+`serve()` constructs the PolicyPack, which serves the Pulumi engine over gRPC and does not return;
+the CLI reaches it through policy/__main__.py.
+
+Fail closed: the SDK turns a policy that meets an unknown value into an ADVISORY "can't run
+policy". These wrappers never let an unknown reach the SDK: the rules see plain values, reject
+unknowns themselves, and a mandatory rule that cannot decide reports a mandatory violation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pulumi.runtime
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyPack,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -23,6 +30,40 @@ from policy import rules
 
 POLICY = BaselinePolicy()
 PACK_NAME = "clawhosters-baseline"
+MANDATORY = EnforcementLevel.MANDATORY
+ADVISORY = EnforcementLevel.ADVISORY
+UNKNOWN_MESSAGE = (
+    "{what} is not known during preview, so this mandatory rule cannot check it; the gate stays closed "
+    "until it is a value the program renders before deployment"
+)
+
+
+def plain(value: Any) -> Any:
+    """The value behind pulumi_policy's unknown-checking proxies, unknown sentinels left in place."""
+    if isinstance(value, Mapping):
+        return {key: plain(value["__target"][key]) for key in value} if _proxied(value) else dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        target = value["__target"] if _proxied(value) else value
+        return [plain(item) for item in target]
+    return value
+
+
+def _proxied(value: Any) -> bool:
+    return type(value).__module__ == "pulumi_policy.proxy"
+
+
+def _run(check: Callable[[], list[str]], report: ReportViolation, urn: str | None = None) -> None:
+    try:
+        messages = check()
+    except rules.UnknownInput as unknown:
+        messages = [UNKNOWN_MESSAGE.format(what=unknown.what)]
+    for message in messages:
+        report(message, urn)
+
+
+def stack_canon() -> rules.Canon:
+    """This stack's canonical rendering, from the stack name and config the CLI passes the pack."""
+    return rules.canon_for(os.environ.get("PULUMI_STACK"), pulumi.runtime.get_config_env(), POLICY)
 
 
 def _resource_policy(
@@ -30,33 +71,51 @@ def _resource_policy(
     description: str,
     resource_type: str,
     check: Callable[[Mapping[str, Any]], list[str]],
-    level: EnforcementLevel = EnforcementLevel.MANDATORY,
+    level: EnforcementLevel = MANDATORY,
 ) -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type == resource_type:
-            for message in check(args.props):
-                report_violation(message, None)
+            props = plain(args.props)
+            _run(lambda: check(props), report_violation)
 
     return ResourceValidationPolicy(name=name, description=description, validate=validate, enforcement_level=level)
 
 
-def _baseline_before_gateway(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    resources = [
+def stack_resources(args: StackValidationArgs) -> list[rules.Resource]:
+    return [
         rules.Resource(
             type=r.resource_type,
             name=r.name,
             urn=r.urn,
-            props=r.props,
+            props=plain(r.props),
             dependencies=tuple(dependency.urn for dependency in r.dependencies),
+            property_dependencies={
+                key: tuple(dependency.urn for dependency in value) for key, value in r.property_dependencies.items()
+            },
         )
         for r in args.resources
     ]
-    for message in rules.baseline_before_gateway(resources):
-        report_violation(message, None)
+
+
+def _stack_policy(
+    name: str,
+    description: str,
+    check: Callable[[list[rules.Resource], rules.Canon], list[str]],
+    level: EnforcementLevel = MANDATORY,
+) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = stack_resources(args)
+        try:
+            canon = stack_canon()
+        except rules.CanonError as error:
+            report_violation(f"the stack's canonical rendering is unavailable: {error}", None)
+            return
+        _run(lambda: check(resources, canon), report_violation)
+
+    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=level)
 
 
 def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
-    advisory = EnforcementLevel.ADVISORY
     return [
         _resource_policy(
             "firewall-inbound-only-ssh-and-gateway",
@@ -70,42 +129,47 @@ def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
             rules.FIREWALL,
             lambda props: rules.firewall_outbound(props, POLICY),
         ),
-        _resource_policy(
+        _stack_policy(
+            "only-instance-resources",
+            "A customer stack holds only the resources the CustomerInstance component creates.",
+            lambda resources, _canon: rules.resource_types(resources),
+        ),
+        _stack_policy(
+            "server-matches-stack",
+            "The server carries the stack's own customer label and the settings the stack renders.",
+            rules.servers_match_stack,
+        ),
+        _stack_policy(
             "server-created-with-firewall",
-            "Every server is created with a firewall attached.",
-            rules.SERVER,
-            rules.server_has_firewall,
+            "Every server is created attached to the stack's own passing firewall or the allow-listed shared one.",
+            rules.server_firewalls,
         ),
-        _resource_policy(
-            "server-labels",
-            "Every server carries the customer and managed-by labels.",
-            rules.SERVER,
-            rules.server_labels,
+        _stack_policy(
+            "commands-match-rendering",
+            "Every remote command runs exactly the script the program renders for this stack.",
+            rules.commands_match_rendering,
         ),
-        _resource_policy(
-            "gateway-publishes-only-its-port",
-            "Containers publish only the gateway port; metrics are never public.",
-            rules.COMMAND,
-            lambda props: rules.gateway_publishing(props, POLICY),
+        _stack_policy(
+            "baseline-before-gateway",
+            "Every server gets the host baseline, and the gateway starts only after it.",
+            rules.baseline_before_gateway,
         ),
-        StackValidationPolicy(
-            name="baseline-before-gateway",
-            description="Every server gets the host baseline, and the gateway starts only after it.",
-            validate=_baseline_before_gateway,
-            enforcement_level=EnforcementLevel.MANDATORY,
-        ),
-        _resource_policy(
+        _stack_policy(
             "gateway-image-pinned",
             "The gateway image is pinned by digest.",
-            rules.COMMAND,
-            rules.gateway_image_pinned,
-            advisory,
+            lambda _resources, canon: rules.gateway_image_pinned(canon),
+            ADVISORY,
         ),
         _resource_policy(
             "server-type-and-location",
             "Servers use a server type and location the platform offers.",
             rules.SERVER,
             rules.server_placement,
-            advisory,
+            ADVISORY,
         ),
     ]
+
+
+def serve() -> None:
+    """Serve the pack to the Pulumi engine; prints the gRPC port and never returns."""
+    PolicyPack(name=PACK_NAME, enforcement_level=MANDATORY, policies=policies())

@@ -1,30 +1,81 @@
 """The guardrails as plain functions over resources, so they are tested without the Pulumi CLI.
 
-Every expectation is derived from `BaselinePolicy()`; nothing here re-types a port. Each function
-returns the violations it finds, each message saying what is wrong and how to fix it.
+A stack is compared with its canonical rendering: the remote commands the program renders for the
+stack's own settings (`components.instance.remote_scripts`), a server labelled for the stack's own
+customer, attached to an in-stack firewall that passes the firewall rules or to the platform's
+allow-listed shared firewall. Nothing here parses a shell command or re-types a port: the numbers
+come from `BaselinePolicy()`, the texts from the renderers.
+
+A value that is unknown during preview cannot be checked; a mandatory rule that meets one raises
+`UnknownInput`, which the pack reports as a mandatory violation (the gate fails closed).
 """
 
 from __future__ import annotations
 
-import re
-import shlex
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.gateway import GATEWAY_DIR
-from components.host_baseline import BUNDLE_DIR
-from config.customer import HETZNER_LOCATIONS
+from pulumi_policy.proxy import (
+    UNKNOWN_ARCHIVE_VALUE,
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_ASSET_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+)
+
+from components.instance import COMPONENT_TYPE, RemoteScripts, remote_scripts
+from components.safety import MANAGED_BY
+from config.customer import DEFAULT_SERVER_TYPES, HETZNER_LOCATIONS
+from config.loader import ConfigError, StackSettings, settings_from_mapping
 from config.policy import MAX_PORT, BaselinePolicy
 
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
 COMMAND = "command:remote:Command"
-REQUIRED_LABELS = ("customer", "managed-by")
-# The server types the platform sells; anything else is worth a second look in review.
-ALLOWED_SERVER_TYPES = ("cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31")
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-_IMAGE_ARGUMENT = re.compile(r"sh install\.sh '([^']+)'")
+# Every resource type a customer stack consists of; anything else (a docker container, a second
+# provider) did not come from the program's rendering.
+INSTANCE_TYPES = (
+    COMPONENT_TYPE,
+    "tls:index/privateKey:PrivateKey",
+    "random:index/randomPassword:RandomPassword",
+    "hcloud:index/sshKey:SshKey",
+    FIREWALL,
+    SERVER,
+    COMMAND,
+    # Taken only when the platform decommissions the customer.
+    "hcloud:index/snapshot:Snapshot",
+    "pulumi:pulumi:Stack",
+)
+PROVIDER_PREFIX = "pulumi:providers:"
+UNKNOWN_VALUES = frozenset(
+    {
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+        UNKNOWN_STRING_VALUE,
+    }
+)
+# Lines of a command's diff shown in a finding: enough to see the change, short enough to read.
+DIFF_LINES = 24
+
+
+class UnknownInput(Exception):
+    """A value a mandatory rule needs is not known (during preview)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class CanonError(Exception):
+    """The stack's canonical rendering cannot be established (bad or missing stack settings)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +87,49 @@ class Resource:
     urn: str
     props: Mapping[str, Any]
     dependencies: tuple[str, ...] = field(default=())
+    # Which resources each input was computed from (property name -> urns).
+    property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Canon:
+    """What the program renders for this stack."""
+
+    stack: str
+    settings: StackSettings
+    policy: BaselinePolicy
+    scripts: RemoteScripts
+
+
+def canon_for(stack: str | None, config: Mapping[str, str], policy: BaselinePolicy) -> Canon:
+    """The canonical rendering of `stack` from its configuration, as the CLI hands both to the pack."""
+    if not stack:
+        raise CanonError("the stack's name is not known (PULUMI_STACK is unset), so nothing can be compared")
+    try:
+        settings = settings_from_mapping(config)
+    except ConfigError as error:
+        raise CanonError(str(error)) from error
+    if settings.customer.stack_name != stack:
+        raise CanonError(
+            f"stack {stack} is configured for customer {settings.customer.customer_id!r}; a customer's stack is "
+            f"named {settings.customer.stack_name}"
+        )
+    return Canon(stack=stack, settings=settings, policy=policy, scripts=remote_scripts(settings, policy))
+
+
+def is_unknown(value: Any) -> bool:
+    return isinstance(value, str) and value in UNKNOWN_VALUES
+
+
+def known(value: Any, what: str) -> Any:
+    """`value` with every nested unknown rejected: a rule never decides on a value it cannot see."""
+    if is_unknown(value):
+        raise UnknownInput(what)
+    if isinstance(value, Mapping):
+        return {key: known(item, f"{what}.{key}") for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [known(item, f"{what}[{index}]") for index, item in enumerate(value)]
+    return value
 
 
 def _ports(rule: Mapping[str, Any]) -> set[int]:
@@ -47,7 +141,8 @@ def _ports(rule: Mapping[str, Any]) -> set[int]:
 
 
 def firewall_inbound(props: Mapping[str, Any], policy: BaselinePolicy) -> list[str]:
-    inbound = [rule for rule in props.get("rules") or [] if rule.get("direction") == "in"]
+    rules = known(props.get("rules") or [], "the firewall's rules")
+    inbound = [rule for rule in rules if rule.get("direction") == "in"]
     expected = set(policy.inbound.open_tcp_ports)
     violations = []
     opened: set[int] = set()
@@ -76,7 +171,8 @@ def firewall_inbound(props: Mapping[str, Any], policy: BaselinePolicy) -> list[s
 
 
 def firewall_outbound(props: Mapping[str, Any], policy: BaselinePolicy) -> list[str]:
-    outbound = [rule for rule in props.get("rules") or [] if rule.get("direction") == "out"]
+    rules = known(props.get("rules") or [], "the firewall's rules")
+    outbound = [rule for rule in rules if rule.get("direction") == "out"]
     if not outbound:
         return [
             "the firewall has no outbound rules, so all egress is allowed, SMTP and IRC included: add allow "
@@ -94,66 +190,169 @@ def firewall_outbound(props: Mapping[str, Any], policy: BaselinePolicy) -> list[
     return []
 
 
-def server_has_firewall(props: Mapping[str, Any]) -> list[str]:
-    if props.get("firewallIds"):
-        return []
+def resource_types(resources: Iterable[Resource]) -> list[str]:
+    packages = {kind.split(":", 1)[0] for kind in INSTANCE_TYPES}
     return [
-        "the server is created without a firewall, leaving it open until one is attached: pass firewall_ids "
-        "at creation (dedicated or the platform's shared firewall)"
+        f"{resource.name} is a {resource.type}, which the program does not create; a customer stack holds only "
+        "the CustomerInstance's resources"
+        for resource in resources
+        if resource.type not in INSTANCE_TYPES
+        and not (resource.type.startswith(PROVIDER_PREFIX) and resource.type.removeprefix(PROVIDER_PREFIX) in packages)
     ]
 
 
-def server_labels(props: Mapping[str, Any]) -> list[str]:
-    labels = props.get("labels") or {}
-    missing = [label for label in REQUIRED_LABELS if not labels.get(label)]
-    if not missing:
-        return []
-    return [f"the server lacks the labels {missing}; fleet tooling finds customers by them: set them on the server"]
-
-
-def published_ports(command_text: str) -> list[str]:
-    """The `--publish`/`-p` values of every `docker run` in a command's text."""
-    published = []
-    for line in command_text.splitlines():
-        if "docker run" not in line and "docker create" not in line:
-            continue
-        line = line.split("=", 1)[1] if line.startswith("ExecStart=") else line
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            words = line.split()
-        for index, word in enumerate(words):
-            if word in ("--publish", "-p") and index + 1 < len(words):
-                published.append(words[index + 1])
-            elif word.startswith("--publish="):
-                published.append(word.removeprefix("--publish="))
-    return published
-
-
-def gateway_publishing(props: Mapping[str, Any], policy: BaselinePolicy) -> list[str]:
-    gateway, metrics = policy.inbound.gateway_port, policy.inbound.metrics_port
-    allowed = {f"{gateway}:{gateway}", f"127.0.0.1:{metrics}:{metrics}"}
-    violations = []
-    for spec in published_ports(str(props.get("create") or "")):
-        if spec in allowed:
-            continue
-        if spec.split("/")[0].endswith(f":{metrics}") and not spec.startswith("127.0.0.1:"):
+def servers_match_stack(resources: Iterable[Resource], canon: Canon) -> list[str]:
+    customer = canon.settings.customer
+    servers = [r for r in resources if r.type == SERVER]
+    if len(servers) != 1:
+        return [f"stack {canon.stack} has {len(servers)} servers; a customer stack has exactly one"]
+    server = servers[0]
+    expected = {
+        "name": customer.server_name,
+        "serverType": customer.server_type,
+        "location": customer.location,
+    }
+    violations = [
+        f"server {server.name} has {key} {actual!r}; the stack's settings render {value!r}"
+        for key, value in expected.items()
+        if (actual := known(server.props.get(key), f"the server's {key}")) != value
+    ]
+    labels = known(server.props.get("labels") or {}, "the server's labels")
+    for label, value in {"customer": customer.customer_id, "managed-by": MANAGED_BY}.items():
+        if labels.get(label) != value:
             violations.append(
-                f"the gateway publishes metrics ({spec}) publicly; bind it to 127.0.0.1 or do not publish it"
+                f"server {server.name} has the label {label}={labels.get(label)!r}; stack {canon.stack} must carry "
+                f"{label}={value!r}: fleet tooling finds customers by it"
             )
-        else:
-            violations.append(f"the gateway publishes {spec}; only {gateway} may be published")
     return violations
 
 
-def _is_baseline(resource: Resource) -> bool:
-    text = str(resource.props.get("create") or "")
-    return resource.type == COMMAND and f"cd '{BUNDLE_DIR}'" in text and "sh apply.sh" in text
+def server_firewalls(resources: Iterable[Resource], canon: Canon) -> list[str]:
+    """Every server is created attached to what the stack's settings call for: the allow-listed
+    shared firewall (`platform:shared_firewall_id`) and/or the stack's own firewall, which must pass
+    the firewall rules. The own firewall's id is unknown until it exists; the property's dependencies
+    say where a value comes from."""
+    resources = list(resources)
+    platform = canon.settings.platform
+    shared = platform.shared_firewall_id
+    own_expected = platform.firewall_mode != "shared"
+    firewalls = {r.urn: r for r in resources if r.type == FIREWALL}
+    violations = []
+    for server in (r for r in resources if r.type == SERVER):
+        value = server.props.get("firewallIds")
+        sources = tuple(server.property_dependencies.get("firewallIds", ()))
+        own = [firewalls[urn] for urn in sources if urn in firewalls]
+        derived = len(own) == 1 and len(sources) == 1
+        if is_unknown(value):
+            if shared is not None or not (own_expected and derived):
+                raise UnknownInput("the server's firewallIds")
+            ids: list[Any] = [value]
+        else:
+            ids = [item if is_unknown(item) else _as_int(item) for item in value or []]
+        if not ids:
+            violations.append(
+                f"server {server.name} is created without a firewall, leaving it open until one is attached: pass "
+                "firewall_ids at creation"
+            )
+            continue
+        if shared is not None and shared not in ids:
+            violations.append(
+                f"server {server.name} is attached to {ids}; it must be attached to the platform's firewall "
+                f"{shared} (platform:shared_firewall_id)"
+            )
+        rest = [item for item in ids if item != shared]
+        if not own_expected or not derived:
+            if rest:
+                violations.append(
+                    f"server {server.name} is attached to {rest}, which is neither computed from the stack's own "
+                    "firewall nor the allow-listed shared firewall; attach the stack's firewall (firewall.id)"
+                )
+            elif own_expected:
+                violations.append(f"server {server.name} is not attached to the stack's own firewall")
+            continue
+        if len(rest) != 1:
+            violations.append(f"server {server.name} is attached to {rest} where only the stack's own firewall belongs")
+        if problems := firewall_inbound(own[0].props, canon.policy) + firewall_outbound(own[0].props, canon.policy):
+            violations.append(
+                f"server {server.name} is attached to firewall {own[0].name}, which fails the baseline: "
+                + "; ".join(problems)
+            )
+    return violations
 
 
-def _is_gateway(resource: Resource) -> bool:
-    text = str(resource.props.get("create") or "")
-    return resource.type == COMMAND and (f"cd '{GATEWAY_DIR}'" in text or "docker run" in text)
+def _as_int(value: Any) -> Any:
+    # Struct numbers arrive as floats; ids are integers.
+    return int(value) if isinstance(value, int | float) else value
+
+
+def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> list[str]:
+    """Every remote command runs exactly a script the program renders for this stack."""
+    scripts = {
+        "wait-for-cloud-init": canon.scripts.wait_for_cloud_init,
+        "packages": canon.scripts.packages,
+        "baseline": canon.scripts.baseline,
+        "gateway": canon.scripts.gateway,
+    }
+    resources = list(resources)
+    servers = {r.urn: r for r in resources if r.type == SERVER}
+    violations = []
+    for command in (r for r in resources if r.type == COMMAND):
+        violations += _connects_to_the_server(command, servers)
+        create = known(command.props.get("create"), f"the create script of {command.name}")
+        for hook in ("update", "delete"):
+            if known(command.props.get(hook), f"the {hook} script of {command.name}"):
+                violations.append(
+                    f"command {command.name} has an {hook} script; the program renders create scripts only"
+                )
+        if create in scripts.values():
+            continue
+        role, text = max(scripts.items(), key=lambda item: difflib.SequenceMatcher(None, item[1], create).quick_ratio())
+        violations.append(
+            f"command {command.name} runs a script the program does not render for {canon.stack}; nearest is the "
+            f"{role} script, which differs:\n{_diff(text, str(create))}"
+        )
+    return violations
+
+
+def _connects_to_the_server(command: Resource, servers: Mapping[str, Resource]) -> list[str]:
+    """A rendered script on a decoy host protects nothing: the connection comes from the stack's server."""
+    server = next((servers[urn] for urn in command.property_dependencies.get("connection", ()) if urn in servers), None)
+    if server is None:
+        return [f"command {command.name} does not connect to the stack's server; derive its host from the server"]
+    connection = command.props.get("connection")
+    host = connection.get("host") if isinstance(connection, Mapping) else None
+    address = server.props.get("ipv4Address")
+    if host is None or address is None or is_unknown(host) or is_unknown(address) or host == address:
+        return []
+    return [f"command {command.name} connects to {host}, not to server {server.name} at {address}"]
+
+
+def baseline_before_gateway(resources: Iterable[Resource], canon: Canon) -> list[str]:
+    """The server gets the rendered baseline command, and the rendered gateway command waits for it."""
+    resources = list(resources)
+    by_urn = {resource.urn: resource for resource in resources}
+
+    def runs(resource: Resource, script: str) -> bool:
+        return resource.type == COMMAND and resource.props.get("create") == script
+
+    baselines = [r for r in resources if runs(r, canon.scripts.baseline)]
+    gateways = [r for r in resources if runs(r, canon.scripts.gateway)]
+    violations = []
+    for server in (r for r in resources if r.type == SERVER):
+        if not any(server.urn in _ancestors(baseline, by_urn) for baseline in baselines):
+            violations.append(
+                f"server {server.name} gets no baseline command; every server needs the host baseline the program "
+                "renders (components/host_baseline.py), installed by a remote command that depends on the server"
+            )
+        if not any(server.urn in _ancestors(gateway, by_urn) for gateway in gateways):
+            violations.append(f"server {server.name} gets no gateway command as the program renders it")
+    for gateway in gateways:
+        if not any(baseline.urn in _ancestors(gateway, by_urn) for baseline in baselines):
+            violations.append(
+                f"gateway command {gateway.name} does not wait for the baseline; add depends_on the baseline "
+                "command so the firewall is active before the gateway starts"
+            )
+    return violations
 
 
 def _ancestors(resource: Resource, by_urn: Mapping[str, Resource]) -> set[str]:
@@ -169,45 +368,37 @@ def _ancestors(resource: Resource, by_urn: Mapping[str, Resource]) -> set[str]:
     return seen
 
 
-def baseline_before_gateway(resources: Iterable[Resource]) -> list[str]:
-    resources = list(resources)
-    by_urn = {resource.urn: resource for resource in resources}
-    baselines = [r for r in resources if _is_baseline(r)]
-    violations = []
-    for server in (r for r in resources if r.type == SERVER):
-        if not any(server.urn in _ancestors(baseline, by_urn) for baseline in baselines):
-            violations.append(
-                f"server {server.name} gets no baseline command; every server needs the host baseline "
-                "(components/host_baseline.py) installed by a remote command that depends on it"
-            )
-    for gateway in (r for r in resources if _is_gateway(r)):
-        if not any(baseline.urn in _ancestors(gateway, by_urn) for baseline in baselines):
-            violations.append(
-                f"gateway command {gateway.name} does not wait for the baseline; add depends_on the baseline "
-                "command so the firewall is active before the gateway starts"
-            )
-    return violations
-
-
-def gateway_image_pinned(props: Mapping[str, Any]) -> list[str]:
-    images = _IMAGE_ARGUMENT.findall(str(props.get("create") or ""))
+def gateway_image_pinned(canon: Canon) -> list[str]:
+    customer = canon.settings.customer
+    if customer.gateway_image_pinned:
+        return []
     return [
-        f"the gateway image {image} is not pinned by digest; use '<image>@sha256:<digest>' so every "
-        "instance runs the reviewed build"
-        for image in images
-        if not _DIGEST.search(image)
+        f"the gateway image {customer.gateway_image} is not pinned by digest; use '<image>@sha256:<digest>' so "
+        "every instance runs the reviewed build"
     ]
 
 
 def server_placement(props: Mapping[str, Any]) -> list[str]:
     violations = []
-    if props.get("serverType") not in ALLOWED_SERVER_TYPES:
+    server_type = known(props.get("serverType"), "the server's serverType")
+    location = known(props.get("location"), "the server's location")
+    if server_type not in DEFAULT_SERVER_TYPES:
         violations.append(
-            f"server type {props.get('serverType')} is not one the platform sells ({', '.join(ALLOWED_SERVER_TYPES)})"
+            f"server type {server_type} is not one the platform sells ({', '.join(DEFAULT_SERVER_TYPES)})"
         )
-    if props.get("location") not in HETZNER_LOCATIONS:
-        violations.append(f"location {props.get('location')} is not one of {', '.join(HETZNER_LOCATIONS)}")
+    if location not in HETZNER_LOCATIONS:
+        violations.append(f"location {location} is not one of {', '.join(HETZNER_LOCATIONS)}")
     return violations
+
+
+def _diff(expected: str, actual: str) -> str:
+    lines = list(
+        difflib.unified_diff(expected.splitlines(), actual.splitlines(), "rendered", "deployed", n=1, lineterm="")
+    )
+    shown = lines[:DIFF_LINES]
+    if len(lines) > DIFF_LINES:
+        shown.append(f"… {len(lines) - DIFF_LINES} more diff lines")
+    return "\n".join(shown)
 
 
 def _describe(ports: set[int]) -> str:

@@ -1,16 +1,36 @@
-"""The fleet preview: summaries from recorded engine events, bounded parallel workers, comment limits."""
+"""The fleet preview: findings from recorded engine events, grouped summaries under the comment
+limit, and the failure paths (no stack list, a crashed worker, a hung preview) as blocking findings."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pulumi.automation import EngineEvent
 
-from policy.fleet_preview import COMMENT_LIMIT, REPO, StackPreview, preview_fleet, preview_stack, render, summarize
-from tests.fleet_standin import TRACE, recorded, replay
+from fleet import stacks
+from fleet.preview import (
+    COMMENT_LIMIT,
+    MARKER,
+    PreviewStack,
+    StackPreview,
+    preview_fleet,
+    render,
+    summarize,
+)
+from tests.fleet_standin import StandInPreview, recorded
+
+REPO = Path(__file__).resolve().parent.parent
+WORKSPACE = stacks.Workspace()
+
+
+def _event(**body: object) -> EngineEvent:
+    return EngineEvent.from_json({"sequence": 1, "timestamp": 1, **body})
 
 
 def test_a_policy_change_only_updates_commands() -> None:
@@ -35,33 +55,102 @@ def test_a_mandatory_violation_and_a_failed_preview_are_blocking() -> None:
     assert any(finding.startswith("error: preview failed") for finding in preview.blocking)
 
 
-def test_the_summary_puts_blocked_stacks_first() -> None:
-    previews = [summarize(stack, recorded(stack)) for stack in ("customer-acme", "customer-beta", "customer-gamma")]
-    text = render(previews)
-    assert "**2 of 3 stacks have blocking findings.**" in text
-    rows = [line for line in text.splitlines() if line.startswith("| customer-")]
-    assert [row.split(" | ")[0] for row in rows] == ["| customer-beta", "| customer-gamma", "| customer-acme"]
-    assert "| customer-acme | 0 | 2 | 0 | 0 | ok |" in rows
+def test_a_policy_that_could_not_run_is_blocking_although_the_sdk_says_advisory() -> None:
+    message = "can't run policy 'x' from policy pack 'clawhosters-baseline@v0.0.1' during preview: string value"
+    cant_run = _event(policyEvent={"message": message, "color": "never", "policyName": "x",
+                                   "policyPackName": "clawhosters-baseline", "policyPackVersion": "",
+                                   "policyPackVersionTag": "", "enforcementLevel": "advisory"})  # fmt: skip
+    preview = summarize("customer-acme", [cant_run])
+    assert preview.blocking == [f"policy `x`: {message}"] and preview.advisories == []
 
 
-def test_a_huge_fleet_summary_stays_under_the_comment_limit() -> None:
+def test_changing_a_servers_firewalls_is_blocking() -> None:
+    urn = "urn:pulumi:customer-acme::clawhosters::clawhosters:index:CustomerInstance$hcloud:index/server:Server::s"
+    step = {"op": "update", "urn": urn, "type": "hcloud:index/server:Server", "provider": "", "diffs": ["firewallIds"]}
+    preview = summarize("customer-acme", [_event(resourcePreEvent={"metadata": step})])
+    assert preview.blocking and "detaches the old firewall" in preview.blocking[0]
+
+
+def test_identical_diffs_are_grouped_and_the_summary_stays_under_the_comment_limit() -> None:
+    stacks_ = [f"customer-{index:04d}" for index in range(480)]
+    previews = [summarize(stack, recorded("customer-acme", stack)) for stack in stacks_]
+    previews += [summarize(f"customer-b{index}", recorded("customer-beta", f"customer-b{index}")) for index in range(3)]
+    text = render(previews, full_report="https://ci.example/artifacts")
+    assert text.startswith(MARKER) and len(text) <= COMMENT_LIMIT
+    assert "**same on 480 stacks** (`customer-0000`, `customer-0001`" in text
+    assert "- update `<stack>-baseline` (command:remote:Command): create, triggers" in text
+    assert "**same on 3 stacks** (`customer-b0`, `customer-b1`, `customer-b2`):\n- ⛔ server `<stack>-server`" in text
+    assert "**⛔ 3 of 483 stacks have blocking findings.**" in text
+
+
+def test_a_huge_fleet_summary_is_cut_with_a_pointer_to_the_full_report() -> None:
     many = [summarize(f"customer-{index:05d}", recorded("customer-beta")) for index in range(2000)]
+    for index, preview in enumerate(many):
+        # Every stack fails differently: nothing groups, so the comment must be cut.
+        preview.blocking.append(f"error: backend error {index} " + "x" * 40)
     text = render(many, full_report="https://ci.example/artifacts/fleet-preview-full.md")
     assert len(text) <= COMMENT_LIMIT
     assert text.endswith("the full report is https://ci.example/artifacts/fleet-preview-full.md._\n")
-    assert len(render(many, limit=10**9)) > COMMENT_LIMIT
 
 
-def test_previews_run_in_separate_processes_with_bounded_concurrency(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(TRACE, str(tmp_path))
-    stacks = [f"customer-acme#{index}" for index in range(6)]
-    results = preview_fleet(stacks, concurrency=2, preview=replay)
-    assert [result.stack for result in results] == stacks
-    assert all(isinstance(result, StackPreview) and result.counts["update"] == 2 for result in results)
+def test_the_canary_diff_is_shown_per_property() -> None:
+    preview = summarize("customer-acme", recorded("customer-acme"), detailed=True)
+    text = render([preview], canary="customer-acme")
+    assert "### Canary `customer-acme`: property-level diff" in text
+    assert "#### `customer-acme-baseline` · `create`" in text
+    assert "--hashlimit-upto 30/sec" in text and "--hashlimit-upto 40/sec" in text
+    assert '-  "d1d1"' in text and '+  "e2e2"' in text
+
+
+def test_a_crashed_a_hung_and_a_failing_preview_block_only_their_stacks(tmp_path: Path) -> None:
+    names = ["customer-acme#0", "customer-crash", "customer-hang", "customer-raise", "customer-acme#1"]
+    previews, findings = preview_fleet(names, StandInPreview(tmp_path), workspace=WORKSPACE, concurrency=5, timeout=3)
+    by_stack = {preview.stack: preview for preview in previews}
+    assert findings == [] and sorted(by_stack) == sorted(names)
+    assert by_stack["customer-crash"].blocking == ["preview did not finish: worker crashed (exit code 3)"]
+    assert by_stack["customer-hang"].blocking[0].startswith("preview did not finish: timed out after 3 s")
+    assert by_stack["customer-raise"].blocking == ["preview did not finish: RuntimeError: error: stack is locked"]
+    assert by_stack["customer-acme#0"].blocking == [] and by_stack["customer-acme#1"].counts["update"] == 2
+    assert "**⛔ 3 of 5 stacks have blocking findings.**" in render(previews, fleet_findings=findings)
+
+
+def test_no_stack_list_and_too_few_stacks_are_blocking() -> None:
+    def unreachable(_workspace: stacks.Workspace) -> list[str]:
+        raise ConnectionError("backend unreachable")
+
+    previews, findings = preview_fleet(
+        [], StandInPreview(Path()), workspace=WORKSPACE, concurrency=1, timeout=1, list_names=unreachable
+    )
+    assert previews == [] and findings == ["could not list the stacks: backend unreachable"]
+    assert "⛔ The fleet preview is incomplete: could not list the stacks" in render(previews, fleet_findings=findings)
+    previews, findings = preview_fleet(
+        [], StandInPreview(Path()), workspace=WORKSPACE, concurrency=1, timeout=1, list_names=lambda _w: ["other"]
+    )
+    assert findings == ["0 customer stacks found, at least 1 expected"]
+
+
+def test_the_cli_fails_closed_when_the_backend_cannot_list_stacks(tmp_path: Path) -> None:
+    # No pulumi CLI on PATH: the Automation API cannot list anything.
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet", "preview", "--out", "comment.md", "--full-report", "full.md"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "⛔ The fleet preview is incomplete: could not list the stacks" in (tmp_path / "comment.md").read_text()
+
+
+def test_previews_run_in_separate_processes_with_bounded_concurrency(tmp_path: Path) -> None:
+    names = [f"customer-acme#{index}" for index in range(6)]
+    previews, _ = preview_fleet(names, StandInPreview(tmp_path), workspace=WORKSPACE, concurrency=2, timeout=60)
+    assert sorted(p.stack for p in previews) == sorted(names)
+    assert all(isinstance(p, StackPreview) and p.counts["update"] == 2 for p in previews)
     traces = [json.loads(path.read_text()) for path in tmp_path.glob("*.json")]
-    assert len({trace["pid"] for trace in traces}) == 2
+    assert len({trace["pid"] for trace in traces}) == 6
     moments = sorted({trace["start"] for trace in traces} | {trace["end"] for trace in traces})
     busiest = max(sum(t["start"] <= moment < t["end"] for t in traces) for moment in moments)
     assert busiest == 2
@@ -76,6 +165,14 @@ def test_a_real_preview_of_the_example_stack(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
     automation.create_or_select_stack(stack_name="customer-example", work_dir=str(REPO))
-    preview = preview_stack("customer-example")
+    preview = PreviewStack(WORKSPACE, canary="customer-example", plans=tmp_path)("customer-example")
     assert preview.counts["create"] > 0
     assert preview.blocking == []
+    assert (tmp_path / "customer-example.plan.json").exists()
+
+
+def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI would resolve "policy" against the program's directory: the pull request's own pack.
+    monkeypatch.chdir(REPO / "policy")
+    workspace = stacks.Workspace(program_dir=Path(".."), policy_pack=Path())
+    assert workspace.policy_pack == REPO / "policy" and workspace.program_dir == REPO

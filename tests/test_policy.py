@@ -1,208 +1,367 @@
-"""The policy pack: the real CustomerInstance graph passes; tampered graphs fail with the right message."""
+"""The policy pack, loaded as the Pulumi CLI loads it and asked over gRPC what the engine asks.
+
+Each pack is a real `python -u -m pulumi.policy ENGINE .` process in policy/, with the stack's name
+and config in its environment as the CLI passes them; the test reads the port it prints and calls
+`Analyze` for every resource and `AnalyzeStack` once, with the graph the program registers
+(components/offline.py) or a tampered copy of it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy, StackValidationPolicy
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE
 
-from components.offline import Graph, build_graph
-from config import BaselinePolicy, CustomerConfig, StackSettings
-from policy import rules
-from policy.pack import policies
+from components.gateway import gateway_run_args
+from components.host_baseline import BUNDLE_DIR
+from components.offline import build_graph
+from config import BaselinePolicy, settings_from_mapping
+from policy.pack import PACK_NAME, UNKNOWN_MESSAGE
+from policy.rules import COMMAND, FIREWALL, SERVER
 
+REPO = Path(__file__).resolve().parent.parent
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ef" * 32
 POLICY = BaselinePolicy()
 GATEWAY, METRICS = POLICY.inbound.gateway_port, POLICY.inbound.metrics_port
 DOCKER_API = 2375
 OPEN = ", ".join(f"tcp/{port}" for port in sorted(POLICY.inbound.open_tcp_ports))
 BLOCKED = ", ".join(f"tcp/{port}" for port in sorted(POLICY.egress.blocked_tcp_ports))
+ACME = {"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE}
+SHARED_ID = 777
+SHARED = {**ACME, "platform:firewall_mode": "shared", "platform:shared_firewall_id": str(SHARED_ID)}
 
 
-def _resources(graph: Graph) -> list[rules.Resource]:
+@dataclass
+class Wire:
+    """One resource as the engine sends it to an analyzer."""
+
+    type: str
+    name: str
+    urn: str
+    props: dict[str, Any]
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finding:
+    policy: str
+    level: str
+    message: str
+
+
+class Pack:
+    """A running policy pack and a client for its analyzer service."""
+
+    def __init__(self, stack: str | None, config: dict[str, str] | None) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PULUMI_")}
+        env |= {"PULUMI_PROJECT": "clawhosters", "PULUMI_DRY_RUN": "true"}
+        if stack:
+            env["PULUMI_STACK"] = stack
+        if config is not None:
+            env["PULUMI_CONFIG"] = json.dumps(config)
+        # The command line the CLI's pulumi-analyzer-policy-python runs, in the pack's directory.
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+            cwd=REPO / "policy",
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.process.kill()
+            raise AssertionError(f"the pack did not start: {line!r} {self.process.stderr.read()!r}")  # type: ignore[union-attr]
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{int(line)}")
+        self.stub = analyzer_pb2_grpc.AnalyzerStub(self.channel)
+
+    def analyze(self, resources: list[Wire]) -> list[Finding]:
+        responses = [
+            self.stub.Analyze(
+                analyzer_pb2.AnalyzeRequest(type=r.type, properties=_struct(r.props), urn=r.urn, name=r.name)
+            )
+            for r in resources
+        ]
+        stack_request = analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(
+                    type=r.type,
+                    properties=_struct(r.props),
+                    urn=r.urn,
+                    name=r.name,
+                    dependencies=r.dependencies,
+                    propertyDependencies={
+                        key: analyzer_pb2.AnalyzerPropertyDependencies(urns=urns)
+                        for key, urns in r.property_dependencies.items()
+                    },
+                )
+                for r in resources
+            ]
+        )
+        responses.append(self.stub.AnalyzeStack(stack_request))
+        level = {analyzer_pb2.ADVISORY: "advisory", analyzer_pb2.MANDATORY: "mandatory"}
+        return [Finding(d.policyName, level[d.enforcementLevel], d.message) for r in responses for d in r.diagnostics]
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.kill()
+        self.process.wait()
+
+
+def _struct(props: dict[str, Any]) -> struct_pb2.Struct:
+    return json_format.ParseDict(props, struct_pb2.Struct())
+
+
+@pytest.fixture(scope="module")
+def packs() -> Iterator[Callable[[str | None, dict[str, str] | None], Pack]]:
+    started: dict[str, Pack] = {}
+
+    def pack(stack: str | None, config: dict[str, str] | None) -> Pack:
+        key = json.dumps([stack, config])
+        if key not in started:
+            started[key] = Pack(stack, config)
+        return started[key]
+
+    yield pack
+    for running in started.values():
+        running.close()
+
+
+def graph_of(config: dict[str, str]) -> list[Wire]:
+    graph = build_graph(settings_from_mapping(config))
     return [
-        rules.Resource(type=r.type, name=r.name, urn=r.urn, props=r.inputs, dependencies=tuple(r.dependencies))
+        Wire(
+            type=r.type,
+            name=r.name,
+            urn=r.urn,
+            props=copy.deepcopy(r.wire_inputs),
+            dependencies=list(r.dependencies),
+            property_dependencies=copy.deepcopy(r.property_dependencies),
+        )
         for r in graph.registrations
     ]
 
 
-@pytest.fixture(scope="module")
-def resources() -> list[rules.Resource]:
-    settings = StackSettings(customer=CustomerConfig(customer_id="acme", gateway_image=IMAGE))
-    return _resources(build_graph(settings))
+@pytest.fixture
+def acme(packs: Callable[..., Pack]) -> Pack:
+    return packs("customer-acme", ACME)
 
 
-def _one(resources: list[rules.Resource], typ: str, suffix: str = "") -> rules.Resource:
+@pytest.fixture
+def resources() -> list[Wire]:
+    return graph_of(ACME)
+
+
+def mandatory(findings: list[Finding]) -> list[Finding]:
+    assert not [f for f in findings if "can't run policy" in f.message], findings
+    return [f for f in findings if f.level == "mandatory"]
+
+
+def one(resources: list[Wire], typ: str, suffix: str = "") -> Wire:
     return next(r for r in resources if r.type == typ and r.name.endswith(suffix))
 
 
-def _replace(
-    resources: list[rules.Resource], target: rules.Resource, **changes: Any
-) -> tuple[list[rules.Resource], rules.Resource]:
-    changed = dataclasses.replace(target, **changes)
-    return [changed if r is target else r for r in resources], changed
+def test_the_pack_serves_its_policies_as_the_cli_starts_it(acme: Pack) -> None:
+    info = acme.stub.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == PACK_NAME
+    levels = {policy.name: policy.enforcementLevel for policy in info.policies}
+    assert levels["commands-match-rendering"] == analyzer_pb2.MANDATORY
+    assert levels["gateway-image-pinned"] == analyzer_pb2.ADVISORY
 
 
-def _violations(resources: list[rules.Resource], level: EnforcementLevel | None = None) -> list[str]:
-    """Run every policy of the pack, through its pulumi_policy wrapper, over these resources."""
-    found: list[str] = []
-
-    def report(message: str, _urn: str | None = None) -> None:
-        found.append(message)
-
-    for policy in policies():
-        if level is not None and policy.enforcement_level != level:
-            continue
-        if isinstance(policy, ResourceValidationPolicy):
-            for resource in resources:
-                args = ResourceValidationArgs(resource.type, resource.props, resource.urn, resource.name, None, None)
-                validate: Any = policy.validate
-                for check in validate if isinstance(validate, list) else [validate]:
-                    check(args, report)
-        else:
-            assert isinstance(policy, StackValidationPolicy)
-            stack_args = _StackArgs(resources)
-            policy.validate(stack_args, report)  # type: ignore[misc]
-    return found
+def test_the_real_instance_passes_every_policy(acme: Pack, resources: list[Wire]) -> None:
+    assert acme.analyze(resources) == []
 
 
-class _PolicyResource:
-    def __init__(self, resource: rules.Resource, by_urn: dict[str, _PolicyResource]) -> None:
-        self.resource_type, self.name, self.urn, self.props = resource.type, resource.name, resource.urn, resource.props
-        self._dependencies, self._by_urn = resource.dependencies, by_urn
-
-    @property
-    def dependencies(self) -> list[_PolicyResource]:
-        return [self._by_urn[urn] for urn in self._dependencies if urn in self._by_urn]
-
-
-class _StackArgs:
-    """The shape of pulumi_policy.StackValidationArgs that the stack policy reads."""
-
-    def __init__(self, resources: list[rules.Resource]) -> None:
-        by_urn: dict[str, _PolicyResource] = {}
-        self.resources = [_PolicyResource(r, by_urn) for r in resources]
-        by_urn.update({r.urn: r for r in self.resources})
-
-
-def test_the_pack_has_mandatory_and_advisory_policies() -> None:
-    levels = {policy.name: policy.enforcement_level for policy in policies()}
-    assert levels["gateway-image-pinned"] == EnforcementLevel.ADVISORY
-    assert sum(level == EnforcementLevel.MANDATORY for level in levels.values()) == 6
-
-
-def test_the_real_instance_passes_every_policy(resources: list[rules.Resource]) -> None:
-    assert _violations(resources) == []
-
-
-Tamper = Callable[[list[rules.Resource]], list[rules.Resource]]
-
-
-def _firewall_rules(resources: list[rules.Resource], rules_now: list[dict[str, Any]]) -> list[rules.Resource]:
-    firewall = _one(resources, rules.FIREWALL)
-    return _replace(resources, firewall, props={**firewall.props, "rules": rules_now})[0]
-
-
-def extra_inbound_port(resources: list[rules.Resource]) -> list[rules.Resource]:
-    current = list(_one(resources, rules.FIREWALL).props["rules"])
-    extra = {"direction": "in", "protocol": "tcp", "port": str(METRICS), "sourceIps": list(POLICY.inbound.source_cidrs)}
-    return _firewall_rules(resources, [*current, extra])
-
-
-def inbound_ipv4_only(resources: list[rules.Resource]) -> list[rules.Resource]:
-    current = _one(resources, rules.FIREWALL).props["rules"]
-    return _firewall_rules(
-        resources, [{**r, "sourceIps": ["0.0.0.0/0"]} if r["direction"] == "in" else r for r in current]
+def test_a_shared_firewall_passes_only_with_the_allow_listed_id(packs: Callable[..., Pack]) -> None:
+    pack, resources = packs("customer-acme", SHARED), graph_of(SHARED)
+    assert pack.analyze(resources) == []
+    one(resources, SERVER).props["firewallIds"] = [SHARED_ID + 1]
+    assert any(
+        f"it must be attached to the platform's firewall {SHARED_ID}" in f.message for f in pack.analyze(resources)
     )
 
 
-def no_outbound_rules(resources: list[rules.Resource]) -> list[rules.Resource]:
-    current = _one(resources, rules.FIREWALL).props["rules"]
-    return _firewall_rules(resources, [r for r in current if r["direction"] == "in"])
+Tamper = Callable[[list[Wire]], None]
 
 
-def smtp_allowed(resources: list[rules.Resource]) -> list[rules.Resource]:
-    current = list(_one(resources, rules.FIREWALL).props["rules"])
+def _gateway_run(resources: list[Wire], edit: Callable[[list[str]], str]) -> None:
+    """Rewrite the gateway's `docker run ...` as rendered by components/gateway.py."""
+    gateway = one(resources, COMMAND, "-gateway")
+    rendered = " ".join(gateway_run_args(POLICY, IMAGE))
+    assert rendered in gateway.props["create"]
+    gateway.props["create"] = gateway.props["create"].replace(rendered, edit(gateway_run_args(POLICY, IMAGE)))
+
+
+def _with(*extra: str) -> Tamper:
+    return lambda resources: _gateway_run(resources, lambda args: " ".join([args[0], *extra, *args[1:]]))
+
+
+def continued_line(resources: list[Wire]) -> None:
+    _gateway_run(resources, lambda args: " ".join(args[:-1]) + f" \\\n  -p {METRICS}:{METRICS} {args[-1]}")
+
+
+def container_run(resources: list[Wire]) -> None:
+    _gateway_run(resources, lambda args: " ".join(["container", *args]))
+
+
+def foreign_firewall(resources: list[Wire]) -> None:
+    server = one(resources, SERVER)
+    server.props["firewallIds"] = [4242]
+    server.property_dependencies["firewallIds"] = []
+
+
+def foreign_firewall_beside_own(resources: list[Wire]) -> None:
+    server = one(resources, SERVER)
+    server.props["firewallIds"] = [*server.props["firewallIds"], 4242]
+
+
+def wrong_customer_label(resources: list[Wire]) -> None:
+    one(resources, SERVER).props["labels"]["customer"] = "beta"
+
+
+def baseline_only_mentions_the_bundle(resources: list[Wire]) -> None:
+    one(resources, COMMAND, "-baseline").props["create"] = f"cd '{BUNDLE_DIR}' && echo sh apply.sh\n"
+
+
+def gateway_not_waiting(resources: list[Wire]) -> None:
+    one(resources, COMMAND, "-gateway").dependencies = [one(resources, SERVER).urn]
+
+
+def extra_inbound_port(resources: list[Wire]) -> None:
+    rule = {"direction": "in", "protocol": "tcp", "port": str(METRICS), "sourceIps": list(POLICY.inbound.source_cidrs)}
+    one(resources, FIREWALL).props["rules"].append(rule)
+
+
+def no_outbound_rules(resources: list[Wire]) -> None:
+    firewall = one(resources, FIREWALL)
+    firewall.props["rules"] = [r for r in firewall.props["rules"] if r["direction"] == "in"]
+
+
+def smtp_allowed(resources: list[Wire]) -> None:
     everything = {"direction": "out", "protocol": "tcp", "port": "1-65535", "destinationIps": ["0.0.0.0/0"]}
-    return _firewall_rules(resources, [*current, everything])
+    one(resources, FIREWALL).props["rules"].append(everything)
 
 
-def server_without_firewall(resources: list[rules.Resource]) -> list[rules.Resource]:
-    server = _one(resources, rules.SERVER)
-    return _replace(resources, server, props={**server.props, "firewallIds": []})[0]
+def extra_docker_resource(resources: list[Wire]) -> None:
+    server = one(resources, SERVER)
+    urn = server.urn.replace(SERVER, "docker:index/container:Container").replace("-server", "-metrics")
+    resources.append(Wire("docker:index/container:Container", "customer-acme-metrics", urn, {"image": "x"}))
 
 
-def server_without_label(resources: list[rules.Resource]) -> list[rules.Resource]:
-    server = _one(resources, rules.SERVER)
-    return _replace(resources, server, props={**server.props, "labels": {"customer": "acme"}})[0]
+def baseline_on_another_host(resources: list[Wire]) -> None:
+    one(resources, COMMAND, "-baseline").property_dependencies["connection"] = []
 
 
-def _gateway_text(resources: list[rules.Resource], old: str, new: str) -> list[rules.Resource]:
-    gateway = _one(resources, rules.COMMAND, "-gateway")
-    assert old in gateway.props["create"]
-    return _replace(resources, gateway, props={**gateway.props, "create": gateway.props["create"].replace(old, new)})[0]
+def gateway_on_a_decoy_address(resources: list[Wire]) -> None:
+    one(resources, SERVER).props["ipv4Address"] = "203.0.113.10"
+    one(resources, COMMAND, "-gateway").props["connection"]["value"]["host"] = "198.51.100.7"
 
 
-def metrics_published(resources: list[rules.Resource]) -> list[rules.Resource]:
-    return _gateway_text(resources, f"--publish 127.0.0.1:{METRICS}:{METRICS}", f"--publish {METRICS}:{METRICS}")
+def update_hook(resources: list[Wire]) -> None:
+    one(resources, COMMAND, "-gateway").props["update"] = "docker run --network host evil"
 
 
-def docker_api_published(resources: list[rules.Resource]) -> list[rules.Resource]:
-    published = f"--publish {GATEWAY}:{GATEWAY}"
-    return _gateway_text(resources, published, f"{published} -p {DOCKER_API}:{DOCKER_API}")
-
-
-def no_baseline_command(resources: list[rules.Resource]) -> list[rules.Resource]:
-    baseline = _one(resources, rules.COMMAND, "-baseline")
-    return [
-        dataclasses.replace(r, dependencies=tuple(urn for urn in r.dependencies if urn != baseline.urn))
-        for r in resources
-        if r is not baseline
-    ]
-
-
-def gateway_not_waiting(resources: list[rules.Resource]) -> list[rules.Resource]:
-    baseline = _one(resources, rules.COMMAND, "-baseline")
-    gateway = _one(resources, rules.COMMAND, "-gateway")
-    server = _one(resources, rules.SERVER)
-    return _replace(resources, gateway, dependencies=(server.urn,))[0] if baseline else resources
+RENDERING = "runs a script the program does not render for customer-acme"
 
 
 @pytest.mark.parametrize(
-    "tamper,message",
+    "tamper,policy,message",
     [
-        (extra_inbound_port, f"opens tcp/{METRICS}; only {OPEN} may be open"),
-        (inbound_ipv4_only, "admits ['0.0.0.0/0']"),
-        (no_outbound_rules, "no outbound rules, so all egress is allowed"),
-        (smtp_allowed, f"outbound tcp {BLOCKED} is allowed"),
-        (server_without_firewall, "created without a firewall"),
-        (server_without_label, "lacks the labels ['managed-by']"),
-        (metrics_published, f"publishes metrics ({METRICS}:{METRICS}) publicly"),
-        (docker_api_published, f"publishes {DOCKER_API}:{DOCKER_API}; only {GATEWAY} may be published"),
-        (no_baseline_command, "gets no baseline command"),
-        (gateway_not_waiting, "does not wait for the baseline"),
+        (_with("--network", "host"), "commands-match-rendering", "run --network host --rm"),
+        (_with("-P"), "commands-match-rendering", RENDERING),
+        (_with("--publish-all"), "commands-match-rendering", RENDERING),
+        (_with(f"-p{METRICS}:{METRICS}"), "commands-match-rendering", f"-p{METRICS}:{METRICS}"),
+        (_with(f"-p={DOCKER_API}:{DOCKER_API}"), "commands-match-rendering", RENDERING),
+        (continued_line, "commands-match-rendering", "nearest is the gateway script"),
+        (container_run, "commands-match-rendering", RENDERING),
+        (update_hook, "commands-match-rendering", "has an update script"),
+        (baseline_on_another_host, "commands-match-rendering", "baseline does not connect to the stack's server"),
+        (gateway_on_a_decoy_address, "commands-match-rendering", "connects to 198.51.100.7, not to server"),
+        (foreign_firewall, "server-created-with-firewall", "is attached to [4242]"),
+        (
+            foreign_firewall_beside_own,
+            "server-created-with-firewall",
+            "4242] where only the stack's own firewall belongs",
+        ),
+        (wrong_customer_label, "server-matches-stack", "label customer='beta'; stack customer-acme must carry"),
+        (baseline_only_mentions_the_bundle, "baseline-before-gateway", "gets no baseline command"),
+        (baseline_only_mentions_the_bundle, "commands-match-rendering", f"customer-acme-baseline {RENDERING}"),
+        (gateway_not_waiting, "baseline-before-gateway", "does not wait for the baseline"),
+        (extra_inbound_port, "firewall-inbound-only-ssh-and-gateway", f"opens tcp/{METRICS}; only {OPEN} may be open"),
+        (extra_inbound_port, "server-created-with-firewall", "which fails the baseline"),
+        (no_outbound_rules, "firewall-blocks-smtp-and-irc", "no outbound rules, so all egress is allowed"),
+        (smtp_allowed, "firewall-blocks-smtp-and-irc", f"outbound tcp {BLOCKED} is allowed"),
+        (extra_docker_resource, "only-instance-resources", "which the program does not create"),
     ],
 )
-def test_a_tampered_graph_fails_with_the_right_message(
-    resources: list[rules.Resource], tamper: Tamper, message: str
+def test_a_tampered_graph_is_caught(
+    acme: Pack, resources: list[Wire], tamper: Tamper, policy: str, message: str
 ) -> None:
-    violations = _violations(tamper(resources), EnforcementLevel.MANDATORY)
-    assert any(message in violation for violation in violations), violations
+    tamper(resources)
+    found = mandatory(acme.analyze(resources))
+    assert any(f.policy == policy and message in f.message for f in found), found
 
 
-def test_advisories_flag_unpinned_images_and_unknown_server_types(resources: list[rules.Resource]) -> None:
-    unpinned = _gateway_text(resources, f"'{IMAGE}'", "'ghcr.io/openclaw/gateway:latest'")
-    server = _one(unpinned, rules.SERVER)
-    odd = _replace(unpinned, server, props={**server.props, "serverType": "ccx63"})[0]
-    advisories = _violations(odd, EnforcementLevel.ADVISORY)
-    assert any("ghcr.io/openclaw/gateway:latest is not pinned by digest" in v for v in advisories)
-    assert any("server type ccx63 is not one the platform sells" in v for v in advisories)
-    assert _violations(odd, EnforcementLevel.MANDATORY) == []
+def test_a_fresh_stack_passes_although_its_firewall_id_is_not_known_yet(acme: Pack, resources: list[Wire]) -> None:
+    server = one(resources, SERVER)
+    for unknown in (UNKNOWN_ARRAY_VALUE, [UNKNOWN_NUMBER_VALUE]):
+        server.props["firewallIds"] = unknown
+        assert acme.analyze(resources) == []
 
 
-def test_published_ports_reads_unit_lines_and_plain_commands() -> None:
-    text = "ExecStart=/usr/bin/docker run --rm -p 1:1 --publish=2:2 --publish '3:3' image\nother -p 4:4\n"
-    assert rules.published_ports(text) == ["1:1", "2:2", "3:3"]
+@pytest.mark.parametrize(
+    "edit,policy,what",
+    [
+        (lambda rs: one(rs, COMMAND, "-gateway").props.update(create=UNKNOWN_STRING_VALUE),
+         "commands-match-rendering", "the create script of customer-acme-gateway"),
+        (lambda rs: one(rs, SERVER).props["labels"].update(customer=UNKNOWN_STRING_VALUE),
+         "server-matches-stack", "the server's labels.customer"),
+        (lambda rs: one(rs, FIREWALL).props.update(rules=UNKNOWN_ARRAY_VALUE),
+         "firewall-inbound-only-ssh-and-gateway", "the firewall's rules"),
+        (lambda rs: one(rs, SERVER).property_dependencies.update(firewallIds=[]) or one(rs, SERVER).props.update(
+            firewallIds=UNKNOWN_ARRAY_VALUE), "server-created-with-firewall", "the server's firewallIds"),
+    ],
+)  # fmt: skip
+def test_an_unknown_value_a_mandatory_rule_needs_is_a_mandatory_violation(
+    acme: Pack, resources: list[Wire], edit: Tamper, policy: str, what: str
+) -> None:
+    edit(resources)
+    found = mandatory(acme.analyze(resources))
+    assert any(f.policy == policy and UNKNOWN_MESSAGE.format(what=what) in f.message for f in found), found
+
+
+def test_without_the_stack_settings_nothing_passes(packs: Callable[..., Pack], resources: list[Wire]) -> None:
+    for stack, config, reason in [
+        ("customer-acme", None, "clawhosters:customer_id: required setting is missing"),
+        ("customer-beta", ACME, "stack customer-beta is configured for customer 'acme'"),
+        (None, ACME, "PULUMI_STACK is unset"),
+    ]:
+        found = mandatory(packs(stack, config).analyze(resources))
+        assert {f.policy for f in found} >= {"commands-match-rendering", "server-created-with-firewall"}
+        assert all(reason in f.message for f in found if f.policy == "commands-match-rendering"), found
+
+
+def test_advisories_flag_unpinned_images_and_unknown_server_types(packs: Callable[..., Pack]) -> None:
+    config = {
+        **ACME,
+        "clawhosters:gateway_image": "ghcr.io/openclaw/gateway:latest",
+        "clawhosters:server_type": "ccx63",
+    }
+    found = packs("customer-acme", config).analyze(graph_of(config))
+    assert {f.level for f in found} == {"advisory"}, found
+    assert any("ghcr.io/openclaw/gateway:latest is not pinned by digest" in f.message for f in found)
+    assert any("server type ccx63 is not one the platform sells" in f.message for f in found)

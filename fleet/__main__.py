@@ -1,0 +1,128 @@
+"""python -m fleet list | preview | rollout (see fleet/preview.py and fleet/rollout.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from fleet import preview, rollout, stacks
+
+
+def _workspace(args: argparse.Namespace) -> stacks.Workspace:
+    return stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
+
+
+def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> None:
+    parser.add_argument("--stack", action="append", default=[], help="a customer stack (repeat); default: all")
+    parser.add_argument("--program-dir", type=Path, default=stacks.REPO, help="the Pulumi program to run")
+    parser.add_argument(
+        "--policy-pack", type=Path, default=stacks.REPO / "policy", help="the pack that judges (the base branch's)"
+    )
+    parser.add_argument("--concurrency", type=int, default=concurrency, choices=range(1, 65), metavar="1-64")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per stack before it is killed")
+
+
+def _preview(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
+    previews, findings = preview.preview_fleet(
+        args.stack,
+        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans),
+        workspace=workspace,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        min_stacks=args.min_stacks,
+    )
+    report = args.report_url or str(args.full_report)
+    full = preview.render(previews, fleet_findings=findings, canary=args.canary, limit=sys.maxsize)
+    args.full_report.write_text(full)
+    args.out.write_text(preview.render(previews, fleet_findings=findings, canary=args.canary, full_report=report))
+    print(args.out.read_text())
+    return 1 if findings or any(p.blocking for p in previews) else 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    if args.resume:
+        state = rollout.RolloutState.load(args.state)
+    else:
+        if args.state.exists() and rollout.RolloutState.load(args.state).halted:
+            print(f"{args.state} holds a halted rollout; continue it with --resume", file=sys.stderr)
+            return 2
+        try:
+            names = args.stack or stacks.list_customer_stacks(_workspace(args))
+        except stacks.StackListError as error:
+            print(error, file=sys.stderr)
+            return 2
+        waves = rollout.Waves(
+            canary=args.canary, first_batch=args.first_batch, growth=args.growth, max_batch=args.max_batch
+        )
+        if args.seed is not None:
+            waves = waves.model_copy(update={"seed": args.seed})
+        state = rollout.RolloutState(waves=rollout.plan_waves(names, waves), failure_budget=args.failure_budget)
+    plans = args.plans or Path(tempfile.mkdtemp(prefix="fleet-plans-"))
+    state = rollout.rollout(
+        state,
+        args.state,
+        rollout.DeployStack(_workspace(args), plans),
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+    total = sum(len(wave) for wave in state.waves)
+    print(f"{len(state.done)} of {total} stacks deployed; {len(state.failed)} failed in this run")
+    for stack, reason in sorted(state.failed.items()):
+        print(f"  {stack}: {reason}")
+    resume = f"python -m fleet rollout --state {args.state} --resume"
+    if state.halted:
+        print(f"{state.halted}; fix the cause, then: {resume}")
+        return 1
+    if state.failed:
+        # Within the budget the rollout went on, but those customers still run the old version.
+        print(f"{len(state.failed)} stacks failed within the budget; to retry them: {resume}")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="print every customer stack; exit 2 when the backend cannot tell")
+    listing.add_argument("--program-dir", type=Path, default=stacks.REPO)
+
+    reviewing = commands.add_parser("preview", help="preview the fleet and write the pull-request summary")
+    _common(reviewing, concurrency=4, timeout=900)
+    reviewing.add_argument("--min-stacks", type=int, default=1, help="fewer customer stacks than this is blocking")
+    reviewing.add_argument("--canary", help="the stack whose diff is shown per property")
+    reviewing.add_argument("--plans", type=Path, help="save each stack's update plan here")
+    reviewing.add_argument("--out", type=Path, default=Path("fleet-preview.md"))
+    reviewing.add_argument("--full-report", type=Path, default=Path("fleet-preview-full.md"))
+    reviewing.add_argument("--report-url", help="where reviewers find the full report (the run's artifacts)")
+
+    deploying = commands.add_parser("rollout", help="deploy in waves with a health gate and a failure budget")
+    _common(deploying, concurrency=8, timeout=1800)
+    deploying.add_argument("--state", type=Path, required=True, help="the rollout's state file (JSON)")
+    deploying.add_argument("--resume", action="store_true", help="continue the rollout recorded in --state")
+    deploying.add_argument("--canary", help="the first stack deployed, alone (default: the first by name)")
+    deploying.add_argument("--first-batch", type=int, default=5)
+    deploying.add_argument("--growth", type=float, default=2.0, help="each wave is this many times the last")
+    deploying.add_argument("--max-batch", type=int, default=500)
+    deploying.add_argument("--failure-budget", type=float, default=0.02, help="fraction of stacks that may fail")
+    deploying.add_argument("--seed", type=int, help="shuffle seed (default: random, recorded in the state)")
+    deploying.add_argument("--plans", type=Path, help="where each stack's reviewed plan is kept")
+
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        try:
+            print("\n".join(stacks.list_customer_stacks(stacks.Workspace(program_dir=args.program_dir))))
+        except stacks.StackListError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "preview":
+        return _preview(args)
+    return _rollout(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The one way this repository drives a stack through the Automation API: list, preview, up.
+
+Every preview and up runs with the policy pack. Call these from a worker process of
+`fleet.workers` (or the provisioner's worker): the Automation API keeps process-global state.
+The pulumi CLI must be on PATH; the backend and passphrase come from the environment
+(PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, DirectoryPath, field_validator
+
+if TYPE_CHECKING:
+    from pulumi.automation import EngineEvent, Stack
+
+REPO = Path(__file__).resolve().parent.parent
+CUSTOMER_PREFIX = "customer-"
+
+
+class StackListError(RuntimeError):
+    """The backend could not say which stacks exist: nothing may be reported as fine."""
+
+
+class Workspace(BaseModel):
+    """Where the program and the judging policy pack live, and which backend holds the stacks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    program_dir: DirectoryPath = REPO
+    # In a pull request this is the base branch's pack, so a change cannot weaken its own judge.
+    policy_pack: DirectoryPath = REPO / "policy"
+    backend_url: str | None = None
+    secrets_provider: str | None = None
+
+    @field_validator("program_dir", "policy_pack")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # The CLI resolves a relative pack path against the program's directory: in a pull request
+        # that would quietly be the pull request's own pack.
+        return path.resolve()
+
+    def env_vars(self) -> dict[str, str]:
+        return {"PULUMI_BACKEND_URL": self.backend_url} if self.backend_url else {}
+
+
+def list_customer_stacks(workspace: Workspace, list_names: Callable[[Workspace], list[str]] | None = None) -> list[str]:
+    """Every customer stack in the backend, sorted; raises StackListError when the backend cannot tell."""
+    try:
+        names = (list_names or _backend_stack_names)(workspace)
+    except Exception as error:
+        raise StackListError(f"could not list the stacks: {str(error).strip() or type(error).__name__}") from error
+    return sorted(name for name in names if name.startswith(CUSTOMER_PREFIX))
+
+
+def _backend_stack_names(workspace: Workspace) -> list[str]:
+    from pulumi import automation
+
+    local = automation.LocalWorkspace(work_dir=str(workspace.program_dir), env_vars=workspace.env_vars())
+    return [summary.name for summary in local.list_stacks(include_all=True)]
+
+
+def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Stack:
+    from pulumi import automation
+
+    options = automation.LocalWorkspaceOptions(
+        env_vars=workspace.env_vars(), secrets_provider=workspace.secrets_provider
+    )
+    select = automation.create_or_select_stack if create else automation.select_stack
+    return select(stack_name=stack, work_dir=str(workspace.program_dir), opts=options)
+
+
+def preview(
+    workspace: Workspace, stack: str, on_event: Callable[[EngineEvent], None], plan: Path | None = None
+) -> None:
+    """Preview with the policy pack; `plan` saves the update plan that `up` can be held to."""
+    open_stack(workspace, stack).preview(
+        on_event=on_event,
+        policy_packs=[str(workspace.policy_pack)],
+        plan=str(plan) if plan else None,
+        color="never",
+        diff=True,
+    )
+
+
+def up(
+    workspace: Workspace,
+    stack: str,
+    *,
+    plan: Path | None = None,
+    config: Mapping[str, str] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    on_event: Callable[[EngineEvent], None] | None = None,
+    create: bool = False,
+) -> dict[str, Any]:
+    """`pulumi up` with the policy pack (held to `plan` if given); returns the non-secret outputs."""
+    from pulumi import automation
+
+    handle = open_stack(workspace, stack, create=create)
+    if config:
+        handle.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
+    result = handle.up(
+        policy_packs=[str(workspace.policy_pack)],
+        plan=str(plan) if plan else None,
+        on_output=on_output,
+        on_event=on_event,
+        color="never",
+    )
+    return {name: output.value for name, output in result.outputs.items() if not output.secret}
