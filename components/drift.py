@@ -105,6 +105,8 @@ def _service(targets: DriftTargets) -> str:
 Description=clawhosters baseline drift check (logs BASELINE_DRIFT, re-asserts the baseline)
 After={targets.firewall_unit} docker.service fail2ban.service ssh.service
 ConditionPathExists={targets.bundle_dir}/{CHECK_PATH}
+# The timer decides how often it runs; systemd's start limit must never silence it.
+StartLimitIntervalSec=0
 
 [Service]
 Type=oneshot

@@ -211,6 +211,10 @@ class Host:
     def repair_fail2ban(self) -> None:
         self.restore("fail2ban")
         run("systemctl", "restart", self.expected["units"]["fail2ban"])
+        # The unit is started before the server answers: look again only once it does.
+        deadline = time.monotonic() + FAIL2BAN_START_SECONDS
+        while run(*self.fail2ban, "ping").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def probe_sshd(self) -> list[str]:
         command = ["/usr/sbin/sshd", "-T", *(["-f", self.sshd_config] if self.sshd_config else [])]
@@ -338,6 +342,9 @@ def _exclusive(path: str) -> Iterator[None]:
     with Path(path).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+FAIL2BAN_START_SECONDS = 30
 
 
 def _write_status(path: Path, status: dict[str, Any]) -> None:

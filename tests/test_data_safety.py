@@ -4,6 +4,7 @@ asserted on the resource graph under Pulumi's mocks, with `Cloud` as what Hetzne
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,8 @@ from components.offline import (
     run_program,
 )
 from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
-from tests.test_policy import _resources, _violations
+from tests.test_policy import Pack, graph_of
+from tests.test_policy import packs as packs  # a fixture, used by name
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "cd" * 32
 POLICY = BaselinePolicy()
@@ -225,14 +227,19 @@ def test_an_unknown_shared_firewall_fails_the_run() -> None:
         build_graph(settings(mode("shared")), cloud=Cloud())
 
 
+SHARED_CONFIG = {"platform:shared_firewall_id": str(SHARED_ID)}
+
+
 @pytest.mark.parametrize(
     "config,existing",
     [
-        (settings(decommission=True), None),
-        (settings(mode("both")), cloud(DEDICATED_ID)),
-        (settings(mode("shared")), cloud(DEDICATED_ID, SHARED_ID)),
+        ({**STACK_CONFIG, "clawhosters:decommission": "true"}, None),
+        ({**STACK_CONFIG, **SHARED_CONFIG, "platform:firewall_mode": "both"}, cloud(DEDICATED_ID)),
+        ({**STACK_CONFIG, **SHARED_CONFIG, "platform:firewall_mode": "shared"}, cloud(DEDICATED_ID, SHARED_ID)),
     ],
     ids=["decommission", "both", "shared"],
 )
-def test_the_policy_pack_passes_on_these_graphs(config: StackSettings, existing: Cloud | None) -> None:
-    assert _violations(_resources(build_graph(config, cloud=existing))) == []
+def test_the_policy_pack_passes_on_these_graphs(
+    packs: Callable[[str, dict[str, str]], Pack], config: dict[str, str], existing: Cloud | None
+) -> None:
+    assert packs("customer-acme", config).analyze(graph_of(config, existing)) == []

@@ -26,7 +26,7 @@ from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNO
 
 from components.gateway import gateway_run_args
 from components.host_baseline import BUNDLE_DIR
-from components.offline import build_graph
+from components.offline import Cloud, baseline_firewall, build_graph
 from config import BaselinePolicy, settings_from_mapping
 from policy.pack import PACK_NAME, UNKNOWN_MESSAGE
 from policy.rules import COMMAND, FIREWALL, SERVER
@@ -140,8 +140,9 @@ def packs() -> Iterator[Callable[[str | None, dict[str, str] | None], Pack]]:
         running.close()
 
 
-def graph_of(config: dict[str, str]) -> list[Wire]:
-    graph = build_graph(settings_from_mapping(config))
+def graph_of(config: dict[str, str], cloud: Cloud | None = None) -> list[Wire]:
+    """The resources a `pulumi up` of this stack config sends, with `cloud` as what Hetzner holds."""
+    graph = build_graph(settings_from_mapping(config), cloud=cloud)
     return [
         Wire(
             type=r.type,
@@ -187,7 +188,8 @@ def test_the_real_instance_passes_every_policy(acme: Pack, resources: list[Wire]
 
 
 def test_a_shared_firewall_passes_only_with_the_allow_listed_id(packs: Callable[..., Pack]) -> None:
-    pack, resources = packs("customer-acme", SHARED), graph_of(SHARED)
+    shared_firewall = Cloud(firewalls=(baseline_firewall(SHARED_ID, POLICY),))
+    pack, resources = packs("customer-acme", SHARED), graph_of(SHARED, shared_firewall)
     assert pack.analyze(resources) == []
     one(resources, SERVER).props["firewallIds"] = [SHARED_ID + 1]
     assert any(
@@ -360,6 +362,8 @@ def test_advisories_flag_unpinned_images_and_unknown_server_types(packs: Callabl
         **ACME,
         "clawhosters:gateway_image": "ghcr.io/openclaw/gateway:latest",
         "clawhosters:server_type": "ccx63",
+        # A platform that offers more than the usual types: the advisory still asks about them.
+        "platform:server_types": json.dumps(["cx22", "ccx63"]),
     }
     found = packs("customer-acme", config).analyze(graph_of(config))
     assert {f.level for f in found} == {"advisory"}, found

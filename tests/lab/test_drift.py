@@ -11,7 +11,7 @@ import pytest
 
 from components.drift import DRIFT_SERVICE, STATUS_FILE
 from config.policy import BaselinePolicy, DriftPolicy
-from lab.world import Lab, wait_until
+from lab.world import Lab, LabError, wait_until
 
 PERIOD = 10
 # The time a check itself may take on top of the period: the packet filter is rebuilt in a
@@ -42,6 +42,12 @@ def test_a_clean_host_reports_no_drift_across_ten_checks(lab: Lab) -> None:
         assert status["result"] == "ok", status
 
 
+def _repaired(lab: Lab, named: str) -> bool:
+    last = _status(lab).get("last_drift") or {}
+    assert isinstance(last, dict)
+    return last.get("result") == "repaired" and any(named in item for item in last.get("what", []))
+
+
 def _rules(lab: Lab) -> str:
     return "\n".join(line for line in lab.ruleset().splitlines() if "CLAW-BANS" not in line)
 
@@ -69,15 +75,12 @@ def test_a_hand_made_change_is_named_and_repaired_within_one_period(lab: Lab, ch
     started = time.monotonic()
     try:
         lab.host(*command)
-        wait_until(
-            "the drift check to repair it",
-            lambda: (
-                (_status(lab).get("last_drift") or {}).get("result") == "repaired"
-                and any(named in item for item in _status(lab)["last_drift"]["what"])
-            ),  # type: ignore[index]
-            timeout=2 * PERIOD + CHECK_SECONDS,
-            interval=0.5,
-        )
+        try:
+            wait_until(
+                "the drift check to repair it", lambda: _repaired(lab, named), timeout=2 * PERIOD + CHECK_SECONDS
+            )
+        except LabError:
+            pytest.fail(f"not repaired: {_status(lab)}\n{lab.journal('-u', DRIFT_SERVICE, f'--since=@{started_at}')}")
         elapsed = time.monotonic() - started
         print(f"{change}: repaired {elapsed:.1f} s after the change")
         assert elapsed <= PERIOD + CHECK_SECONDS

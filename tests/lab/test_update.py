@@ -101,7 +101,7 @@ def test_a_new_gateway_image_replaces_only_the_gateway_and_keeps_its_data(lab: L
     assert _changed(steps) == {"gateway": "replace"}
     lab.wait_for_gateway()
     version = lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/version")
-    assert version == (200, GATEWAY_VERSIONS[1])
+    assert version == (200, GATEWAY_VERSIONS[1] + "\n")
     assert lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
     assert lab.host("systemctl", "show", "--property=MainPID", "docker.service").stdout == docker
 
