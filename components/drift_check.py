@@ -285,7 +285,8 @@ class Host:
                 # Its unit starts it with the shipped arguments.
                 run("systemctl", "restart", self.expected["units"]["gateway"])
             else:
-                run("docker", "stop", name)
+                # A short grace: the port is exposed until the container is down.
+                run("docker", "stop", "--time", str(STRAY_STOP_SECONDS), name)
 
     def probe(self, name: str) -> list[str]:
         probes: dict[str, Callable[[], list[str]]] = {
@@ -345,6 +346,7 @@ def _exclusive(path: str) -> Iterator[None]:
 
 
 FAIL2BAN_START_SECONDS = 30
+STRAY_STOP_SECONDS = 3
 
 
 def _write_status(path: Path, status: dict[str, Any]) -> None:

@@ -57,8 +57,9 @@ CHANGES: dict[str, tuple[tuple[str, ...], str]] = {
     "deleted hook": (("iptables", "-D", "INPUT", "-j", "CLAW-INPUT"), "ipv4 chain INPUT"),
     "INPUT policy ACCEPT": (("ip6tables", "-P", "INPUT", "ACCEPT"), "ipv6 INPUT policy: ACCEPT"),
     "fail2ban stopped": (("systemctl", "stop", "fail2ban.service"), "fail2ban"),
+    # Any image will do: the gateway's, idling instead of serving.
     "a second container publishing a port": (
-        ("docker", "run", "--detach", "--name", "stray", "-p", "8081:8080"),
+        ("docker", "run", "--detach", "--name", "stray", "-p", "8081:8080", "--entrypoint", "sleep"),
         "stray",
     ),
 }
@@ -69,7 +70,7 @@ CHANGES: dict[str, tuple[tuple[str, ...], str]] = {
 def test_a_hand_made_change_is_named_and_repaired_within_one_period(lab: Lab, change: str) -> None:
     command, named = CHANGES[change]
     if command[0] == "docker":
-        command = (*command, lab.gateway_image())
+        command = (*command, lab.gateway_image(), "300")
     clean = _rules(lab)
     started_at = lab.host("date", "+%s").stdout.strip()
     started = time.monotonic()
