@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from drift.access import HostAccess, HostRefused, HostUnreachable, SshStatusRead
 from drift.fleet import audit_stack, main
 from drift.report import Verdict, exit_status, render
 from tests.drift_standin import DIGEST, NOW, SCENARIOS, TRACE, StandInStacks, audit_standin, status
+from tests.loopback_sshd import free_port, keypair, loopback_sshd
 
 EXPECTED = {
     "customer-clean": (Verdict.OK, Verdict.OK),
@@ -137,46 +135,17 @@ def test_the_ssh_target_comes_from_outputs_and_state() -> None:
 # --- the real SSH read ----------------------------------------------------------------------------
 
 
-def _keygen(path: Path) -> tuple[str, str]:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path.read_text(), path.with_suffix(".pub").read_text().strip()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[tuple[HostAccess, Path]]:
     """A real sshd on loopback that lets root in with one key, as the VPS lets the provisioner in."""
-    client_private, client_public = _keygen(tmp_path / "client")
-    _, host_public = _keygen(tmp_path / "host")
-    (tmp_path / "authorized_keys").write_text(client_public + "\n")
-    port = _free_port()
-    config = tmp_path / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\n"
-        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {tmp_path / 'sshd.pid'}\n"
-    )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+    with loopback_sshd(tmp_path) as server:
         access = HostAccess(
-            host="127.0.0.1", port=port, private_key=SecretStr(client_private), host_public_key=host_public
+            host="127.0.0.1",
+            port=server.port,
+            private_key=SecretStr(server.client_private_key),
+            host_public_key=server.host_public_key,
         )
         yield access, tmp_path / "baseline-status.json"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_the_status_is_read_over_the_pinned_connection(sshd: tuple[HostAccess, Path], tmp_path: Path) -> None:
@@ -193,10 +162,10 @@ def test_the_status_is_read_over_the_pinned_connection(sshd: tuple[HostAccess, P
     audit = audit_stack("customer-clean", Stacks(), reader, now=NOW)
     assert (audit.cloud.verdict, audit.host.verdict) == (Verdict.OK, Verdict.OK)
 
-    _, other_host_key = _keygen(tmp_path / "impostor")
+    _, other_host_key = keypair(tmp_path / "impostor")
     with pytest.raises(HostRefused, match="BadHostKey"):
         reader.read_status(access.model_copy(update={"host_public_key": other_host_key}))
-    other_client, _ = _keygen(tmp_path / "stranger")
+    other_client, _ = keypair(tmp_path / "stranger")
     with pytest.raises(HostRefused, match="Authentication"):
         reader.read_status(access.model_copy(update={"private_key": SecretStr(other_client)}))
 
@@ -205,4 +174,4 @@ def test_a_host_that_does_not_answer_is_unreachable(sshd: tuple[HostAccess, Path
     access, status_file = sshd
     reader = SshStatusReader(status_file=str(status_file), timeout_seconds=2)
     with pytest.raises(HostUnreachable):
-        reader.read_status(access.model_copy(update={"port": _free_port()}))
+        reader.read_status(access.model_copy(update={"port": free_port()}))

@@ -7,10 +7,7 @@ import http.server
 import json
 import os
 import shutil
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import pytest
 from components.host_baseline import HostSettings, render_host_baseline
 from config import BaselinePolicy
 from fleet.health import LiveProbe, check_health
+from tests.loopback_sshd import keypair, loopback_sshd
 
 STACK = "customer-acme"
 SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
@@ -30,43 +28,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _keypair(path: Path) -> tuple[str, str]:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path.read_text(), path.with_suffix(".pub").read_text().strip()
-
-
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    provisioning_private, provisioning_public = _keypair(tmp_path / "provisioning")
-    _, host_public = _keypair(tmp_path / "host")
-    (tmp_path / "authorized_keys").write_text(provisioning_public + "\n")
-    port = _free_port()
-    config = tmp_path / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host'}\n"
-        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {tmp_path / 'sshd.pid'}\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        [shutil.which("sshd", path="/usr/sbin:/usr/bin") or "sshd", "-D", "-e", "-f", str(config)]
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield {"port": port, "private": provisioning_private, "host": host_public}
-    process.terminate()
-    process.wait()
+    with loopback_sshd(tmp_path) as server:
+        yield {"port": server.port, "private": server.client_private_key, "host": server.host_public_key}
 
 
 @pytest.fixture
@@ -118,7 +83,7 @@ def test_a_healthy_host_passes_and_a_host_with_another_baseline_fails(
 def test_the_ssh_session_is_pinned_to_the_host_key_in_the_state(
     tmp_path: Path, sshd: dict[str, Any], gateway: str
 ) -> None:
-    _, impostor = _keypair(tmp_path / "impostor")
+    _, impostor = keypair(tmp_path / "impostor")
     probe = LiveProbe(
         lambda _stack: _export(sshd["private"], impostor), ssh_port=sshd["port"], bundle_dir=str(tmp_path)
     )
