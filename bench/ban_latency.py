@@ -11,6 +11,7 @@ maxretry (5) failures; latency counts from the last of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.common import spread, table, write_section
+from components.drift import DRIFT_TIMER
 from lab.topology import ATTACKER, VPS_PEER
 from lab.world import REPO, Lab, LabError, down, in_ns, run, wait_until
 
@@ -30,8 +32,11 @@ STOCK_MAXRETRY = 5  # jail.conf's default
 def _fail_logins(key: Path, times: int) -> float:
     for _ in range(times):
         options = ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "IdentitiesOnly=yes"]
+        options.append("ConnectTimeout=3")
         ssh = ["ssh", *(word for option in options for word in ("-o", option)), "-i", str(key)]
-        run(in_ns(ATTACKER.namespace, *ssh, f"root@{VPS_PEER.ipv4}", "true"), check=False, timeout=20)
+        # A source dropped mid-login (banned before its last attempt) waits for nothing more.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run(in_ns(ATTACKER.namespace, *ssh, f"root@{VPS_PEER.ipv4}", "true"), check=False, timeout=8)
     return time.monotonic()
 
 
@@ -55,17 +60,22 @@ ASIDE = "/root/clawhosters.local"
 
 def _use_jail(lab: Lab, shipped: bool) -> bool:
     """The shipped jail, or Debian's stock configuration alone; fail2ban restarted either way.
-    False when fail2ban does not come up (Debian 12's stock jail looks for /var/log/auth.log)."""
+    False when fail2ban does not stay up (Debian 12's stock jail looks for /var/log/auth.log)."""
     if shipped:
         lab.host("sh", "-c", f"[ ! -e {ASIDE} ] || mv {ASIDE} {SHIPPED_JAIL}")
+        lab.host("systemctl", "start", DRIFT_TIMER)
     else:
+        # The drift check would put the shipped jail back: it is off while the stock one is measured.
+        lab.host("systemctl", "stop", DRIFT_TIMER)
         lab.host("sh", "-c", f"[ ! -e {SHIPPED_JAIL} ] || mv {SHIPPED_JAIL} {ASIDE}")
     lab.host("systemctl", "restart", "fail2ban.service", check=False)
     try:
         wait_until("fail2ban", lambda: lab.fail2ban("status", "sshd", check=False).returncode == 0, timeout=30)
     except LabError:
         return False
-    return True
+    # The server answers before it has read its jails; a bad configuration ends it moments later.
+    time.sleep(3)
+    return lab.host("systemctl", "is-active", "fail2ban.service", check=False).returncode == 0
 
 
 def _measure(lab: Lab, key: Path, shipped: bool, maxretry: int) -> dict[int, float | None]:

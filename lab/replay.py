@@ -158,7 +158,8 @@ class Runner:
     def connect(self, connection: Connection) -> Iterator[paramiko.Transport]:
         key = paramiko.Ed25519Key.from_private_key(io.StringIO(connection.private_key))
         expected = _parse_public_key(connection.host_key) if connection.host_key else None
-        delay, error = FIRST_RETRY_DELAY, None
+        delay = FIRST_RETRY_DELAY
+        transport: paramiko.Transport | None = None
         for attempt in range(1, max(connection.dial_error_limit, 1) + 1):
             transport = None
             try:
@@ -175,15 +176,13 @@ class Runner:
                 transport.auth_publickey(connection.user, key)
                 break
             except (OSError, paramiko.SSHException, EOFError) as failure:
-                error = failure
                 if transport is not None:
                     transport.close()
                 if attempt >= connection.dial_error_limit:
                     raise CommandFailed(f"after {attempt} failed attempts: {failure}") from failure
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
-        else:  # pragma: no cover (the loop either breaks or raises)
-            raise CommandFailed(str(error))
+        assert transport is not None
         try:
             yield transport
         finally:
@@ -200,10 +199,15 @@ class Runner:
         """One session: env requests, stdin, the command as one exec request. (stdout, stderr, warnings)."""
         warnings: list[str] = []
         with self.connect(connection) as transport:
-            channel = transport.open_session(timeout=connection.per_dial_timeout)
-            for name, value in environment.items():
-                if not _setenv(channel, name, value):
-                    raise CommandFailed(f"could not set environment variable {name!r}: ssh: setenv failed")
+
+            def session() -> paramiko.Channel:
+                channel = transport.open_session(timeout=connection.per_dial_timeout)
+                for name, value in environment.items():
+                    if not _setenv(channel, name, value):
+                        raise CommandFailed(f"could not set environment variable {name!r}: ssh: setenv failed")
+                return channel
+
+            channel = session()
             if previous is not None:
                 for name, value in (
                     ("PULUMI_COMMAND_STDOUT", previous.stdout),
@@ -211,8 +215,9 @@ class Runner:
                 ):
                     if value and not _setenv(channel, name, value):
                         warnings.append(f"Unable to set '{name}'")
-                        # The refusal closed nothing in Go's client; paramiko closes the channel.
-                        channel = transport.open_session(timeout=connection.per_dial_timeout)
+                        # A refusal leaves Go's session usable; paramiko closes the channel, so the
+                        # command gets a new one with the same accepted environment.
+                        channel = session()
             channel.exec_command(text)
             if stdin:
                 channel.sendall(stdin.encode())
