@@ -25,6 +25,9 @@ from provisioner.webhook import sign
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
+PLATFORM = json.dumps(
+    {"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]}
+)
 
 
 def free_port() -> int:
@@ -42,34 +45,41 @@ def wait_for(what: str, check: Any, timeout: float = 20) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@dataclass
+class RedisServer:
+    """A real redis-server with an append-only file, as the README tells operators to run it."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server must be installed (setup.sh installs it)"
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(
+            [binary, *arguments, "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL
+        )
+        wait_for("redis", lambda: _connects(self.port))
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server must be installed (setup.sh installs it)"
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        wait_for("redis", lambda: _connects(port))
-        yield f"redis://127.0.0.1:{port}"
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 def _connects(port: int) -> bool:
@@ -83,6 +93,8 @@ class Provisioner:
 
     env: dict[str, str]
     records: Path
+    backend: str
+    redis: RedisServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -101,9 +113,14 @@ class Provisioner:
             )
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the role's whole process group (its children and their CLIs too)."""
         process = self.processes.pop(role)
         os.killpg(process.pid, sig)
         process.wait(timeout=20)
+
+    @property
+    def logs(self) -> str:
+        return "".join(path.read_text() for path in self.records.parent.glob("*.log"))
 
     def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -138,6 +155,12 @@ class Provisioner:
         return body.get("status") if code == 200 else None
 
 
+    def job(self, event_id: str) -> dict[str, Any]:
+        code, body = self.get("/jobs")
+        assert code == 200
+        return next(job for job in body["jobs"] if job["event_id"] == event_id)
+
+
 def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -148,12 +171,13 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    server: RedisServer | None = None
     if request.param == "redis":
-        redis_url: str = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue("redis_server")
         import redis
 
-        redis.Redis.from_url(redis_url).flushall()
-        queue_url = redis_url + "/0"
+        redis.Redis.from_url(server.url).flushall()
+        queue_url = server.url + "/0"
     else:
         queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     records = tmp_path / "records"
@@ -163,16 +187,20 @@ def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Prov
         "CLAW_WEBHOOK_SECRET": SECRET,
         "CLAW_OPERATOR_TOKEN": TOKEN,
         "CLAW_QUEUE_URL": queue_url,
+        "CLAW_STATE_DIR": str(tmp_path / "state"),
+        "CLAW_PLATFORM": PLATFORM,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
         "CLAW_RUNNER": "tests.provisioner.standin:StandInRunner",
         "CLAW_LEASE_SECONDS": "2",
+        "CLAW_CANCEL_SECONDS": "0.5",
+        "CLAW_STOP_GRACE_SECONDS": "0.5",
         "CLAW_RETRY_BASE_SECONDS": "0.2",
         "CLAW_MAX_ATTEMPTS": "2",
         "CLAW_CANCELLATION_GRACE_SECONDS": "3",
         "CLAW_STANDIN_DIR": str(records),
         "PYTHONPATH": str(REPO),
     }
-    deployment = Provisioner(env, records)
+    deployment = Provisioner(env, records, request.param, server)
     deployment.start("serve")
     wait_for("the webhook endpoint", lambda: _connects(int(env["CLAW_BIND"].rsplit(":", 1)[1])))
     try:
