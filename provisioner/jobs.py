@@ -288,8 +288,9 @@ def _deprovision(job: Job, config: ProvisionerSettings, output: Callable[[str], 
 
 
 def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ended: bool) -> bool:
-    """Write the job's outcome under the lease; keep trying through a short outage."""
-    deadline = time.monotonic() + config.lease_seconds
+    """Write the job's outcome under the lease, waiting out an outage: the fence refuses the write once
+    another worker has taken the stack, and that worker records the takeover instead."""
+    deadline = time.monotonic() + max(60.0, 5 * config.lease_seconds)
     while True:
         try:
             if store().update(job, owner, config.lease_seconds, operation_ended=operation_ended):
@@ -297,7 +298,7 @@ def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ende
             log.warning("not recorded: another worker holds the stack", extra={"event_id": job.event_id})
             return False
         except StoreUnavailable as error:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or STOP.is_set():
                 log.error("not recorded: the store is down", extra={"event_id": job.event_id, "error": str(error)})
                 return False
             time.sleep(0.2)

@@ -25,9 +25,7 @@ from provisioner.webhook import sign
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
-PLATFORM = json.dumps(
-    {"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]}
-)
+PLATFORM = json.dumps({"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]})
 
 
 def free_port() -> int:
@@ -154,7 +152,6 @@ class Provisioner:
         code, body = self.get(f"/customers/{customer_id}")
         return body.get("status") if code == 200 else None
 
-
     def job(self, event_id: str) -> dict[str, Any]:
         code, body = self.get("/jobs")
         assert code == 200
@@ -169,10 +166,10 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Provisioner:
+    """A provisioner on `backend` with its serve process running (workers are started by the test)."""
     server: RedisServer | None = None
-    if request.param == "redis":
+    if backend == "redis":
         server = request.getfixturevalue("redis_server")
         import redis
 
@@ -200,11 +197,37 @@ def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Prov
         "CLAW_STANDIN_DIR": str(records),
         "PYTHONPATH": str(REPO),
     }
-    deployment = Provisioner(env, records, request.param, server)
+    deployment = Provisioner(env, records, backend, server)
     deployment.start("serve")
     wait_for("the webhook endpoint", lambda: _connects(int(env["CLAW_BIND"].rsplit(":", 1)[1])))
+    return deployment
+
+
+def _stop(deployment: Provisioner) -> None:
+    for role in list(deployment.processes):
+        deployment.kill(role)
+    if (
+        deployment.redis is not None
+        and deployment.redis.process is not None
+        and deployment.redis.process.poll() is not None
+    ):
+        deployment.redis.start()  # a test that stopped Redis leaves it running for the next
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    deployment = deploy(request, tmp_path, request.param)
     try:
         yield deployment
     finally:
-        for role in list(deployment.processes):
-            deployment.kill(role)
+        _stop(deployment)
+
+
+@pytest.fixture
+def redis_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    """For what only Redis can show here: the queue's server going away."""
+    deployment = deploy(request, tmp_path, "redis")
+    try:
+        yield deployment
+    finally:
+        _stop(deployment)

@@ -89,33 +89,6 @@ def test_one_operation_per_stack_at_a_time(provisioner: Provisioner) -> None:
     assert len(superseded) == 1 and superseded[0]["history"][-1]["event"] == "superseded"
 
 
-def test_a_cancellation_waits_for_its_grace_period(provisioner: Provisioner) -> None:
-    provisioner.start("worker")
-    provisioner.post(signup("acme"))
-    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
-    accepted = time.time()
-    assert provisioner.post(cancellation("acme"))[0] == 200
-    assert provisioner.status("acme") == "queued"
-    wait_for("the deprovision", lambda: provisioner.status("acme") == "deprovisioned", timeout=20)
-    destroy = records(provisioner.records, "destroy")
-    assert len(destroy) == 1
-    assert destroy[0]["start"] >= accepted + float(provisioner.env["CLAW_CANCELLATION_GRACE_SECONDS"]) - 0.5
-
-
-def test_a_job_survives_its_worker_being_killed(provisioner: Provisioner) -> None:
-    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
-    provisioner.start("worker")
-    provisioner.post(signup("acme"))
-    wait_for("the job to start", lambda: any(provisioner.records.glob("acme.up.*")))
-    provisioner.kill("worker")
-    assert provisioner.status("acme") == "provisioning"
-    assert records(provisioner.records) == []
-    time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
-    provisioner.start("worker")
-    wait_for("the job to finish elsewhere", lambda: provisioner.status("acme") == "ready", timeout=30)
-    assert len(records(provisioner.records)) == 1
-
-
 def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner) -> None:
     provisioner.start("worker")
     _, body = provisioner.post(signup("doomed-customer"))
@@ -126,17 +99,3 @@ def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner)
     retried = provisioner.cli("retry", body["accepted"])
     assert retried.returncode == 0, retried.stderr
     wait_for("the retry to run", lambda: provisioner.get("/customers/doomed-customer")[1]["attempts"] >= 1)
-
-
-def test_a_signup_within_the_grace_period_keeps_the_stack(provisioner: Provisioner) -> None:
-    provisioner.start("worker")
-    provisioner.post(signup("acme"))
-    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
-    _, cancelled = provisioner.post(cancellation("acme"))
-    provisioner.post(signup("acme"))
-    wait_for("the new signup", lambda: len(records(provisioner.records, "up")) == 2, timeout=20)
-    time.sleep(float(provisioner.env["CLAW_CANCELLATION_GRACE_SECONDS"]) + 1.5)
-    assert records(provisioner.records, "destroy") == []
-    assert provisioner.status("acme") == "ready"
-    jobs = {job["event_id"]: job for job in _jobs(provisioner)}
-    assert jobs[cancelled["accepted"]]["status"] == "superseded"
