@@ -67,6 +67,10 @@ def verify(delivery: Delivery, secret: str, tolerance_seconds: int) -> None:
                 401, f"signature timestamp outside the {tolerance_seconds} s tolerance (replay?)"
             ) from None
         raise WebhookError(401, "signature does not match") from None
+    # Stripe's library bounds the age only; a timestamp from the future is no better (clock or forgery).
+    timestamp = next(int(part.split("=", 2)[1]) for part in header.split(",") if part.startswith("t="))
+    if timestamp > time.time() + tolerance_seconds:
+        raise WebhookError(401, f"signature timestamp outside the {tolerance_seconds} s tolerance (replay?)")
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:

@@ -8,7 +8,7 @@ import time
 
 from provisioner.webhook import sign
 from tests.provisioner.conftest import SECRET, TOKEN, Provisioner, wait_for
-from tests.provisioner.events import IMAGE, cancellation, signup
+from tests.provisioner.events import IMAGE, signup
 from tests.provisioner.standin import records
 
 
