@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
@@ -81,13 +81,13 @@ def make_huey(queue_url: str) -> Huey:
     return RedisHuey("clawhosters-provisioner", connection_pool=pool, results=False)
 
 
-# The queue URL is read again (and validated, naming the variable) by settings(); a bad value must
-# not fail here with a traceback, so an unknown scheme falls back to the default until then.
-_QUEUE_URL = os.environ.get("CLAW_QUEUE_URL", "")
-huey = make_huey(
-    _QUEUE_URL
+# The queue URL is validated (naming the variable) by settings(), which every entry point calls
+# first; a bad value must not fail here with a traceback, or create anything.
+_QUEUE_URL = os.environ.get("CLAW_QUEUE_URL", str(ProvisionerSettings.model_fields["queue_url"].default))
+huey = (
+    make_huey(_QUEUE_URL)
     if _QUEUE_URL.startswith(("sqlite:///", "redis://", "rediss://"))
-    else str(ProvisionerSettings.model_fields["queue_url"].default)
+    else MemoryHuey("clawhosters-provisioner", results=False)
 )
 
 
@@ -400,7 +400,10 @@ class GracefulConsumer(Consumer):  # type: ignore[misc]
 
 def consume(workers: int) -> None:
     config = settings()
-    recover()
+    try:
+        recover()
+    except StoreUnavailable as error:  # the periodic sweep catches up once the store is back
+        log.warning("could not sweep at start", extra={"error": str(error)})
     # No store or queue connection may cross the fork into the worker processes.
     huey.storage.close()
     consumer = GracefulConsumer(

@@ -12,6 +12,7 @@ operation at a time. Each stack gets its own workspace directory in the provisio
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,7 +99,8 @@ class AutomationRunner:
 
     def remove(self, customer_id: str, log: Log) -> None:
         stack = self._stack(customer_id)
-        stack.workspace.remove_stack(stack.name)
+        stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
+        shutil.rmtree(stack.workspace.work_dir, ignore_errors=True)
         log(f"removed stack {stack.name}")
 
     def clear_stale_lock(self, customer_id: str, log: Log) -> list[str]:

@@ -92,7 +92,7 @@ def parse(body: bytes, grace_seconds: int, now: float | None = None) -> Job:
     """The job an authenticated delivery asks for, or a WebhookError saying why not."""
     try:
         event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise WebhookError(400, "body is not JSON") from error
     if not isinstance(event, dict):
         raise WebhookError(400, "the event must be a JSON object")
