@@ -1,8 +1,9 @@
 """The one interface to Pulumi: bring a customer stack to a desired config, tear it down, remove it.
 
-Every operation runs the CLI as a child process of the calling process; the provisioner cancels an
-operation by sending that child SIGINT, which the pulumi CLI documents as "cancel gracefully":
-in-flight resource operations finish, the state is written and the stack lock is released.
+Every operation runs the CLI as a child process of the calling process, through `bin/pulumi`; the
+provisioner cancels an operation by sending that child SIGINT, which the pulumi CLI documents as
+"cancel gracefully": in-flight resource operations finish, the state is written and the stack lock is
+released. The kernel sends the same SIGINT when the worker process dies (`bin/pulumi`).
 
 `AutomationRunner` drives this repository's program with the Automation API (it needs the pulumi
 CLI). Its state is process-global, so each worker process has its own runner and runs one stack
@@ -23,6 +24,8 @@ from provisioner.settings import ProvisionerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_PACK = REPO / "policy"
+# bin/pulumi: the CLI, cancelled when the process that started it dies.
+CLI_ROOT = Path(__file__).resolve().parent
 Log = Callable[[str], None]
 
 
@@ -73,6 +76,7 @@ class AutomationRunner:
         work_dir = self.settings.state_dir / "stacks" / stack_name(customer_id)
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         options = automation.LocalWorkspaceOptions(
+            pulumi_command=automation.PulumiCommand(root=str(CLI_ROOT)),
             work_dir=str(work_dir),
             project_settings=self._project(),
             env_vars={"PULUMI_BACKEND_URL": self.settings.pulumi_backend_url},

@@ -1,7 +1,7 @@
 """A stand-in for the pulumi CLI and the StackRunner that drives it, for the provisioner's tests.
 
-The stand-in CLI (`python -m tests.provisioner.standin ...`) keeps the behaviour of the real CLI
-that the provisioner has to live with:
+The stand-in CLI (`bin/pulumi`, run through the provisioner's own `provisioner/bin/pulumi`) keeps
+the behaviour of the real CLI that the provisioner has to live with:
 - a stack lock (a file per operation, as on a self-managed backend): an operation on a locked
   stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock
   behind; `cancel` deletes the lock files;
@@ -46,14 +46,16 @@ class StandInRunner:
         self.settings = settings
 
     def _cli(self, customer_id: str, log: Log, *arguments: str) -> str:
-        from provisioner.runner import stack_name
+        from provisioner.runner import CLI_ROOT, stack_name
 
         workspace = self.settings.state_dir / "stacks" / stack_name(customer_id)
         workspace.mkdir(parents=True, exist_ok=True)
+        # Through the provisioner's own bin/pulumi, which finds this stand-in on PATH.
+        path = f"{CLI_ROOT / 'bin'}:{Path(__file__).parent / 'bin'}:{os.environ['PATH']}"
         process = subprocess.run(
-            [sys.executable, "-m", "tests.provisioner.standin", *arguments, "--stack", stack_name(customer_id)],
+            [str(CLI_ROOT / "bin" / "pulumi"), *arguments, "--stack", stack_name(customer_id)],
             cwd=workspace,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PATH": path, "PYTHONPATH": str(REPO), "CLAW_STANDIN_PYTHON": sys.executable},
             capture_output=True,
             text=True,
             check=False,

@@ -364,3 +364,19 @@ def test_10_redis_down_is_a_503_and_not_ready(redis_provisioner: Provisioner) ->
         provisioner.redis.start()
     wait_for("readiness", lambda: provisioner.get("/readyz", token=None)[0] == 200)
     assert provisioner.post(signup("acme"))[0] == 200
+
+
+def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisioner) -> None:
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    _up_started(provisioner, "acme")
+    master = psutil.Process(provisioner.processes["worker"].pid)
+    cli = next(child for child in master.children(recursive=True) if "tests.provisioner.standin" in child.cmdline())
+    worker = cli.parent()
+    assert worker is not None and worker.pid != master.pid
+    worker.kill()  # the OOM killer's pick: the worker process alone
+    _, alive = psutil.wait_procs([cli], timeout=5)
+    assert alive == [], "the CLI did not outlive its worker"
+    assert locks(provisioner.records) == [], "it cancelled gracefully and released the stack lock"
+    assert [run.get("outcome") for run in operations(provisioner.records)] == ["cancelled"]
