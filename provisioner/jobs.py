@@ -133,13 +133,26 @@ def cancel_operation(cancel_seconds: float) -> bool:
             child.send_signal(signal.SIGINT)
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(children, timeout=cancel_seconds)
+    # Watch, never wait: reaping a child here would take its exit status from the thread that runs the
+    # operation (subprocess reports a child it cannot reap as a success).
+    deadline = time.monotonic() + cancel_seconds
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [child for child in alive if _running(child)]
     for child in alive:
         try:
             child.kill()
         except psutil.NoSuchProcess:
             continue
     return bool(alive)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class Fence:
@@ -254,7 +267,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
             _requeue(job)
         return
     if failure is not None:
-        job.last_error = f"{type(failure).__name__}: {str(failure)[-500:]}"
+        job.last_error = _describe(failure)
         if job.attempts >= config.max_attempts:
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
@@ -272,6 +285,13 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
     job.note("done", attempt=job.attempts, worker=owner, seconds=seconds)
     _record(job, owner, config, operation_ended=True)
     _event("done", job, seconds=round(seconds, 3))
+
+
+def _describe(error: Exception) -> str:
+    """The error for the job's history: for a failed CLI command, what the CLI said on stderr."""
+    message = str(error)
+    _, marker, stderr = message.partition("\n stderr: ")
+    return f"{type(error).__name__}: {(stderr if marker else message).strip()[-500:]}"
 
 
 def _deprovision(job: Job, config: ProvisionerSettings, output: Callable[[str], None]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-FORMAT = "%(levelname)s %(name)s %(message)s"
+FORMAT = "%(levelname)s %(name)s %(process)d %(message)s"
 
 
 def formatter() -> JsonFormatter:

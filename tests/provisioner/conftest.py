@@ -187,7 +187,9 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         "CLAW_STATE_DIR": str(tmp_path / "state"),
         "CLAW_PLATFORM": PLATFORM,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
-        "CLAW_RUNNER": "tests.provisioner.standin:StandInRunner",
+        # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi).
+        "PATH": f"{Path(__file__).parent / 'bin'}:{os.environ['PATH']}",
+        "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
         "CLAW_CANCEL_SECONDS": "0.5",
         "CLAW_STOP_GRACE_SECONDS": "0.5",

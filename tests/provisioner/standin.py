@@ -1,13 +1,16 @@
-"""A stand-in for the pulumi CLI and the StackRunner that drives it, for the provisioner's tests.
+"""A stand-in pulumi CLI for the provisioner's tests: the real `AutomationRunner` drives it through
+the Automation API, exactly as it drives the real CLI (`bin/pulumi` on PATH, found by the
+provisioner's own `provisioner/bin/pulumi`).
 
-The stand-in CLI (`bin/pulumi`, run through the provisioner's own `provisioner/bin/pulumi`) keeps
-the behaviour of the real CLI that the provisioner has to live with:
+It speaks the commands the SDK issues for this project (`version`, `stack select|init|output|
+history|export|import|rm`, `config`, `config set-all|rm-all`, `up`, `destroy`, `cancel`) and keeps the
+behaviour of the real CLI that the provisioner has to live with:
 - a stack lock (a file per operation, as on a self-managed backend): an operation on a locked
-  stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock
-  behind; `cancel` deletes the lock files;
+  stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock and
+  a pending operation in the state behind; `cancel` deletes the lock files;
 - SIGINT cancels gracefully: the operation stops, the lock is released, the exit code is 255;
-- `config set-all` adds and updates keys and never removes any; `config rm-all` removes;
-  the stack's config file lives in the workspace directory it is run in;
+- `config set-all` adds and updates keys and never removes any; `config rm-all` removes; the
+  stack's settings file lives in the workspace directory it runs in;
 - `up` validates the stack config with the program's own loader, as the program would.
 
 It records each operation (start, end, outcome, config, arguments) as a file in CLAW_STANDIN_DIR,
@@ -16,81 +19,26 @@ takes CLAW_STANDIN_SECONDS, and fails for customers whose id starts with "doomed
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the CLI side starts once per command: it imports only what it uses
-    from provisioner.runner import Log
-    from provisioner.settings import ProvisionerSettings
-
-REPO = Path(__file__).resolve().parents[2]
+from typing import Any
 
 RECORDS = "CLAW_STANDIN_DIR"
 SECONDS = "CLAW_STANDIN_SECONDS"
+VERSION = "v3.272.0"
 LOCKED = "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end"
-
-
-class StandInRunner:
-    """The StackRunner contract, carried out through the stand-in CLI as a child process."""
-
-    def __init__(self, settings: ProvisionerSettings) -> None:
-        self.settings = settings
-
-    def _cli(self, customer_id: str, log: Log, *arguments: str) -> str:
-        from provisioner.runner import CLI_ROOT, stack_name
-
-        workspace = self.settings.state_dir / "stacks" / stack_name(customer_id)
-        workspace.mkdir(parents=True, exist_ok=True)
-        # Through the provisioner's own bin/pulumi, which finds this stand-in on PATH.
-        path = f"{CLI_ROOT / 'bin'}:{Path(__file__).parent / 'bin'}:{os.environ['PATH']}"
-        process = subprocess.run(
-            [str(CLI_ROOT / "bin" / "pulumi"), *arguments, "--stack", stack_name(customer_id)],
-            cwd=workspace,
-            env={**os.environ, "PATH": path, "PYTHONPATH": str(REPO), "CLAW_STANDIN_PYTHON": sys.executable},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        for line in process.stdout.splitlines():
-            log(line)
-        if process.returncode != 0:
-            raise RuntimeError((process.stderr.strip().splitlines() or [f"exit {process.returncode}"])[-1])
-        return process.stdout
-
-    def up(self, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
-        current = json.loads(self._cli(customer_id, lambda _: None, "config", "get-all"))
-        stale = sorted(set(current) - set(config))
-        if stale:
-            self._cli(customer_id, log, "config", "rm-all", *stale)
-        self._cli(customer_id, log, "config", "set-all", "--json", json.dumps(dict(config)))
-        from provisioner.runner import POLICY_PACK
-
-        output = self._cli(customer_id, log, "up", "--policy-pack", str(POLICY_PACK))
-        outputs: dict[str, Any] = json.loads(output.splitlines()[-1])
-        return outputs
-
-    def destroy(self, customer_id: str, log: Log) -> None:
-        self._cli(customer_id, log, "destroy")
-
-    def remove(self, customer_id: str, log: Log) -> None:
-        self._cli(customer_id, log, "stack", "rm")
-
-    def clear_stale_lock(self, customer_id: str, log: Log) -> list[str]:
-        removed = int(self._cli(customer_id, log, "cancel").splitlines()[-1])
-        return ["stack lock"] if removed else []
+_WITH_VALUE = {"--stack", "--policy-pack", "--color", "--exec-kind", "--page-size", "--page", "--file"}
+_WITH_VALUE |= {"--secrets-provider", "--plaintext", "--secret", "--event-log", "--client", "--config-file"}
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
-    # Atomically: the tests read these files while workers write them.
+    # Atomically: the tests read these files while the CLI writes them.
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(record))
     partial.rename(path)
@@ -115,15 +63,25 @@ def locks(directory: Path) -> list[Path]:
     return sorted((directory / "backend" / "locks").glob("*/*.json"))
 
 
-# The stand-in CLI itself.
-
-
 class _Stack:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.customer = name.removeprefix("customer-")
         self.records = Path(os.environ[RECORDS])
-        self.locks = self.records / "backend" / "locks" / name
-        self.config_file = Path.cwd() / f"Pulumi.{name}.json"
+        backend = self.records / "backend"
+        self.locks = backend / "locks" / name
+        self.state_file = backend / "stacks" / f"{name}.json"
+        self.config_file = Path.cwd() / f"Pulumi.{name}.yaml"  # JSON is YAML
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text())
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state))
 
     def config(self) -> dict[str, str]:
         return json.loads(self.config_file.read_text()) if self.config_file.exists() else {}
@@ -131,41 +89,56 @@ class _Stack:
     def save_config(self, config: dict[str, str]) -> None:
         self.config_file.write_text(json.dumps(config, sort_keys=True))
 
+    def locked(self) -> bool:
+        return self.locks.exists() and any(self.locks.iterdir())
+
     def operation(self, action: str, argv: list[str]) -> int:
-        self.locks.mkdir(parents=True, exist_ok=True)
-        if any(self.locks.iterdir()):
+        if self.locked():
             print(LOCKED, file=sys.stderr)
             return 255
+        self.locks.mkdir(parents=True, exist_ok=True)
         lock = self.locks / f"{uuid.uuid4()}.json"
         lock.write_text(json.dumps({"pid": os.getpid(), "hostname": os.uname().nodename, "at": time.time()}))
         cancelled: list[bool] = []
         signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
-        customer = self.name.removeprefix("customer-")
         started = time.time()
-        marker = self.records / f"{customer}.{action}.{os.getpid()}.{started:.6f}.json"
-        record: dict[str, Any] = {"start": started, "action": action, "customer": customer, "argv": argv}
+        state = self.state()
+        # What a CLI killed mid-operation leaves in the state.
+        urn = f"urn:pulumi:{self.name}::clawhosters::hcloud:index/server:Server::{self.customer}"
+        self.save_state({**state, "pending_operations": [{"resource": {"urn": urn}, "type": "creating"}]})
+        marker = self.records / f"{self.customer}.{action}.{os.getpid()}.{started:.6f}.json"
+        record: dict[str, Any] = {"start": started, "action": action, "customer": self.customer, "argv": argv}
         _write(marker, record)
         try:
             deadline = time.monotonic() + float(os.environ.get(SECONDS, "0.3"))
             while time.monotonic() < deadline and not cancelled:
                 time.sleep(0.02)
-            error = "error: update canceled" if cancelled else self._check(action, customer)
+            error = "error: update canceled" if cancelled else self._check(action)
             record.update(end=time.time(), outcome="cancelled" if cancelled else "failed" if error else "done")
             if action == "up":
                 record["config"] = self.config()
             _write(marker, record)
+            if not error:
+                state["outputs"] = (
+                    {"server_id": "4711", "gateway_url": f"http://{self.customer}.example:8080/"}
+                    if action == "up"
+                    else {}
+                )
+            history = {"kind": "update" if action == "up" else action, "result": "failed" if error else "succeeded"}
+            state["history"] = [{**history, "start": started, "end": time.time()}, *state.get("history", [])]
+            state["pending_operations"] = []
+            self.save_state(state)
             if error:
                 print(error, file=sys.stderr)
                 return 255
-            if action == "up":
-                print(json.dumps({"server_id": "4711", "gateway_url": f"http://{customer}.example:8080/"}))
+            print(f"{'Updating' if action == 'up' else 'Destroying'} ({self.name}): done")
             return 0
         finally:
             lock.unlink()
 
-    def _check(self, action: str, customer: str) -> str | None:
-        if customer.startswith("doomed"):
-            return "the cloud said no"
+    def _check(self, action: str) -> str | None:
+        if self.customer.startswith("doomed"):
+            return "error: the cloud said no"
         if action != "up":
             return None
         from config.customer import CustomerConfig
@@ -182,39 +155,87 @@ class _Stack:
         return None
 
 
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="pulumi (stand-in)")
-    parser.add_argument("words", nargs="+")
-    parser.add_argument("--stack", required=True)
-    parser.add_argument("--json")
-    parser.add_argument("--policy-pack", action="append", default=[])
-    args = parser.parse_args(argv)
-    stack = _Stack(args.stack)
-    match args.words:
-        case ["config", "get-all"]:
-            print(json.dumps(stack.config()))
+    words: list[str] = []
+    flags: dict[str, list[str]] = {}
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument in _WITH_VALUE:
+            flags.setdefault(argument, []).append(next(arguments))
+        elif argument.startswith("--"):
+            flags.setdefault(argument, [])
+        else:
+            words.append(argument)
+    if words == ["version"]:
+        print(VERSION)
+        return 0
+    name = (flags.get("--stack") or words[2:3] or [""])[-1]
+    stack = _Stack(name)
+    if words[:2] == ["stack", "init"]:
+        stack.save_state({"history": [], "outputs": {}, "pending_operations": []})
+        return 0
+    if not stack.exists():
+        print(f"error: no stack named '{name}' found", file=sys.stderr)
+        return 255
+    match words[:2]:
+        case ["stack", "select"]:
+            pass
+        case ["config"]:
+            print(json.dumps({key: {"value": value, "secret": False} for key, value in stack.config().items()}))
         case ["config", "set-all"]:
-            stack.save_config({**stack.config(), **json.loads(args.json)})  # adds and updates, never removes
-        case ["config", "rm-all", *keys]:
-            stack.save_config({key: value for key, value in stack.config().items() if key not in keys})
+            pairs = dict(pair.split("=", 1) for pair in flags.get("--plaintext", []) + flags.get("--secret", []))
+            stack.save_config({**stack.config(), **pairs})  # adds and updates, never removes
+        case ["config", "rm-all"]:
+            stack.save_config({key: value for key, value in stack.config().items() if key not in words[2:]})
         case ["up"] | ["destroy"]:
-            return stack.operation(args.words[0], argv)
+            return stack.operation(words[0], argv)
+        case ["stack", "output"]:
+            print(json.dumps(stack.state()["outputs"]))
+        case ["stack", "history"]:
+            history = [
+                {
+                    "kind": entry["kind"],
+                    "startTime": _stamp(entry["start"]),
+                    "endTime": _stamp(entry["end"]),
+                    "message": "",
+                    "environment": {},
+                    "config": {},
+                    "result": entry["result"],
+                }
+                for entry in stack.state()["history"]
+            ]
+            print(json.dumps(history[: int((flags.get("--page-size") or ["100"])[0])]))
+        case ["stack", "export"]:
+            print(json.dumps({"version": 3, "deployment": {"pending_operations": stack.state()["pending_operations"]}}))
+        case ["stack", "import"]:
+            imported = json.loads(Path(flags["--file"][0]).read_text())
+            pending = imported["deployment"].get("pending_operations") or []
+            stack.save_state({**stack.state(), "pending_operations": pending})
         case ["stack", "rm"]:
-            if stack.locks.exists() and any(stack.locks.iterdir()):
+            if stack.locked():
                 print(LOCKED, file=sys.stderr)
                 return 255
+            stack.state_file.unlink()
             stack.config_file.unlink(missing_ok=True)
-            _write(stack.records / f"{args.stack.removeprefix('customer-')}.remove.{time.time():.6f}.json", {
-                "start": time.time(), "end": time.time(), "action": "remove", "outcome": "done",
-                "customer": args.stack.removeprefix("customer-"),
-            })  # fmt: skip
+            record = {"start": time.time(), "end": time.time(), "action": "remove", "outcome": "done"}
+            _write(
+                stack.records / f"{stack.customer}.remove.{time.time():.6f}.json",
+                {**record, "customer": stack.customer},
+            )
         case ["cancel"]:
             held = list(stack.locks.glob("*.json")) if stack.locks.exists() else []
+            if not held:
+                print(f"error: stack '{name}' has no update in progress", file=sys.stderr)
+                return 255
             for lock in held:
                 lock.unlink()
-            print(len(held))
+            print(f"The currently running update for '{name}' has been canceled!")
         case _:
-            print(f"error: unknown command {' '.join(args.words)}", file=sys.stderr)
+            print(f"error: unknown command {' '.join(words)}", file=sys.stderr)
             return 255
     return 0
 

@@ -128,6 +128,7 @@ def test_3_a_worker_killed_with_its_cli_leaves_a_lock_the_next_worker_clears(pro
     _, view = provisioner.get("/customers/acme")
     took_over = [entry for entry in view["history"] if entry["event"] == "took over"]
     assert len(took_over) == 1 and "stack lock" in took_over[0]["detail"]
+    assert "pending operations: urn:pulumi:customer-acme::" in took_over[0]["detail"]
     assert locks(provisioner.records) == []
     assert len(records(provisioner.records, "up")) == 1
 

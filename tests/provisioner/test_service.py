@@ -95,7 +95,7 @@ def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner)
     wait_for("the job to fail", lambda: provisioner.status("doomed-customer") == "failed", timeout=30)
     _, view = provisioner.get("/customers/doomed-customer")
     assert view["attempts"] == int(provisioner.env["CLAW_MAX_ATTEMPTS"])
-    assert view["last_error"] == "RuntimeError: the cloud said no"
+    assert view["last_error"] == "CommandError: error: the cloud said no", "what the CLI said"
     retried = provisioner.cli("retry", body["accepted"])
     assert retried.returncode == 0, retried.stderr
     wait_for("the retry to run", lambda: provisioner.get("/customers/doomed-customer")[1]["attempts"] >= 1)
