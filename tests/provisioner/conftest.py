@@ -195,7 +195,7 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         "CLAW_STOP_GRACE_SECONDS": "0.5",
         "CLAW_RETRY_BASE_SECONDS": "0.2",
         "CLAW_MAX_ATTEMPTS": "2",
-        "CLAW_CANCELLATION_GRACE_SECONDS": "3",
+        "CLAW_CANCELLATION_GRACE_SECONDS": "2",
         "CLAW_STANDIN_DIR": str(records),
         "PYTHONPATH": str(REPO),
     }
@@ -219,6 +219,16 @@ def _stop(deployment: Provisioner) -> None:
 @pytest.fixture(params=["sqlite", "redis"])
 def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
     deployment = deploy(request, tmp_path, request.param)
+    try:
+        yield deployment
+    finally:
+        _stop(deployment)
+
+
+@pytest.fixture
+def sqlite_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    """For behaviour that does not depend on the store (the sequence of stack operations)."""
+    deployment = deploy(request, tmp_path, "sqlite")
     try:
         yield deployment
     finally:

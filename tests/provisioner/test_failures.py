@@ -225,7 +225,8 @@ def test_9_a_stored_event_that_was_never_queued_runs_on_redelivery(provisioner: 
     wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=20)
 
 
-def test_decommission_snapshots_then_destroys_then_removes(provisioner: Provisioner) -> None:
+def test_decommission_snapshots_then_destroys_then_removes(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
@@ -243,7 +244,8 @@ def test_decommission_snapshots_then_destroys_then_removes(provisioner: Provisio
     assert not list(Path(provisioner.env["CLAW_STATE_DIR"]).glob("stacks/customer-acme/Pulumi.customer-acme.*"))
 
 
-def test_a_signup_within_the_grace_period_keeps_the_server(provisioner: Provisioner) -> None:
+def test_a_signup_within_the_grace_period_keeps_the_server(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
@@ -338,7 +340,8 @@ def test_10_logs_are_json_with_time_and_event_ids(provisioner: Provisioner) -> N
     assert {"accepted", "started", "done"} <= mine
 
 
-def test_metrics_show_jobs_attempts_and_queue_depth(provisioner: Provisioner) -> None:
+def test_metrics_show_jobs_attempts_and_queue_depth(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
     import urllib.request
 
     provisioner.start("worker")
