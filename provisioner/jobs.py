@@ -193,19 +193,24 @@ class Fence:
 
     def _watchdog(self) -> None:
         while not self.done.wait(0.05):
-            unrenewed = time.monotonic() - self.last_renewed
-            if self.lost.is_set():
-                reason = "the stack lease was lost to another worker"
-            elif unrenewed > self.config.lease_seconds / 2:
-                reason = f"the stack lease could not be renewed for {unrenewed:.1f} s"
-            elif STOP.is_set():
-                reason = "the worker is stopping"
-            else:
-                continue
-            self.reason = reason
-            log.warning("cancelling the operation", extra={"customer": self.customer_id, "reason": reason})
-            self.killed = cancel_operation(self.config.cancel_seconds)
-            return
+            if self.reason is None:
+                self.reason = self._risk()
+                if self.reason is None:
+                    continue
+                log.warning("cancelling the operation", extra={"customer": self.customer_id, "reason": self.reason})
+            # Once tripped, every CLI command is cancelled, also one the runner starts after this one.
+            if cancel_operation(self.config.cancel_seconds):
+                self.killed = True
+
+    def _risk(self) -> str | None:
+        unrenewed = time.monotonic() - self.last_renewed
+        if self.lost.is_set():
+            return "the stack lease was lost to another worker"
+        if unrenewed > self.config.lease_seconds / 2:
+            return f"the stack lease could not be renewed for {unrenewed:.1f} s"
+        if STOP.is_set():
+            return "the worker is stopping"
+        return None
 
 
 @huey.task()
