@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
+from provisioner import logs
 from provisioner.settings import SettingsError
+from provisioner.store import StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m provisioner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="HTTP intake and status API")
+    commands.add_parser("serve", help="HTTP intake, status API, health and metrics")
     worker = commands.add_parser("worker", help="run jobs")
     worker.add_argument("--workers", type=int, default=2, help="stack operations at once (processes)")
-    status = commands.add_parser("status", help="a customer's status")
+    status = commands.add_parser("status", help="a customer's status and job history")
     status.add_argument("customer")
-    retry = commands.add_parser("retry", help="run a failed job again")
+    retry = commands.add_parser("retry", help="run a failed job again (only the customer's newest)")
     retry.add_argument("event_id")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logs.setup()
     try:
         from provisioner import jobs
 
@@ -30,36 +31,33 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2
-    if args.command == "serve":
-        from provisioner.service import make_server
+    try:
+        if args.command == "serve":
+            from provisioner.service import make_app, serve
 
-        server = make_server(settings, store, jobs.enqueue)
-        print(f"listening on {settings.bind}", file=sys.stderr, flush=True)
-        server.serve_forever()
-    elif args.command == "worker":
-        from huey.consumer import Consumer
+            serve(settings, make_app(settings, store, jobs.enqueue, jobs.queue_depth))
+        elif args.command == "worker":
+            jobs.consume(args.workers)
+        elif args.command == "status":
+            job = store.latest(args.customer)
+            if job is None:
+                print(f"unknown customer {args.customer}", file=sys.stderr)
+                return 1
+            from provisioner.service import job_view
 
-        jobs.recover()
-        # Separate processes: the Automation API keeps process-global state. Poll at least once a second.
-        consumer = Consumer(jobs.huey, workers=args.workers, worker_type="process", periodic=True, max_delay=1.0)
-        consumer.run()
-    elif args.command == "status":
-        job = store.latest(args.customer)
-        if job is None:
-            print(f"unknown customer {args.customer}", file=sys.stderr)
-            return 1
-        from provisioner.service import job_view
-
-        print(json.dumps(job_view(job), indent=2))
-    else:
-        job = store.get(args.event_id)
-        if job is None or job.state != "failed":
-            print(f"{args.event_id} is not a failed job", file=sys.stderr)
-            return 1
-        job.state, job.attempts, job.run_after = "queued", 0, 0
-        store.save(job)
-        jobs.enqueue(job)
-        print(f"{args.event_id} queued again")
+            print(json.dumps(job_view(job), indent=2))
+        else:
+            refusal = store.retry(args.event_id)
+            if refusal is not None:
+                print(refusal, file=sys.stderr)
+                return 1
+            job = store.get(args.event_id)
+            if job is not None:
+                jobs.enqueue(job)
+            print(f"{args.event_id} queued again")
+    except StoreUnavailable as error:
+        print(f"the job store is unavailable: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

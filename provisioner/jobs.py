@@ -1,42 +1,52 @@
 """The job queue (huey: SQLite by default, Redis for several machines) and the job itself.
 
 huey takes a task off the queue before running it, so a worker killed mid-job would lose it; the
-job store keeps the truth instead, and a periodic sweep puts every due, unfinished job whose stack
-lease has lapsed back on the queue. A job runs only while its worker holds the stack lease, which
-a heartbeat renews.
+job store keeps the truth instead, and a sweep (every minute, and when a worker starts) puts every
+due, unfinished job whose stack lease is free back on the queue.
+
+Fencing: a job runs only while its worker holds the stack lease. A heartbeat renews it and survives
+store errors; a watchdog cancels the operation (SIGINT to the CLI, then SIGKILL after
+CLAW_CANCEL_SECONDS) once the lease has gone unrenewed for half its length, so the operation has
+stopped before the lease can lapse and another worker can take the stack. The stack's own lock is
+the second fence: a worker that takes over a stack whose last operation did not end cleanly clears
+the stale lock and pending operations first, and says so in the job's history.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
-import json
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+import psutil
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
 from provisioner.runner import StackRunner
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import Job, JobStore, key_value
+from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
+LOCKED_RETRY_SECONDS = 2
+# Set in a worker process when it must stop: its running operation is cancelled at once.
+STOP = threading.Event()
 
 
 def worker_id() -> str:
     # Per process: the consumer forks its workers after this module is imported.
     return f"{os.uname().nodename}:{os.getpid()}:{_STARTED}"
-
-
-LOCKED_RETRY_SECONDS = 2
-FINISHED = ("done", "failed", "cancelled")
 
 
 @cache
@@ -50,6 +60,7 @@ def store() -> JobStore:
 
 
 def make_huey(queue_url: str) -> Huey:
+    # results=False: the job store keeps every outcome; huey's result rows would only pile up.
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url.removeprefix("sqlite://"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,16 +68,27 @@ def make_huey(queue_url: str) -> Huey:
         # mode holds it exclusively for a moment: SQLite's busy timeout does not cover that.
         for _ in range(100):
             try:
-                return SqliteHuey("clawhosters-provisioner", filename=str(path), timeout=60)
+                return SqliteHuey("clawhosters-provisioner", filename=str(path), timeout=10, results=False)
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error):
                     raise
                 time.sleep(0.05)
         raise RuntimeError(f"{path} stayed locked")
-    return RedisHuey("clawhosters-provisioner", url=queue_url)
+    import redis
+
+    # Bounded waits: an outage must show as an error, never as a call that hangs (huey blocks 1 s per read).
+    pool = redis.ConnectionPool.from_url(queue_url, socket_timeout=5, socket_connect_timeout=2)
+    return RedisHuey("clawhosters-provisioner", connection_pool=pool, results=False)
 
 
-huey = make_huey(os.environ.get("CLAW_QUEUE_URL", ProvisionerSettings.model_fields["queue_url"].default))
+# The queue URL is validated (naming the variable) by settings(), which every entry point calls
+# first; a bad value must not fail here with a traceback, or create anything.
+_QUEUE_URL = os.environ.get("CLAW_QUEUE_URL", str(ProvisionerSettings.model_fields["queue_url"].default))
+huey = (
+    make_huey(_QUEUE_URL)
+    if _QUEUE_URL.startswith(("sqlite:///", "redis://", "rediss://"))
+    else MemoryHuey("clawhosters-provisioner", results=False)
+)
 
 
 @cache
@@ -77,6 +99,10 @@ def runner() -> StackRunner:
     return stack_runner
 
 
+def queue_depth() -> int:
+    return int(huey.pending_count()) + int(huey.scheduled_count())
+
+
 def enqueue(job: Job) -> None:
     wait = job.run_after - time.time()
     if wait > 0:
@@ -85,75 +111,229 @@ def enqueue(job: Job) -> None:
         run_job(job.event_id)
 
 
+def desired_config(job: Job, config: ProvisionerSettings, *, decommission: bool = False) -> dict[str, str]:
+    """The stack's complete config: the customer's settings, the platform's, and the decommission flag."""
+    desired = {**job.config, **config.stack_platform_config()}
+    if decommission:
+        desired["clawhosters:decommission"] = "true"
+    return desired
+
+
 def _event(message: str, job: Job, **fields: object) -> None:
     # Structured, and never with the job's config: that stays in the store.
-    record = {"event": message, "event_id": job.event_id, "customer": job.customer_id, "kind": job.kind, **fields}
-    log.info(json.dumps(record))
+    log.info(message, extra={"event_id": job.event_id, "customer": job.customer_id, "kind": job.kind, **fields})
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, job: Job, seconds: float) -> None:
-        super().__init__(daemon=True)
-        self.job, self.seconds, self.stopped = job, seconds, threading.Event()
+def cancel_operation(cancel_seconds: float) -> bool:
+    """Stop this process's CLI children: SIGINT (the CLI cancels gracefully and releases its lock),
+    then SIGKILL for any still running after `cancel_seconds`. True when one had to be killed."""
+    children = psutil.Process().children(recursive=False)
+    for child in children:
+        try:
+            child.send_signal(signal.SIGINT)
+        except psutil.NoSuchProcess:
+            continue
+    # Watch, never wait: reaping a child here would take its exit status from the thread that runs the
+    # operation (subprocess reports a child it cannot reap as a success).
+    deadline = time.monotonic() + cancel_seconds
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [child for child in alive if _running(child)]
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+    return bool(alive)
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.seconds / 3):
-            store().lock(self.job.customer_id, worker_id(), self.seconds)
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Fence:
+    """The lease heartbeat and the watchdog that cancels the operation when the lease is at risk."""
+
+    def __init__(self, customer_id: str, owner: str, config: ProvisionerSettings) -> None:
+        self.customer_id, self.owner, self.config = customer_id, owner, config
+        self.last_renewed = time.monotonic()
+        self.lost = threading.Event()
+        self.done = threading.Event()
+        self.reason: str | None = None
+        self.killed = False
+        self._threads = [
+            threading.Thread(target=self._heartbeat, daemon=True),
+            threading.Thread(target=self._watchdog, daemon=True),
+        ]
+
+    def __enter__(self) -> Fence:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _heartbeat(self) -> None:
+        while not self.done.wait(self.config.lease_seconds / 6):
+            try:
+                if store().lock(self.customer_id, self.owner, self.config.lease_seconds):
+                    self.last_renewed = time.monotonic()
+                else:
+                    self.lost.set()  # another worker holds the stack now
+                    return
+            except Exception as error:  # an outage: keep trying, the watchdog decides
+                log.warning("lease renewal failed", extra={"customer": self.customer_id, "error": repr(error)})
+
+    def _watchdog(self) -> None:
+        while not self.done.wait(0.05):
+            if self.reason is None:
+                self.reason = self._risk()
+                if self.reason is None:
+                    continue
+                log.warning("cancelling the operation", extra={"customer": self.customer_id, "reason": self.reason})
+            # Once tripped, every CLI command is cancelled, also one the runner starts after this one.
+            if cancel_operation(self.config.cancel_seconds):
+                self.killed = True
+
+    def _risk(self) -> str | None:
+        unrenewed = time.monotonic() - self.last_renewed
+        if self.lost.is_set():
+            return "the stack lease was lost to another worker"
+        if unrenewed > self.config.lease_seconds / 2:
+            return f"the stack lease could not be renewed for {unrenewed:.1f} s"
+        if STOP.is_set():
+            return "the worker is stopping"
+        return None
 
 
 @huey.task()
 def run_job(event_id: str) -> None:
+    if STOP.is_set():
+        raise RetryTask(delay=LOCKED_RETRY_SECONDS)  # back on the queue for another worker
     job = store().get(event_id)
-    if job is None or job.state in FINISHED:
+    if job is None or job.state in ("done", "failed", "superseded", "stale"):
         return
     if job.run_after > time.time():
         raise RetryTask(delay=job.run_after - time.time())
-    config = settings()
-    if not store().lock(job.customer_id, worker_id(), config.lease_seconds):
+    config, owner = settings(), worker_id()
+    if not store().lock(job.customer_id, owner, config.lease_seconds):
         raise RetryTask(delay=LOCKED_RETRY_SECONDS)  # another operation on this stack is running
-    heartbeat = _Heartbeat(job, config.lease_seconds)
-    heartbeat.start()
     try:
-        job = store().get(event_id) or job  # as it is now that the lease is ours
-        if job.state in FINISHED:
-            return
-        if job.run_after > time.time():  # a duplicate queue entry, still inside its backoff
-            raise RetryTask(delay=job.run_after - time.time())
-        job.state, job.attempts = "running", job.attempts + 1
-        store().save(job)
-        _event("started", job, attempt=job.attempts)
-        _run(job, config)
+        claim = store().claim(event_id, owner, config.lease_seconds, time.time())
+        if isinstance(claim, float):
+            raise RetryTask(delay=claim)  # a duplicate queue entry, still inside its backoff
+        if claim is not None:
+            _run(claim, config, owner)
     finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
-        store().unlock(job.customer_id, worker_id())
+        try:
+            store().unlock(job.customer_id, owner)
+        except StoreUnavailable as error:  # the lease lapses on its own
+            log.warning("could not release the stack lease", extra={"event_id": event_id, "error": str(error)})
 
 
-def _run(job: Job, config: ProvisionerSettings) -> None:
+def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
+    job = claim.job
+
     def output(line: str) -> None:
-        log.info(json.dumps({"event": "pulumi", "event_id": job.event_id, "line": line.rstrip()}))
+        log.info("pulumi", extra={"event_id": job.event_id, "line": line.rstrip()})
 
-    try:
-        if job.kind == "provision":
-            job.outputs = runner().up(job.customer_id, job.config, output)
-        else:
-            runner().destroy(job.customer_id, output)
-    except Exception as error:
-        job.last_error = f"{type(error).__name__}: {str(error)[-500:]}"
+    _event("started", job, attempt=job.attempts)
+    started = time.time()
+    failure: Exception | None = None
+    with Fence(job.customer_id, owner, config) as fence:
+        try:
+            if claim.previous is not None:
+                cleared = runner().clear_stale_lock(job.customer_id, output)
+                job.note(
+                    "took over",
+                    worker=owner,
+                    detail=f"{claim.previous.event_id} on {claim.previous.worker} did not end cleanly; "
+                    f"cleared: {', '.join(cleared) or 'nothing'}",
+                )
+            if job.kind == "provision":
+                job.outputs = runner().up(job.customer_id, desired_config(job, config), output)
+            else:
+                _deprovision(job, config, output)
+        except Exception as error:
+            failure = error
+    seconds = time.time() - started
+    if fence.reason is not None and failure is not None:
+        job.state, job.run_after = "queued", time.time()
+        job.note("cancelled", attempt=job.attempts, worker=owner, detail=fence.reason, seconds=seconds)
+        _event("cancelled", job, reason=fence.reason)
+        if _record(job, owner, config, operation_ended=not fence.killed) and not STOP.is_set():
+            _requeue(job)
+        return
+    if failure is not None:
+        job.last_error = _describe(failure)
         if job.attempts >= config.max_attempts:
             job.state = "failed"
-            store().save(job)
+            job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
+            _record(job, owner, config, operation_ended=True)
             _event("failed", job, error=job.last_error)
             return
         job.state = "queued"
         job.run_after = time.time() + config.retry_base_seconds * 2 ** (job.attempts - 1)
-        store().save(job)
-        _event("will retry", job, error=job.last_error, at=job.run_after)
-        enqueue(job)
+        job.note("will retry", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
+        if _record(job, owner, config, operation_ended=True):
+            _event("will retry", job, error=job.last_error, at=job.run_after)
+            _requeue(job)
         return
     job.state, job.last_error = "done", None
-    store().save(job)
-    _event("done", job)
+    job.note("done", attempt=job.attempts, worker=owner, seconds=seconds)
+    _record(job, owner, config, operation_ended=True)
+    _event("done", job, seconds=round(seconds, 3))
+
+
+def _describe(error: Exception) -> str:
+    """The error for the job's history: for a failed CLI command, what the CLI said on stderr."""
+    message = str(error)
+    _, marker, stderr = message.partition("\n stderr: ")
+    return f"{type(error).__name__}: {(stderr if marker else message).strip()[-500:]}"
+
+
+def _deprovision(job: Job, config: ProvisionerSettings, output: Callable[[str], None]) -> None:
+    """Snapshot (an up with `clawhosters:decommission`), destroy, remove the stack."""
+    last = store().last_provisioned(job.customer_id)
+    if last is not None:
+        # The program snapshots the server (kept for platform:snapshot_retention_days) and lifts
+        # the protections that would otherwise stop the destroy.
+        runner().up(job.customer_id, desired_config(last, config, decommission=True), output)
+        job.note("snapshot", attempt=job.attempts, detail="up with clawhosters:decommission=true")
+    runner().destroy(job.customer_id, output)
+    job.note("destroyed", attempt=job.attempts)
+    runner().remove(job.customer_id, output)
+
+
+def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ended: bool) -> bool:
+    """Write the job's outcome under the lease, waiting out an outage: the fence refuses the write once
+    another worker has taken the stack, and that worker records the takeover instead."""
+    deadline = time.monotonic() + max(60.0, 5 * config.lease_seconds)
+    while True:
+        try:
+            if store().update(job, owner, config.lease_seconds, operation_ended=operation_ended):
+                return True
+            log.warning("not recorded: another worker holds the stack", extra={"event_id": job.event_id})
+            return False
+        except StoreUnavailable as error:
+            if time.monotonic() > deadline or STOP.is_set():
+                log.error("not recorded: the store is down", extra={"event_id": job.event_id, "error": str(error)})
+                return False
+            time.sleep(0.2)
+
+
+def _requeue(job: Job) -> None:
+    try:
+        enqueue(job)
+    except Exception as error:  # the sweep finds it in the store
+        log.warning("could not requeue", extra={"event_id": job.event_id, "error": repr(error)})
 
 
 @huey.periodic_task(crontab(minute="*"))
@@ -171,3 +351,93 @@ def recover() -> int:
             run_job(job.event_id)
             requeued += 1
     return requeued
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_requested(signum: int, frame: Any) -> None:
+    STOP.set()
+
+
+class GracefulConsumer(Consumer):  # type: ignore[misc]
+    """huey's consumer with the stop behaviour systemd, Docker and Kubernetes expect.
+
+    SIGTERM (and SIGINT) stop taking jobs and give running operations CLAW_STOP_GRACE_SECONDS to
+    finish; then each worker cancels its operation (the CLI gets SIGINT) and records it, and
+    anything still alive after CLAW_CANCEL_SECONDS more is killed. Workers die with the master:
+    each asks the kernel for SIGTERM when its parent dies, which cancels its operation cleanly.
+    """
+
+    def __init__(self, *args: Any, stop_grace_seconds: float, cancel_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_grace, self._cancel = stop_grace_seconds, cancel_seconds
+        self._master = os.getpid()
+
+    def _create_process(self, process: Any, name: str) -> Any:
+        def run() -> None:
+            self._set_child_signal_handlers()
+            process.initialize()
+            try:
+                while not STOP.is_set() and not self.stop_flag.is_set():
+                    process.loop()
+            except Exception:
+                log.exception("worker process died", extra={"process": name})
+            finally:
+                process.shutdown()
+
+        return self.environment.create_process(run, name)
+
+    def _set_child_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _stop_requested)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != self._master:  # the master died before prctl took effect
+            STOP.set()
+
+    def _set_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._graceful_stop)
+        signal.signal(signal.SIGINT, self._graceful_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _graceful_stop(self, signum: int, frame: Any) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name, "grace_seconds": self._stop_grace})
+        self._received_signal, self._restart, self._graceful = True, False, True
+
+    def stop(self, graceful: bool = False) -> None:
+        self.stop_flag.set()
+        processes = [process for _, process in self.worker_threads] + [self.scheduler]
+        deadline = time.monotonic() + self._stop_grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signal.SIGTERM)  # cancel the running operation
+        deadline = time.monotonic() + self._cancel + 5
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+        log.info("stopped")
+
+
+def consume(workers: int) -> None:
+    config = settings()
+    try:
+        recover()
+    except StoreUnavailable as error:  # the periodic sweep catches up once the store is back
+        log.warning("could not sweep at start", extra={"error": str(error)})
+    # No store or queue connection may cross the fork into the worker processes.
+    huey.storage.close()
+    consumer = GracefulConsumer(
+        huey,
+        workers=workers,
+        worker_type="process",  # separate processes: the Automation API keeps process-global state
+        periodic=True,
+        max_delay=1.0,
+        stop_grace_seconds=config.stop_grace_seconds,
+        cancel_seconds=config.cancel_seconds,
+    )
+    consumer.run()

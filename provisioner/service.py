@@ -1,27 +1,43 @@
-"""HTTP intake and operator view.
+"""HTTP intake and operator view: Starlette on uvicorn.
 
-POST /webhooks/billing      billing events (signed); 200 once stored, 4xx with the reason otherwise
-GET  /customers/<id>        status of a customer's stack          (Authorization: Bearer <token>)
-GET  /jobs                  every job, oldest first                (Authorization: Bearer <token>)
+POST /webhooks/billing      billing events (signed); 200 once stored, 4xx with the reason, 503 when the store is down
+GET  /customers/<id>        status of a customer's stack, with its job history   (Authorization: Bearer <token>)
+GET  /jobs                  every job, oldest first                              (Authorization: Bearer <token>)
+GET  /healthz               the process answers
+GET  /readyz                the store and the queue answer (503 otherwise)
+GET  /metrics               Prometheus: jobs by state, attempt latency, queue depth, deliveries
+
+uvicorn's event loop holds idle and slow connections for the cost of a socket each; everything that
+touches the store runs on a bounded thread pool (CLAW_HTTP_THREADS).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
 import re
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import Job, JobStore
+from provisioner.store import Job, JobStore, StoreUnavailable
 from provisioner.webhook import Delivery, WebhookError, parse, verify
 
 log = logging.getLogger("provisioner")
-_CUSTOMER_PATH = re.compile(r"^/customers/([a-z][a-z0-9-]{0,38}[a-z0-9])$")
+_CUSTOMER = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+ATTEMPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+STATES = ("queued", "running", "done", "failed", "superseded", "stale")
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -31,69 +47,186 @@ def job_view(job: Job) -> dict[str, Any]:
         "customer_id": job.customer_id,
         "kind": job.kind,
         "status": job.status,
+        "created": job.created,
         "attempts": job.attempts,
+        "next_attempt": job.run_after if job.state == "queued" else None,
         "last_error": job.last_error,
         "outputs": job.outputs,
-        "created": job.created,
+        "worker": job.worker,
+        "received": job.received,
         "updated": job.updated,
+        "history": [entry.model_dump(exclude_none=True) for entry in job.history],
     }
 
 
-def make_server(settings: ProvisionerSettings, store: JobStore, enqueue: Callable[[Job], None]) -> ThreadingHTTPServer:
-    token = settings.operator_token.get_secret_value()
+class _StoreCollector:
+    """Computed at scrape time from the store and the queue, so every worker's work counts."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "clawhosters-provisioner"
+    def __init__(self, store: JobStore, queue_depth: Callable[[], int]) -> None:
+        self.store, self.queue_depth = store, queue_depth
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info(json.dumps({"event": "http", "client": self.client_address[0], "line": format % args}))
+    def collect(self) -> Iterator[Metric]:
+        try:
+            jobs = self.store.jobs()
+            depth = self.queue_depth()
+        except Exception as error:  # a scrape during an outage reports nothing rather than failing
+            log.warning("metrics unavailable", extra={"error": repr(error)})
+            return
+        by_state = GaugeMetricFamily("claw_jobs", "Jobs by state", labels=["state"])
+        for state in STATES:
+            by_state.add_metric([state], sum(1 for job in jobs if job.state == state))
+        yield by_state
+        latency = HistogramMetricFamily(
+            "claw_attempt_seconds", "Duration of stack operation attempts", labels=["outcome"]
+        )
+        for outcome in ("done", "will retry", "failed", "cancelled"):
+            seconds = [
+                entry.seconds
+                for job in jobs
+                for entry in job.history
+                if entry.event == outcome and entry.seconds is not None
+            ]
+            buckets = [(str(bound), sum(1 for value in seconds if value <= bound)) for bound in ATTEMPT_BUCKETS]
+            buckets.append(("+Inf", len(seconds)))
+            latency.add_metric([outcome], buckets, sum(seconds))
+        yield latency
+        yield GaugeMetricFamily("claw_queue_depth", "Tasks waiting in the queue, scheduled ones included", depth)
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
 
-        def do_POST(self) -> None:
-            if self.path != "/webhooks/billing":
-                return self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            length = self.headers.get("Content-Length", "")
-            if not length.isdigit():
-                return self._answer(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-            if int(length) > settings.max_body_bytes:
-                return self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-            body = self.rfile.read(int(length))
+def make_app(
+    settings: ProvisionerSettings,
+    store: JobStore,
+    enqueue: Callable[[Job], None],
+    queue_depth: Callable[[], int],
+) -> Starlette:
+    token = settings.operator_token.get_secret_value().encode()
+    registry = CollectorRegistry()
+    registry.register(_StoreCollector(store, queue_depth))
+    deliveries = Counter("claw_webhook_deliveries", "Webhook deliveries by outcome", ["outcome"], registry=registry)
+
+    def answer(status: int, body: dict[str, Any], outcome: str) -> JSONResponse:
+        deliveries.labels(outcome).inc()
+        return JSONResponse(body, status_code=status)
+
+    def deliver(body: bytes, signature: str | None) -> JSONResponse:
+        try:
+            verify(
+                Delivery(body, signature),
+                settings.webhook_secret.get_secret_value(),
+                settings.signature_tolerance_seconds,
+            )
+            job = parse(body, settings.cancellation_grace_seconds)
+        except WebhookError as error:
+            return answer(error.status, {"error": str(error)}, "refused")
+        try:
+            outcome, stored = store.accept(job)
+        except StoreUnavailable as error:
+            log.error("store unavailable", extra={"event_id": job.event_id, "error": str(error)})
+            return answer(503, {"error": "the job store is unavailable; deliver again later"}, "unavailable")
+        log.info(outcome, extra={"event_id": job.event_id, "customer": job.customer_id, "kind": job.kind})
+        if stored.state == "queued":
+            # Also for a duplicate: its first delivery may have been stored but never queued.
             try:
-                verify(
-                    Delivery(body, self.headers.get("Stripe-Signature")),
-                    settings.webhook_secret.get_secret_value(),
-                    settings.signature_tolerance_seconds,
-                )
-                job = parse(body, settings.cancellation_grace_seconds)
-            except WebhookError as error:
-                return self._answer(error.status, {"error": str(error)})
-            if store.accept(job):
-                log.info(json.dumps({"event": "accepted", "event_id": job.event_id, "customer": job.customer_id}))
-                try:
-                    enqueue(job)
-                except Exception as error:
-                    log.error(json.dumps({"event": "enqueue failed", "event_id": job.event_id, "error": repr(error)}))
-                return self._answer(HTTPStatus.OK, {"accepted": job.event_id})
-            return self._answer(HTTPStatus.OK, {"duplicate": job.event_id})
+                enqueue(stored)
+            except Exception as error:  # stored is what counts: the sweep queues it
+                log.error("enqueue failed", extra={"event_id": job.event_id, "error": repr(error)})
+        return answer(200, {outcome: job.event_id}, outcome)
 
-        def do_GET(self) -> None:
-            given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return self._answer(HTTPStatus.UNAUTHORIZED, {"error": "operator token required"})
-            if self.path == "/jobs":
-                return self._answer(HTTPStatus.OK, {"jobs": [job_view(job) for job in store.jobs()]})
-            match = _CUSTOMER_PATH.match(self.path)
-            job = store.latest(match.group(1)) if match else None
-            if job is None:
-                return self._answer(HTTPStatus.NOT_FOUND, {"error": "unknown customer"})
-            return self._answer(HTTPStatus.OK, job_view(job))
+    async def webhook(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is None:
+            return answer(411, {"error": "Content-Length required"}, "refused")
+        if not (length.isascii() and length.isdigit()):
+            return answer(400, {"error": "bad Content-Length"}, "refused")
+        if int(length) > settings.max_body_bytes:
+            return answer(413, {"error": "body too large"}, "refused")
+        try:
+            body = await asyncio.wait_for(request.body(), settings.http_body_timeout_seconds)
+        except TimeoutError:
+            return answer(408, {"error": "the body took too long"}, "refused")
+        return await run_in_threadpool(deliver, body, request.headers.get("stripe-signature"))
+
+    def authorised(request: Request) -> bool:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").encode("utf-8", "replace")
+        return hmac.compare_digest(given, token)
+
+    def customer_view(customer_id: str) -> JSONResponse:
+        job = store.latest(customer_id) if _CUSTOMER.fullmatch(customer_id) else None
+        if job is None:
+            return JSONResponse({"error": "unknown customer"}, status_code=404)
+        return JSONResponse(job_view(job))
+
+    async def customer(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "operator token required"}, status_code=401)
+        try:
+            return await run_in_threadpool(customer_view, request.path_params["customer_id"])
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+
+    async def jobs(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "operator token required"}, status_code=401)
+        try:
+            found = await run_in_threadpool(store.jobs)
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+        return JSONResponse({"jobs": [job_view(job) for job in found]})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    def check_ready() -> None:
+        store.kv.ping()
+        queue_depth()
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(run_in_threadpool(check_ready), 5)
+        except Exception as error:
+            log.warning("not ready", extra={"error": repr(error)})
+            return JSONResponse({"ready": False, "error": type(error).__name__}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The one bound on threads that touch the store (Starlette's sync work runs on anyio's pool).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
+        yield
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/billing", webhook, methods=["POST"]),
+            Route("/customers/{customer_id}", customer, methods=["GET"]),
+            Route("/jobs", jobs, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(settings: ProvisionerSettings, app: Starlette) -> None:
+    import uvicorn
+
+    from provisioner.logs import uvicorn_config
 
     host, _, port = settings.bind.rpartition(":")
-    return ThreadingHTTPServer((host, int(port)), Handler)
+    uvicorn.run(
+        app,
+        host=host,
+        port=int(port),
+        log_config=uvicorn_config(),
+        backlog=2048,  # a burst of deliveries queues in the kernel instead of being reset
+        limit_concurrency=settings.http_max_connections,  # beyond this, 503 instead of exhaustion
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers
+        server_header=False,
+        proxy_headers=False,
+    )

@@ -1,22 +1,44 @@
 """The durable record of accepted events and their jobs, on SQLite or Redis (the queue's backend).
 
-An event is stored before the webhook answers 2xx, so it is never lost. Jobs take a per-stack
-lease while they run: one operation per customer stack at a time, and a worker that dies simply
-stops renewing its lease, so another worker can take the job over after it expires.
+An event is stored before the webhook answers 2xx, so it is never lost. Every change that reads
+before it writes is one transaction (SQLite `BEGIN IMMEDIATE`, Redis `WATCH`/`MULTI`). Per
+customer, the newest event by (`created`, event id) wins: an older event that arrives late is
+recorded as stale and never runs, and a newer event supersedes a queued older one.
+
+Jobs take a per-stack lease while they run, and every write a running job makes is fenced by it:
+it commits only while no other worker holds the lease. `holder:<customer>` names the operation that
+is running on the stack; it is cleared only when that operation's CLI exited on its own, so the
+next worker to take the stack knows when it has to clear a stale stack lock first.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Kind = Literal["provision", "deprovision"]
-State = Literal["queued", "running", "done", "failed", "cancelled"]
+State = Literal["queued", "running", "done", "failed", "superseded", "stale"]
+FINISHED: tuple[State, ...] = ("done", "failed", "superseded", "stale")
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: float
+    event: str
+    attempt: int | None = None
+    worker: str | None = None
+    detail: str | None = None
+    seconds: float | None = None
 
 
 class Job(BaseModel):
@@ -25,15 +47,23 @@ class Job(BaseModel):
     event_id: str
     kind: Kind
     customer_id: str
-    # The stack config (`clawhosters:*` keys), already validated; empty for a deprovision.
+    # When the billing provider created the event: what orders a customer's events.
+    created: int
+    # The customer's stack config (`clawhosters:*` keys), already validated; empty for a deprovision.
     config: dict[str, str] = Field(default_factory=dict)
     state: State = "queued"
     attempts: int = 0
     run_after: float = 0
     last_error: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
-    created: float = Field(default_factory=time.time)
+    worker: str | None = None
+    received: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.created, self.event_id)
 
     @property
     def status(self) -> str:
@@ -44,17 +74,51 @@ class Job(BaseModel):
             return "provisioning" if self.kind == "provision" else "deprovisioning"
         return self.state
 
+    def note(self, event: str, **fields: Any) -> None:
+        self.updated = time.time()
+        self.history.append(HistoryEntry(at=self.updated, event=event, **fields))
+
+
+class Holder(BaseModel):
+    """The operation running on a stack, until its CLI has exited on its own."""
+
+    worker: str
+    event_id: str
+    started: float
+
+
+class StoreUnavailable(RuntimeError):
+    """The store (SQLite file or Redis) cannot be reached or stays busy."""
+
+
+Reader = Callable[[str], str | None]
+# A transaction body: reads what it needs, returns the writes (None deletes a key) or None to abort.
+Change = Callable[[Reader], dict[str, str | None] | None]
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Commit only while no other worker holds `lock`; the commit renews it for `owner`."""
+
+    lock: str
+    owner: str
+    seconds: float
+
 
 class KeyValue(Protocol):
-    def add(self, key: str, value: str) -> bool: ...
     def get(self, key: str) -> str | None: ...
-    def put(self, key: str, value: str) -> None: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def many(self, keys: list[str]) -> list[str | None]: ...
+    def transact(self, change: Change, fence: Fence | None = None) -> bool: ...
     def acquire(self, key: str, owner: str, seconds: float) -> bool: ...
     def release(self, key: str, owner: str) -> None: ...
+    def ping(self) -> None: ...
 
 
 class SqliteKeyValue:
+    # Long enough to ride out another process's write, short enough that an outage shows.
+    BUSY_SECONDS = 10
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
@@ -76,37 +140,91 @@ class SqliteKeyValue:
         db.execute("CREATE TABLE IF NOT EXISTS claw_locks (key TEXT PRIMARY KEY, owner TEXT, expires REAL)")
 
     def _connection(self) -> sqlite3.Connection:
-        if getattr(self._local, "db", None) is None:
-            self._local.db = sqlite3.connect(self._path, timeout=60, isolation_level=None)
+        # One connection per thread and per process: a connection must never cross a fork.
+        pid = os.getpid()
+        if getattr(self._local, "pid", None) != pid:
+            self._local.db = sqlite3.connect(self._path, timeout=self.BUSY_SECONDS, isolation_level=None)
+            self._local.db.execute("PRAGMA synchronous=FULL")
+            self._local.pid = pid
         connection: sqlite3.Connection = self._local.db
         return connection
 
-    def add(self, key: str, value: str) -> bool:
-        cursor = self._connection().execute("INSERT OR IGNORE INTO claw_kv VALUES (?, ?)", (key, value))
-        return cursor.rowcount == 1
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"sqlite: {error}") from error
 
     def get(self, key: str) -> str | None:
-        row = self._connection().execute("SELECT value FROM claw_kv WHERE key = ?", (key,)).fetchone()
+        with self._errors():
+            row = self._connection().execute("SELECT value FROM claw_kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def put(self, key: str, value: str) -> None:
-        self._connection().execute("INSERT OR REPLACE INTO claw_kv VALUES (?, ?)", (key, value))
-
     def keys(self, prefix: str) -> list[str]:
-        rows = self._connection().execute("SELECT key FROM claw_kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
-        return [str(row[0]) for row in rows]
+        with self._errors():
+            rows = self._connection().execute(
+                "SELECT key FROM claw_kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            )
+            return [str(row[0]) for row in rows]
+
+    def many(self, keys: list[str]) -> list[str | None]:
+        return [self.get(key) for key in keys]
+
+    def transact(self, change: Change, fence: Fence | None = None) -> bool:
+        with self._errors():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                if fence is not None:
+                    row = db.execute("SELECT owner, expires FROM claw_locks WHERE key = ?", (fence.lock,)).fetchone()
+                    if row is not None and row[0] != fence.owner and row[1] >= now:
+                        db.execute("ROLLBACK")
+                        return False
+                writes = change(lambda key: self._read(db, key))
+                if writes is None:
+                    db.execute("ROLLBACK")
+                    return False
+                for key, value in writes.items():
+                    if value is None:
+                        db.execute("DELETE FROM claw_kv WHERE key = ?", (key,))
+                    else:
+                        db.execute("INSERT OR REPLACE INTO claw_kv VALUES (?, ?)", (key, value))
+                if fence is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO claw_locks VALUES (?, ?, ?)",
+                        (fence.lock, fence.owner, now + fence.seconds),
+                    )
+                db.execute("COMMIT")
+                return True
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, key: str) -> str | None:
+        row = db.execute("SELECT value FROM claw_kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def acquire(self, key: str, owner: str, seconds: float) -> bool:
         now = time.time()
-        cursor = self._connection().execute(
-            "INSERT INTO claw_locks VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
-            "expires = excluded.expires WHERE claw_locks.owner = excluded.owner OR claw_locks.expires < ?",
-            (key, owner, now + seconds, now),
-        )
+        with self._errors():
+            cursor = self._connection().execute(
+                "INSERT INTO claw_locks VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, "
+                "expires = excluded.expires WHERE claw_locks.owner = excluded.owner OR claw_locks.expires < ?",
+                (key, owner, now + seconds, now),
+            )
         return cursor.rowcount == 1
 
     def release(self, key: str, owner: str) -> None:
-        self._connection().execute("DELETE FROM claw_locks WHERE key = ? AND owner = ?", (key, owner))
+        with self._errors():
+            self._connection().execute("DELETE FROM claw_locks WHERE key = ? AND owner = ?", (key, owner))
+
+    def ping(self) -> None:
+        with self._errors():
+            self._connection().execute("SELECT count(*) FROM claw_locks").fetchone()
 
 
 _ACQUIRE = """
@@ -127,28 +245,79 @@ class RedisKeyValue:
     def __init__(self, url: str) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        # Bounded waits: an outage must show as an error, never as a call that hangs.
+        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
+        self._errors_type: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._watch_error = redis.WatchError
 
-    def add(self, key: str, value: str) -> bool:
-        return bool(self._redis.set(key, value, nx=True))
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors_type as error:
+            raise StoreUnavailable(f"redis: {error}") from error
 
     def get(self, key: str) -> str | None:
-        value = self._redis.get(key)
+        with self._errors():
+            value = self._redis.get(key)
         return None if value is None else str(value)
 
-    def put(self, key: str, value: str) -> None:
-        self._redis.set(key, value)
-
     def keys(self, prefix: str) -> list[str]:
-        return [str(key) for key in self._redis.scan_iter(match=prefix + "*", count=500)]
+        with self._errors():
+            return [str(key) for key in self._redis.scan_iter(match=prefix + "*", count=500)]
+
+    def many(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        with self._errors():
+            return [None if value is None else str(value) for value in self._redis.mget(keys)]
+
+    def transact(self, change: Change, fence: Fence | None = None) -> bool:
+        with self._errors():
+            for _ in range(200):
+                with self._redis.pipeline() as pipe:
+                    try:
+                        if fence is not None:
+                            pipe.watch(fence.lock)
+                            holder = pipe.get(fence.lock)
+                            if holder is not None and holder != fence.owner:
+                                return False
+
+                        def read(key: str, pipe: Any = pipe) -> str | None:
+                            pipe.watch(key)
+                            value = pipe.get(key)
+                            return None if value is None else str(value)
+
+                        writes = change(read)
+                        if writes is None:
+                            return False
+                        pipe.multi()
+                        for key, value in writes.items():
+                            if value is None:
+                                pipe.delete(key)
+                            else:
+                                pipe.set(key, value)
+                        if fence is not None:
+                            pipe.set(fence.lock, fence.owner, px=int(fence.seconds * 1000))
+                        pipe.execute()
+                        return True
+                    except self._watch_error:
+                        continue  # another writer changed a key we read: read again
+        raise StoreUnavailable("redis: a transaction kept conflicting")
 
     def acquire(self, key: str, owner: str, seconds: float) -> bool:
-        return bool(self._acquire(keys=[key], args=[owner, int(seconds * 1000)]))
+        with self._errors():
+            return bool(self._acquire(keys=[key], args=[owner, int(seconds * 1000)]))
 
     def release(self, key: str, owner: str) -> None:
-        self._release(keys=[key], args=[owner])
+        with self._errors():
+            self._release(keys=[key], args=[owner])
+
+    def ping(self) -> None:
+        with self._errors():
+            self._redis.ping()
 
 
 def key_value(queue_url: str) -> KeyValue:
@@ -160,44 +329,172 @@ def key_value(queue_url: str) -> KeyValue:
     return RedisKeyValue(queue_url)
 
 
+AcceptOutcome = Literal["accepted", "duplicate", "stale"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: Job
+    # The operation that last ran on this stack and did not end cleanly (its CLI may have left a lock).
+    previous: Holder | None
+
+
 class JobStore:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
 
-    def accept(self, job: Job) -> bool:
-        """Store a new job for its event; False when the event was seen before (a redelivery)."""
-        if not self.kv.add(f"job:{job.event_id}", job.model_dump_json()):
-            return False
-        pending = self.latest(job.customer_id)
-        if job.kind == "provision" and pending and pending.kind == "deprovision" and pending.state == "queued":
-            # The customer came back within the grace period: the stack stays.
-            pending.state, pending.last_error = "cancelled", f"superseded by {job.event_id}"
-            self.save(pending)
-        self.kv.put(f"customer:{job.customer_id}", job.event_id)
-        return True
+    @staticmethod
+    def _lock(customer_id: str) -> str:
+        return f"lock:stack:{customer_id}"
+
+    def accept(self, job: Job) -> tuple[AcceptOutcome, Job]:
+        """Store a new event's job in one transaction: a redelivery is a duplicate, an event older than
+        the customer's newest is stale, and a newer one supersedes the queued job it replaces."""
+        result: list[tuple[AcceptOutcome, Job]] = []
+
+        def change(read: Reader) -> dict[str, str | None]:
+            result.clear()
+            existing = read(f"job:{job.event_id}")
+            if existing is not None:
+                result.append(("duplicate", Job.model_validate_json(existing)))
+                return {}
+            latest_id = read(f"customer:{job.customer_id}")
+            latest_raw = read(f"job:{latest_id}") if latest_id else None
+            latest = Job.model_validate_json(latest_raw) if latest_raw else None
+            fresh = job.model_copy(deep=True)
+            writes: dict[str, str | None] = {}
+            if latest is not None and latest.order > fresh.order:
+                fresh.state = "stale"
+                fresh.note("stale", detail=f"older than {latest.event_id}, the customer's newest event")
+                result.append(("stale", fresh))
+            else:
+                fresh.note("accepted")
+                writes[f"customer:{job.customer_id}"] = fresh.event_id
+                if latest is not None and latest.state == "queued":
+                    latest.state = "superseded"
+                    latest.note("superseded", detail=f"by {fresh.event_id}")
+                    writes[f"job:{latest.event_id}"] = latest.model_dump_json()
+                result.append(("accepted", fresh))
+            writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
+            return writes
+
+        self.kv.transact(change)
+        return result[0]
 
     def get(self, event_id: str) -> Job | None:
         raw = self.kv.get(f"job:{event_id}")
         return None if raw is None else Job.model_validate_json(raw)
 
-    def save(self, job: Job) -> None:
-        job.updated = time.time()
-        self.kv.put(f"job:{job.event_id}", job.model_dump_json())
-
     def jobs(self) -> list[Job]:
-        found = [self.get(key.removeprefix("job:")) for key in self.kv.keys("job:")]
-        return sorted((job for job in found if job is not None), key=lambda job: job.created)
+        keys = self.kv.keys("job:")
+        found = [Job.model_validate_json(raw) for raw in self.kv.many(keys) if raw is not None]
+        return sorted(found, key=lambda job: job.received)
 
     def latest(self, customer_id: str) -> Job | None:
         event_id = self.kv.get(f"customer:{customer_id}")
         return None if event_id is None else self.get(event_id)
 
+    def last_provisioned(self, customer_id: str) -> Job | None:
+        """The newest provision that completed: the settings the customer's stack last had."""
+        done = [
+            job
+            for job in self.jobs()
+            if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
+        ]
+        return max(done, key=lambda job: job.order, default=None)
+
     def lock(self, customer_id: str, owner: str, seconds: float) -> bool:
         """Take or renew the customer's stack lease."""
-        return self.kv.acquire(f"lock:stack:{customer_id}", owner, seconds)
+        return self.kv.acquire(self._lock(customer_id), owner, seconds)
 
     def unlock(self, customer_id: str, owner: str) -> None:
-        self.kv.release(f"lock:stack:{customer_id}", owner)
+        self.kv.release(self._lock(customer_id), owner)
+
+    def claim(self, event_id: str, owner: str, seconds: float, now: float) -> Claim | float | None:
+        """Start a job under its stack lease (taken by the caller): the Claim, None when the job must not
+        run (finished, superseded, not the customer's newest), or the seconds until it is due."""
+        outcome: list[Claim | float | None] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            outcome.clear()
+            raw = read(f"job:{event_id}")
+            job = Job.model_validate_json(raw) if raw else None
+            if job is None or job.state in FINISHED:
+                outcome.append(None)
+                return None
+            if read(f"customer:{job.customer_id}") != event_id:
+                job.state = "superseded"
+                job.note("superseded", detail="a newer event for this customer arrived")
+                outcome.append(None)
+                return {f"job:{event_id}": job.model_dump_json()}
+            if job.run_after > now:
+                outcome.append(job.run_after - now)
+                return None
+            holder_raw = read(f"holder:{job.customer_id}")
+            previous = Holder.model_validate_json(holder_raw) if holder_raw else None
+            writes: dict[str, str | None] = {}
+            if previous is not None and previous.event_id != event_id:
+                earlier_raw = read(f"job:{previous.event_id}")
+                earlier = Job.model_validate_json(earlier_raw) if earlier_raw else None
+                if earlier is not None and earlier.state == "running":
+                    earlier.state = "superseded"
+                    earlier.note(
+                        "interrupted", worker=previous.worker, detail=f"its worker is gone; {event_id} is newer"
+                    )
+                    writes[f"job:{earlier.event_id}"] = earlier.model_dump_json()
+            job.state, job.attempts, job.worker = "running", job.attempts + 1, owner
+            job.note("started", attempt=job.attempts, worker=owner)
+            writes[f"job:{event_id}"] = job.model_dump_json()
+            writes[f"holder:{job.customer_id}"] = Holder(worker=owner, event_id=event_id, started=now).model_dump_json()
+            outcome.append(Claim(job, previous))
+            return writes
+
+        customer = self._customer_of(event_id)
+        if customer is None:
+            return None
+        if not self.kv.transact(change, Fence(self._lock(customer), owner, seconds)):
+            return outcome[0] if outcome else None
+        return outcome[0]
+
+    def _customer_of(self, event_id: str) -> str | None:
+        job = self.get(event_id)
+        return None if job is None else job.customer_id
+
+    def update(self, job: Job, owner: str, seconds: float, *, operation_ended: bool) -> bool:
+        """Write a running job's progress, fenced by its stack lease; `operation_ended` says the CLI
+        exited on its own, so the stack holds no lock of ours any more."""
+
+        def change(read: Reader) -> dict[str, str | None]:
+            writes: dict[str, str | None] = {f"job:{job.event_id}": job.model_dump_json()}
+            if operation_ended:
+                holder = read(f"holder:{job.customer_id}")
+                if holder is not None and Holder.model_validate_json(holder).worker == owner:
+                    writes[f"holder:{job.customer_id}"] = None
+            return writes
+
+        return self.kv.transact(change, Fence(self._lock(job.customer_id), owner, seconds))
+
+    def retry(self, event_id: str) -> str | None:
+        """Queue a failed job again; the reason when it may not be (then nothing changes)."""
+        refusal: list[str] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            refusal.clear()
+            raw = read(f"job:{event_id}")
+            job = Job.model_validate_json(raw) if raw else None
+            if job is None or job.state != "failed":
+                refusal.append(f"{event_id} is not a failed job")
+                return None
+            newest = read(f"customer:{job.customer_id}")
+            if newest != event_id:
+                refusal.append(f"{event_id} is not {job.customer_id}'s newest event ({newest} is): it would undo it")
+                return None
+            job.state, job.attempts, job.run_after, job.last_error = "queued", 0, 0, None
+            job.note("retried", detail="by an operator")
+            return {f"job:{event_id}": job.model_dump_json()}
+
+        self.kv.transact(change)
+        return refusal[0] if refusal else None
 
     def runnable(self, now: float) -> list[Job]:
         """Jobs that should be in the queue: not finished, and due."""

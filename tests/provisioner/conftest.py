@@ -25,6 +25,7 @@ from provisioner.webhook import sign
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
+PLATFORM = json.dumps({"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]})
 
 
 def free_port() -> int:
@@ -42,34 +43,41 @@ def wait_for(what: str, check: Any, timeout: float = 20) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@dataclass
+class RedisServer:
+    """A real redis-server with an append-only file, as the README tells operators to run it."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server must be installed (setup.sh installs it)"
+        arguments = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory)]
+        self.process = subprocess.Popen(
+            [binary, *arguments, "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL
+        )
+        wait_for("redis", lambda: _connects(self.port))
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server must be installed (setup.sh installs it)"
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     try:
-        wait_for("redis", lambda: _connects(port))
-        yield f"redis://127.0.0.1:{port}"
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 def _connects(port: int) -> bool:
@@ -83,6 +91,8 @@ class Provisioner:
 
     env: dict[str, str]
     records: Path
+    backend: str
+    redis: RedisServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -101,9 +111,14 @@ class Provisioner:
             )
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the role's whole process group (its children and their CLIs too)."""
         process = self.processes.pop(role)
         os.killpg(process.pid, sig)
         process.wait(timeout=20)
+
+    @property
+    def logs(self) -> str:
+        return "".join(path.read_text() for path in self.records.parent.glob("*.log"))
 
     def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -137,6 +152,11 @@ class Provisioner:
         code, body = self.get(f"/customers/{customer_id}")
         return body.get("status") if code == 200 else None
 
+    def job(self, event_id: str) -> dict[str, Any]:
+        code, body = self.get("/jobs")
+        assert code == 200
+        return next(job for job in body["jobs"] if job["event_id"] == event_id)
+
 
 def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
     try:
@@ -146,14 +166,15 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
-    if request.param == "redis":
-        redis_url: str = request.getfixturevalue("redis_server")
+def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Provisioner:
+    """A provisioner on `backend` with its serve process running (workers are started by the test)."""
+    server: RedisServer | None = None
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
         import redis
 
-        redis.Redis.from_url(redis_url).flushall()
-        queue_url = redis_url + "/0"
+        redis.Redis.from_url(server.url).flushall()
+        queue_url = server.url + "/0"
     else:
         queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     records = tmp_path / "records"
@@ -163,20 +184,62 @@ def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Prov
         "CLAW_WEBHOOK_SECRET": SECRET,
         "CLAW_OPERATOR_TOKEN": TOKEN,
         "CLAW_QUEUE_URL": queue_url,
+        "CLAW_STATE_DIR": str(tmp_path / "state"),
+        "CLAW_PLATFORM": PLATFORM,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
-        "CLAW_RUNNER": "tests.provisioner.standin:StandInRunner",
+        # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi).
+        "PATH": f"{Path(__file__).parent / 'bin'}:{os.environ['PATH']}",
+        "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
+        "CLAW_CANCEL_SECONDS": "0.5",
+        "CLAW_STOP_GRACE_SECONDS": "0.5",
         "CLAW_RETRY_BASE_SECONDS": "0.2",
         "CLAW_MAX_ATTEMPTS": "2",
-        "CLAW_CANCELLATION_GRACE_SECONDS": "3",
+        "CLAW_CANCELLATION_GRACE_SECONDS": "2",
         "CLAW_STANDIN_DIR": str(records),
         "PYTHONPATH": str(REPO),
     }
-    deployment = Provisioner(env, records)
+    deployment = Provisioner(env, records, backend, server)
     deployment.start("serve")
     wait_for("the webhook endpoint", lambda: _connects(int(env["CLAW_BIND"].rsplit(":", 1)[1])))
+    return deployment
+
+
+def _stop(deployment: Provisioner) -> None:
+    for role in list(deployment.processes):
+        deployment.kill(role)
+    if (
+        deployment.redis is not None
+        and deployment.redis.process is not None
+        and deployment.redis.process.poll() is not None
+    ):
+        deployment.redis.start()  # a test that stopped Redis leaves it running for the next
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    deployment = deploy(request, tmp_path, request.param)
     try:
         yield deployment
     finally:
-        for role in list(deployment.processes):
-            deployment.kill(role)
+        _stop(deployment)
+
+
+@pytest.fixture
+def sqlite_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    """For behaviour that does not depend on the store (the sequence of stack operations)."""
+    deployment = deploy(request, tmp_path, "sqlite")
+    try:
+        yield deployment
+    finally:
+        _stop(deployment)
+
+
+@pytest.fixture
+def redis_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
+    """For what only Redis can show here: the queue's server going away."""
+    deployment = deploy(request, tmp_path, "redis")
+    try:
+        yield deployment
+    finally:
+        _stop(deployment)

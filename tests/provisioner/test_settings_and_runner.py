@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from provisioner.runner import REPO
 from provisioner.settings import ProvisionerSettings, SettingsError
 
-GOOD = {"CLAW_WEBHOOK_SECRET": "whsec_0123456789abcdef", "CLAW_OPERATOR_TOKEN": "token-0123456789abcdef"}
+GOOD = {
+    "CLAW_WEBHOOK_SECRET": "whsec_0123456789abcdef",
+    "CLAW_OPERATOR_TOKEN": "token-0123456789abcdef",
+    "CLAW_PLATFORM": '{"provisioner_cidrs": ["203.0.113.0/28"]}',
+}
 
 
 def test_defaults_are_the_embedded_queue_and_the_automation_api() -> None:
@@ -21,6 +28,47 @@ def test_defaults_are_the_embedded_queue_and_the_automation_api() -> None:
     assert "whsec" not in repr(settings), "secrets must not show in logs or tracebacks"
 
 
+def test_every_platform_setting_is_written_into_the_stack() -> None:
+    shared = '{"firewall_mode": "shared", "shared_firewall_id": 7, "provisioner_cidrs": ["203.0.113.0/28"]}'
+    config = ProvisionerSettings.from_env({**GOOD, "CLAW_PLATFORM": shared}).stack_platform_config()
+    assert config["platform:firewall_mode"] == "shared"
+    assert config["platform:shared_firewall_id"] == "7"
+    assert config["platform:provisioner_cidrs"] == '["203.0.113.0/28"]'
+    # The program reads them back to the same settings.
+    from config.loader import settings_from_mapping
+    from tests.provisioner.events import IMAGE
+
+    stack = settings_from_mapping({**config, "clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE})
+    assert stack.platform.shared_firewall_id == 7
+    assert [str(cidr) for cidr in stack.platform.provisioner_cidrs] == ["203.0.113.0/28"]
+
+
+def test_a_bad_queue_url_is_a_clean_error_naming_it(tmp_path: Path) -> None:
+    environment = {**os.environ, **GOOD, "CLAW_QUEUE_URL": "postgres://db", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioner", "status", "acme"],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "CLAW_QUEUE_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
+    import inspect
+
+    from pulumi.automation import Stack
+
+    from provisioner.runner import POLICY_PACK
+
+    assert "policy_packs" in inspect.signature(Stack.up).parameters
+    assert (POLICY_PACK / "PulumiPolicy.yaml").exists(), "the CLI loads the pack from this directory"
+
+
 @pytest.mark.parametrize(
     "environment,named",
     [
@@ -28,6 +76,11 @@ def test_defaults_are_the_embedded_queue_and_the_automation_api() -> None:
         ({**GOOD, "CLAW_OPERATOR_TOKEN": "short"}, "CLAW_OPERATOR_TOKEN"),
         ({**GOOD, "CLAW_QUEUE_URL": "postgres://db"}, "CLAW_QUEUE_URL"),
         ({**GOOD, "CLAW_MAX_ATTEMPTS": "zero"}, "CLAW_MAX_ATTEMPTS"),
+        ({**GOOD, "CLAW_PLATFORM": "{}"}, "CLAW_PLATFORM: .*provisioner_cidrs must name"),
+        ({**GOOD, "CLAW_PLATFORM": "not json"}, "CLAW_PLATFORM: must be a JSON object"),
+        ({**GOOD, "CLAW_PLATFORM": '{"firewall_mode": "shared"}'}, "CLAW_PLATFORM.shared_firewall_id"),
+        ({**GOOD, "CLAW_PLATFORM": '{"provisioner_cidrs": ["1.2.3.4/8"], "x": 1}'}, "CLAW_PLATFORM.x"),
+        ({**GOOD, "CLAW_LEASE_SECONDS": "10", "CLAW_CANCEL_SECONDS": "5"}, "CLAW_CANCEL_SECONDS"),
     ],
 )
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:
