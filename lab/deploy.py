@@ -79,13 +79,12 @@ class DeployFailed(RuntimeError):
 
 @dataclass
 class Stack:
-    """One customer stack's state between runs, in memory: resource values, server, commands."""
+    """One customer stack's state between runs, in memory: resource values, the cloud, commands."""
 
     ipv4: str
     ipv6: str
     values: dict[str, dict[str, str]] = field(default_factory=dict)
-    server: dict[str, Any] | None = None
-    # What Hetzner reports once the server exists: the program's own safety checks read it.
+    # What Hetzner reports (nothing before the first `up`): the program's own safety checks read it.
     cloud: Cloud = field(default_factory=Cloud)
     commands: dict[str, CommandState] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -102,9 +101,8 @@ class Stack:
     ) -> list[Step]:
         graph = self.graph(settings, policy)
         server = graph.one(SERVER)
-        if self.server is None:
+        if not self.cloud.servers:
             create_server(server)
-            self.server = {"name": server.name, "inputs": server.inputs}
             labels = server.inputs["labels"]
             firewall_ids = tuple(int(firewall_id) for firewall_id in server.inputs["firewallIds"])
             self.cloud = Cloud(
