@@ -8,12 +8,10 @@ inspect format.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +22,18 @@ from components import drift_check
 from components.drift import CHECK_PATH, DRIFT_TIMER, EXPECTED_PATH, STATUS_FILE, UNIT_FILES
 from components.host_baseline import HostSettings, render_host_baseline
 from config import BaselinePolicy, DriftPolicy
+from tests.netns import Run, network_namespace, ruleset
 
 POLICY = BaselinePolicy()
 BUNDLE = render_host_baseline(POLICY, HostSettings())
 SYSTEM_PYTHON = "/usr/bin/python3"
 EVERYWHERE = "0.0.0.0"  # noqa: S104 (how Docker reports a port published on every address)
-_names = itertools.count()
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
 def netns() -> Iterator[Run]:
-    assert os.geteuid() == 0, "the drift tests need root (CI runs as root)"
-    name = f"claw-drift-{os.getpid()}-{next(_names)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-
-    def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", name, *command], capture_output=True, text=True, check=check)
-
-    try:
+    with network_namespace("claw-drift") as run:
         yield run
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
 
 
 @pytest.fixture
@@ -81,11 +68,6 @@ def applied(netns: Run, bundle_dir: Path) -> Checker:
     imitate_docker(netns, 0)
     netns("sh", str(bundle_dir / "apply.sh"), "--firewall-only")
     return Checker(netns, bundle_dir)
-
-
-def ruleset(netns: Run) -> str:
-    dumps = [netns(tool, "-t", "filter").stdout for tool in ("iptables-save", "ip6tables-save")]
-    return "".join(line + "\n" for dump in dumps for line in dump.splitlines() if not line.startswith("#"))
 
 
 def imitate_docker(netns: Run, step: int) -> None:

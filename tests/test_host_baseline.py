@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,12 @@ from components.host_baseline import (
 )
 from config import BaselinePolicy
 from tests.keys import public_key
+from tests.netns import Run, network_namespace, ruleset
 
 POLICY = BaselinePolicy()
 HOST = HostSettings(provisioner_cidrs=("203.0.113.0/28", "2001:db8:100::/48"))
 BUNDLE = render_host_baseline(POLICY, HOST)
 FAMILIES = {4: "iptables", 6: "ip6tables"}
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def rules(family: int, chain: str) -> list[str]:
@@ -176,32 +175,14 @@ def test_the_digest_follows_the_policy() -> None:
 
 @pytest.fixture
 def netns() -> Iterator[Run]:
-    """A fresh network namespace with its own empty packet filter; removed afterwards."""
-    assert os.geteuid() == 0, "the packet-filter tests need root (CI runs as root)"
-    name = f"claw-unit-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-
-    def run(*command: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", name, *command], input=stdin, capture_output=True, text=True, check=check
-        )
-
-    try:
+    with network_namespace("claw-unit") as run:
         yield run
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
 
 
 @pytest.fixture
 def bundle_dir(tmp_path: Path) -> Path:
     BUNDLE.write_to(tmp_path)
     return tmp_path
-
-
-def ruleset(run: Run) -> str:
-    """Both families' filter tables, without counters and timestamps."""
-    dumps = [run(f"{tool}-save", "-t", "filter").stdout for tool in FAMILIES.values()]
-    return "".join(line for dump in dumps for line in dump.splitlines(keepends=True) if not line.startswith("#"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

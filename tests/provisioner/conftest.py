@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,16 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
     return deployment
 
 
+@contextmanager
+def running(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[Provisioner]:
+    """A deployment for one test, stopped afterwards whatever the test did."""
+    deployment = deploy(request, tmp_path, backend)
+    try:
+        yield deployment
+    finally:
+        _stop(deployment)
+
+
 def _stop(deployment: Provisioner) -> None:
     for role in list(deployment.processes):
         deployment.kill(role)
@@ -218,28 +229,19 @@ def _stop(deployment: Provisioner) -> None:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
-    deployment = deploy(request, tmp_path, request.param)
-    try:
+    with running(request, tmp_path, request.param) as deployment:
         yield deployment
-    finally:
-        _stop(deployment)
 
 
 @pytest.fixture
 def sqlite_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
     """For behaviour that does not depend on the store (the sequence of stack operations)."""
-    deployment = deploy(request, tmp_path, "sqlite")
-    try:
+    with running(request, tmp_path, "sqlite") as deployment:
         yield deployment
-    finally:
-        _stop(deployment)
 
 
 @pytest.fixture
 def redis_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Provisioner]:
     """For what only Redis can show here: the queue's server going away."""
-    deployment = deploy(request, tmp_path, "redis")
-    try:
+    with running(request, tmp_path, "redis") as deployment:
         yield deployment
-    finally:
-        _stop(deployment)
