@@ -165,17 +165,21 @@ def test_5_twenty_events_out_of_order_end_on_the_newest(provisioner: Provisioner
     provisioner.start("worker", "--workers", "2")
     base = int(time.time())
     # Delivered in a scrambled order (7 is coprime to 20, so this visits every index once).
-    events = [(base + index, f"evt_order{index:02d}", f"cx{index + 10}") for index in (i * 7 % 20 for i in range(20))]
+    # Each event names its own gateway release, so the stack's config tells which event won.
+    events = [
+        (base + index, f"evt_order{index:02d}", f"ghcr.io/openclaw/gateway:1.{index}")
+        for index in (i * 7 % 20 for i in range(20))
+    ]
     answers = {}
-    for created, event_id, server_type in events:
-        code, body = provisioner.post(signup("acme", event_id=event_id, created=created, server_type=server_type))
+    for created, event_id, image in events:
+        code, body = provisioner.post(signup("acme", event_id=event_id, created=created, gateway_image=image))
         assert code == 200
         answers[event_id] = next(iter(body))
     wait_for("the newest to be ready", lambda: provisioner.get("/customers/acme")[1].get("status") == "ready")
     _, view = provisioner.get("/customers/acme")
     assert view["event_id"] == "evt_order19"
     ups = records(provisioner.records, "up")
-    assert ups[-1]["config"]["clawhosters:server_type"] == "cx29", "the stack ends on the newest setting"
+    assert ups[-1]["config"]["clawhosters:gateway_image"] == "ghcr.io/openclaw/gateway:1.19", "the newest setting wins"
     assert _overlaps(provisioner, "acme") == []
     for _, event_id, _ in events:
         status = provisioner.job(event_id)["status"]
