@@ -1,7 +1,7 @@
-"""The one way this repository drives a stack through the Automation API: list, preview, up.
+"""The one way this repository drives a stack through the Automation API: list, open, preview, up.
 
 Every preview and up runs with the policy pack. Call these from a worker process of
-`fleet.workers` (or the provisioner's worker): the Automation API keeps process-global state.
+`fleet.workers` or of the provisioner: the Automation API keeps process-global state.
 The pulumi CLI must be on PATH; the backend and passphrase come from the environment
 (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
 """
@@ -35,6 +35,11 @@ class Workspace(BaseModel):
     policy_pack: DirectoryPath = REPO / "policy"
     backend_url: str | None = None
     secrets_provider: str | None = None
+    # Where each stack's workspace lives (its settings file), when not beside the program: the
+    # provisioner keeps them in its state directory, never in the checkout.
+    stacks_dir: Path | None = None
+    # A directory with a `bin/pulumi` to run instead of the one on PATH.
+    pulumi_root: Path | None = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -63,14 +68,41 @@ def _backend_stack_names(workspace: Workspace) -> list[str]:
     return [summary.name for summary in local.list_stacks(include_all=True)]
 
 
+def _project(program_dir: Path) -> Any:
+    """The program's own project settings, for a workspace directory away from the program."""
+    import yaml
+    from pulumi import automation
+
+    declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
+    runtime = declared["runtime"]
+    options = {**runtime.get("options", {}), "virtualenv": str(program_dir / ".venv")}
+    return automation.ProjectSettings(
+        name=declared["name"],
+        runtime=automation.ProjectRuntimeInfo(name=runtime["name"], options=options),
+        main=str(program_dir),
+        description=declared.get("description"),
+    )
+
+
 def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Stack:
     from pulumi import automation
 
+    work_dir = workspace.program_dir
+    project = None
+    if workspace.stacks_dir is not None:
+        work_dir = workspace.stacks_dir / stack
+        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        project = _project(workspace.program_dir)
+    command = automation.PulumiCommand(root=str(workspace.pulumi_root)) if workspace.pulumi_root else None
     options = automation.LocalWorkspaceOptions(
-        env_vars=workspace.env_vars(), secrets_provider=workspace.secrets_provider
+        work_dir=str(work_dir),
+        pulumi_command=command,
+        project_settings=project,
+        env_vars=workspace.env_vars(),
+        secrets_provider=workspace.secrets_provider,
     )
     select = automation.create_or_select_stack if create else automation.select_stack
-    return select(stack_name=stack, work_dir=str(workspace.program_dir), opts=options)
+    return select(stack_name=stack, work_dir=str(work_dir), opts=options)
 
 
 def preview(
@@ -96,11 +128,16 @@ def up(
     on_event: Callable[[EngineEvent], None] | None = None,
     create: bool = False,
 ) -> dict[str, Any]:
-    """`pulumi up` with the policy pack (held to `plan` if given); returns the non-secret outputs."""
+    """`pulumi up` with the policy pack (held to `plan` if given); returns the non-secret outputs.
+    `config`, when given, becomes the stack's whole config: keys it does not name are removed."""
     from pulumi import automation
 
     handle = open_stack(workspace, stack, create=create)
-    if config:
+    if config is not None:
+        # set_all_config only adds and updates.
+        stale = sorted(set(handle.get_all_config()) - set(config))
+        if stale:
+            handle.remove_all_config(stale)
         handle.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
     result = handle.up(
         policy_packs=[str(workspace.policy_pack)],

@@ -5,10 +5,11 @@ provisioner cancels an operation by sending that child SIGINT, which the pulumi 
 "cancel gracefully": in-flight resource operations finish, the state is written and the stack lock is
 released. The kernel sends the same SIGINT when the worker process dies (`bin/pulumi`).
 
-`AutomationRunner` drives this repository's program with the Automation API (it needs the pulumi
-CLI). Its state is process-global, so each worker process has its own runner and runs one stack
-operation at a time. Each stack gets its own workspace directory in the provisioner's state dir
-(project file pointing at this checkout's program, and the stack's settings file), never the checkout.
+`AutomationRunner` drives this repository's program through `fleet.stacks`, the repository's one
+way to use the Automation API (it needs the pulumi CLI). Its state is process-global, so each
+worker process has its own runner and runs one stack operation at a time. Each stack gets its own
+workspace directory in the provisioner's state dir (project file pointing at this checkout's
+program, and the stack's settings file), never the checkout.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
+from fleet import stacks
 from provisioner.settings import ProvisionerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,49 +54,22 @@ class StackRunner(Protocol):
 
 
 class AutomationRunner:
+    """The provisioner's stack operations, through `fleet.stacks` like every other Automation API use."""
+
     def __init__(self, settings: ProvisionerSettings) -> None:
-        self.settings = settings
-
-    def _project(self) -> Any:
-        from pulumi import automation
-
-        declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
-        runtime = declared["runtime"]
-        options = {**runtime.get("options", {}), "virtualenv": str(REPO / ".venv")}
-        return automation.ProjectSettings(
-            name=declared["name"],
-            runtime=automation.ProjectRuntimeInfo(name=runtime["name"], options=options),
-            main=str(REPO),
-            description=declared.get("description"),
+        self.workspace = stacks.Workspace(
+            policy_pack=POLICY_PACK,
+            backend_url=settings.pulumi_backend_url,
+            secrets_provider=settings.pulumi_secrets_provider,
+            stacks_dir=settings.state_dir / "stacks",
+            pulumi_root=CLI_ROOT,
         )
 
     def _stack(self, customer_id: str) -> Any:
-        from pulumi import automation
-
-        work_dir = self.settings.state_dir / "stacks" / stack_name(customer_id)
-        work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        options = automation.LocalWorkspaceOptions(
-            pulumi_command=automation.PulumiCommand(root=str(CLI_ROOT)),
-            work_dir=str(work_dir),
-            project_settings=self._project(),
-            env_vars={"PULUMI_BACKEND_URL": self.settings.pulumi_backend_url},
-            secrets_provider=self.settings.pulumi_secrets_provider,
-        )
-        return automation.create_or_select_stack(
-            stack_name=stack_name(customer_id), work_dir=str(work_dir), opts=options
-        )
+        return stacks.open_stack(self.workspace, stack_name(customer_id), create=True)
 
     def up(self, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
-        from pulumi import automation
-
-        stack = self._stack(customer_id)
-        # set_all_config only adds and updates: remove what the desired config no longer has.
-        stale = sorted(set(stack.get_all_config()) - set(config))
-        if stale:
-            stack.remove_all_config(stale)
-        stack.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
-        result = stack.up(on_output=log, color="never", policy_packs=[str(POLICY_PACK)])
-        return {name: output.value for name, output in result.outputs.items() if not output.secret}
+        return stacks.up(self.workspace, stack_name(customer_id), config=config, on_output=log, create=True)
 
     def destroy(self, customer_id: str, log: Log) -> None:
         self._stack(customer_id).destroy(on_output=log, color="never")
