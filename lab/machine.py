@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -258,7 +259,6 @@ class NoCloudSeed:
     hostname: str
     public_keys: tuple[str, ...]
     user_data: str
-    vendor_data: str = ""
 
 
 class Machine:
@@ -288,8 +288,7 @@ class Machine:
         meta = {"instance-id": seed.instance_id, "local-hostname": seed.hostname, "public-keys": list(seed.public_keys)}
         (nocloud / "meta-data").write_text(json.dumps(meta, indent=2) + "\n")
         (nocloud / "user-data").write_text(seed.user_data)
-        (nocloud / "vendor-data").write_text(seed.vendor_data)
-        for name in ("meta-data", "user-data", "vendor-data"):
+        for name in ("meta-data", "user-data"):
             (nocloud / name).chmod(0o600)
 
     def boot(self, until_booted: bool = True, timeout: float = 120) -> None:
@@ -399,7 +398,7 @@ class Machine:
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
 

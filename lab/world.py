@@ -81,11 +81,11 @@ class Lab:
     policy: BaselinePolicy = field(default_factory=BaselinePolicy)
     pids: dict[str, int] = field(default_factory=dict)
     image_digests: dict[str, str] = field(default_factory=dict)
-    vendor_data: str = ""
 
     def __post_init__(self) -> None:
         self.stack = Stack(VPS_PEER.ipv4, VPS_PEER.ipv6)
         self.runner = Runner(PROVISIONER.namespace)
+        self.image: Image | None = None
         self.machine: Machine | None = None
         self.settings: StackSettings | None = None
         self.first_steps: list[Step] = []
@@ -120,7 +120,6 @@ class Lab:
                 hostname=server.inputs["name"],
                 public_keys=(provisioning["publicKeyOpenssh"].strip(),),
                 user_data=server.inputs["userData"],
-                vendor_data=self.vendor_data,
             )
         )
         # Like a new Hetzner server: the API returns while it boots; the commands' dial retries
@@ -225,7 +224,7 @@ class Lab:
         (self.state_dir / "nf_log_all_netns").write_text(NF_LOG_ALL_NETNS.read_text())
         # Kernel LOG lines from a namespace other than the host's are dropped unless this is set.
         NF_LOG_ALL_NETNS.write_text("1\n")
-        self.image: Image | None = ensure_image()
+        self.image = ensure_image()
         self._network()
         self._internet()
         return self.deploy() if deploy else []
