@@ -43,6 +43,14 @@ def _up_started(provisioner: Provisioner, customer: str, count: int = 1) -> None
     wait_for("the up to start", lambda: len(list(provisioner.records.glob(f"{customer}.up.*"))) >= count)
 
 
+def _a_new_worker_finishes_with_one_up(provisioner: Provisioner) -> None:
+    """After a stop that cancelled the operation: the next worker completes it, once, alone."""
+    provisioner.start("worker")
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=30)
+    assert len(records(provisioner.records, "up")) == 1
+    assert _overlaps(provisioner, "acme") == []
+
+
 def test_1_a_store_outage_mid_job_never_runs_a_second_up(provisioner: Provisioner) -> None:
     provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
     provisioner.start("worker", "--workers", "2")
@@ -96,10 +104,7 @@ def test_3_sigterm_mid_up_cancels_cleanly_and_the_stack_is_not_wedged(provisione
     assert locks(provisioner.records) == [], "the cancelled CLI released the stack lock"
     assert provisioner.status("acme") == "queued"
     assert "cancelled" in _events(provisioner, "acme")
-    provisioner.start("worker")
-    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=30)
-    assert len(records(provisioner.records, "up")) == 1
-    assert _overlaps(provisioner, "acme") == []
+    _a_new_worker_finishes_with_one_up(provisioner)
 
 
 def test_3_sigterm_lets_an_operation_within_the_grace_period_finish(provisioner: Provisioner) -> None:
@@ -201,10 +206,7 @@ def test_7_a_killed_master_takes_its_children_with_it(provisioner: Provisioner) 
     assert alive == [], "every worker (and its CLI) stopped with the master"
     assert locks(provisioner.records) == [], "the CLI was cancelled, not orphaned"
     assert "cancelled" in _events(provisioner, "acme")
-    provisioner.start("worker")
-    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=30)
-    assert len(records(provisioner.records, "up")) == 1
-    assert _overlaps(provisioner, "acme") == []
+    _a_new_worker_finishes_with_one_up(provisioner)
 
 
 def test_9_retry_refuses_a_job_that_is_not_the_customers_newest(provisioner: Provisioner) -> None:
