@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the program, its tests and the lab need on Debian 12 (as root): Debian packages
-# from .ci/apt-packages.txt and a Python virtualenv in .venv with requirements.txt.
+# from .ci/apt-packages.txt, a Python virtualenv in .venv with exactly requirements.lock, and the
+# Pulumi toolchain (CLI, language host, providers) built from Go modules into
+# /var/cache/clawhosters-toolchain (CLAW_TOOLCHAIN_CACHE), linked as .toolchain/.
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
@@ -10,4 +12,8 @@ grep -v '^\s*#' .ci/apt-packages.txt | xargs apt-get install -y -qq --no-install
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q --no-deps -r requirements.lock
+.venv/bin/pip check
+
+.venv/bin/python -m toolchain build
+.toolchain/bin/pulumi version

@@ -1,0 +1,93 @@
+"""The Pulumi toolchain: the CLI, the Python language host and the providers, built from Go modules.
+
+`versions.toml` pins every component; `python -m toolchain build` builds what is missing into a
+cache outside the checkout and links the set into `.toolchain/` (which Pulumi.yaml's `plugins:`
+names), `python -m toolchain lock` writes requirements.lock with each SDK at its plugin's version.
+`cli_environment()` is how every caller (the lab, the tests, the provisioner, the workflows) runs
+the CLI: these binaries only, offline, on a self-managed backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOOLCHAIN_DIR = Path(__file__).resolve().parent
+REPO = TOOLCHAIN_DIR.parent
+VERSIONS_FILE = TOOLCHAIN_DIR / "versions.toml"
+# The set of binaries the checkout uses: a link into the cache, made by `python -m toolchain build`.
+LINK = REPO / ".toolchain"
+DEFAULT_CACHE = Path("/var/cache/clawhosters-toolchain")
+
+
+class SdkPin(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    upstream: str = Field(pattern=r"^[a-z0-9./-]+@v\S+$")
+    binaries: list[str] = Field(min_length=1)
+    sdk: SdkPin | None = None
+
+
+class Pins(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    components: dict[str, Component] = Field(min_length=1)
+
+    @classmethod
+    def load(cls, path: Path = VERSIONS_FILE) -> Pins:
+        return cls.model_validate(tomllib.loads(path.read_text()))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CLAW_TOOLCHAIN_CACHE", str(DEFAULT_CACHE)))
+
+
+def component_key(name: str, component: Component, go_version: str) -> str:
+    """What a component's binaries depend on: its pin, the Go toolchain and its build module's files."""
+    digest = hashlib.sha256()
+    digest.update(f"{name}\0{component.model_dump_json()}\0{go_version}\0".encode())
+    module_dir = TOOLCHAIN_DIR / name
+    for path in sorted(p for p in module_dir.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(module_dir)}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def bin_dir() -> Path:
+    """The directory holding every binary of the pinned set (the CLI and all plugins)."""
+    return LINK / "bin"
+
+
+def cli_path() -> Path:
+    return bin_dir() / "pulumi"
+
+
+def cli_environment(pulumi_home: Path, backend_url: str | None = None) -> dict[str, str]:
+    """Variables for running the CLI: exactly the pinned binaries, nothing fetched, no update check.
+
+    The plugins come from Pulumi.yaml's `plugins:` paths (no version check, no warning); ambient
+    plugins on PATH are ignored, so a stray binary elsewhere can never be picked up.
+    """
+    env = {
+        "PULUMI_HOME": str(pulumi_home),
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
+        "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+        "PATH": f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+    }
+    if backend_url:
+        env["PULUMI_BACKEND_URL"] = backend_url
+    return env
