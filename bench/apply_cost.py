@@ -4,7 +4,7 @@ transaction per family) against the same rules applied one `iptables` call at a 
 Each run uses a fresh network namespace (root needed). Measured: the first apply, an idempotent
 re-apply, and the rule count left on the box.
 
-    sudo python -m bench.apply_cost [--repeat 10]
+    python -m bench.apply_cost [--repeat 10]
 """
 
 from __future__ import annotations

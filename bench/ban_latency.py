@@ -5,7 +5,7 @@ In the lab (root needed), on the deployed machine: fail2ban reads sshd from the 
 The stock setup (the shipped jail file moved aside, Debian's own sshd jail left) needs its own
 maxretry (5) failures; latency counts from the last of them.
 
-    sudo python -m bench.ban_latency [--repeat 5]
+    python -m bench.ban_latency [--repeat 5]
 """
 
 from __future__ import annotations

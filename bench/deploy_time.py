@@ -5,7 +5,7 @@ The apt mirror and the registry are on the lab's internet, so downloads take no 
 mirror would add: the figures are what the machine itself spends. The image build (debootstrap,
 cached per package list) is not counted.
 
-    sudo python -m bench.deploy_time [--repeat 3]
+    python -m bench.deploy_time [--repeat 3]
 """
 
 from __future__ import annotations

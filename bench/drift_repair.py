@@ -5,7 +5,7 @@ Measured: one clean check; one check run that finds a change, confirms it and re
 time from a change to its repair while the check runs on a timer (as clawhosters-drift.timer's
 OnUnitActiveSec does, with a short period), the change made at a random moment of the period.
 
-    sudo python -m bench.drift_repair [--repeat 5] [--period 2]
+    python -m bench.drift_repair [--repeat 5] [--period 2]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ In the lab (root needed): one attacker floods the gateway port while a legitimat
 to it; only the SYN guard chain differs between variants. Measured per variant and run: the
 client's connect success rate and p50/p95 connect time.
 
-    sudo python -m bench.syn_flood [--repeat 3] [--rate 2000] [--seconds 5]
+    python -m bench.syn_flood [--repeat 3] [--rate 2000] [--seconds 5]
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every preview and up runs with the policy pack. Call these from a worker process of
 `fleet.workers` or of the provisioner: the Automation API keeps process-global state.
-The pulumi CLI must be on PATH; the backend and passphrase come from the environment
-(PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
+The CLI and its plugins are the pinned toolchain (`toolchain`, built by setup.sh), run offline; the
+backend and passphrase come from the environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE)
+unless given here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, DirectoryPath, field_validator
+
+import toolchain
 
 if TYPE_CHECKING:
     from pulumi.automation import EngineEvent, Stack
@@ -38,8 +41,8 @@ class Workspace(BaseModel):
     # Where each stack's workspace lives (its settings file), when not beside the program: the
     # provisioner keeps them in its state directory, never in the checkout.
     stacks_dir: Path | None = None
-    # A directory with a `bin/pulumi` to run instead of the one on PATH.
-    pulumi_root: Path | None = None
+    # A directory with a `bin/pulumi` to run: the pinned toolchain unless a caller wraps it.
+    pulumi_root: Path = toolchain.LINK
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -49,7 +52,7 @@ class Workspace(BaseModel):
         return path.resolve()
 
     def env_vars(self) -> dict[str, str]:
-        return {"PULUMI_BACKEND_URL": self.backend_url} if self.backend_url else {}
+        return toolchain.cli_environment(backend_url=self.backend_url)
 
 
 def list_customer_stacks(workspace: Workspace, list_names: Callable[[Workspace], list[str]] | None = None) -> list[str]:
@@ -68,36 +71,36 @@ def _backend_stack_names(workspace: Workspace) -> list[str]:
     return [summary.name for summary in local.list_stacks(include_all=True)]
 
 
-def _project(program_dir: Path) -> Any:
-    """The program's own project settings, for a workspace directory away from the program."""
+def write_project_file(program_dir: Path, work_dir: Path) -> None:
+    """The program's Pulumi.yaml, for a workspace directory away from the program.
+
+    Written here rather than through the Automation API's ProjectSettings, which has no `plugins`.
+    """
     import yaml
-    from pulumi import automation
 
     declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
+    declared["main"] = str(program_dir)
     runtime = declared["runtime"]
-    options = {**runtime.get("options", {}), "virtualenv": str(program_dir / ".venv")}
-    return automation.ProjectSettings(
-        name=declared["name"],
-        runtime=automation.ProjectRuntimeInfo(name=runtime["name"], options=options),
-        main=str(program_dir),
-        description=declared.get("description"),
-    )
+    runtime["options"] = {**runtime.get("options", {}), "virtualenv": str(program_dir / ".venv")}
+    # Plugin paths are relative to the project file, which now lives elsewhere.
+    for entries in declared.get("plugins", {}).values():
+        for plugin in entries:
+            plugin["path"] = str((program_dir / plugin["path"]).resolve())
+    (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
 
 
 def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Stack:
     from pulumi import automation
 
     work_dir = workspace.program_dir
-    project = None
     if workspace.stacks_dir is not None:
         work_dir = workspace.stacks_dir / stack
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        project = _project(workspace.program_dir)
-    command = automation.PulumiCommand(root=str(workspace.pulumi_root)) if workspace.pulumi_root else None
+        write_project_file(workspace.program_dir, work_dir)
+    command = automation.PulumiCommand(root=str(workspace.pulumi_root))
     options = automation.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         pulumi_command=command,
-        project_settings=project,
         env_vars=workspace.env_vars(),
         secrets_provider=workspace.secrets_provider,
     )

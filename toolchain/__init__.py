@@ -74,20 +74,21 @@ def cli_path() -> Path:
     return bin_dir() / "pulumi"
 
 
-def cli_environment(pulumi_home: Path, backend_url: str | None = None) -> dict[str, str]:
+def cli_environment(pulumi_home: Path | None = None, backend_url: str | None = None) -> dict[str, str]:
     """Variables for running the CLI: exactly the pinned binaries, nothing fetched, no update check.
 
     The plugins come from Pulumi.yaml's `plugins:` paths (no version check, no warning); ambient
     plugins on PATH are ignored, so a stray binary elsewhere can never be picked up.
     """
     env = {
-        "PULUMI_HOME": str(pulumi_home),
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
         "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
         "PATH": f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
     }
+    if pulumi_home is not None:
+        env["PULUMI_HOME"] = str(pulumi_home)
     if backend_url:
         env["PULUMI_BACKEND_URL"] = backend_url
     return env

@@ -30,11 +30,8 @@ def resolve(pins: Pins) -> dict[str, str]:
         constraints = Path(scratch) / "constraints.txt"
         constraints.write_text("\n".join(sdk_constraints(pins)) + "\n")
         report = Path(scratch) / "report.json"
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report)]
-            + ["-r", str(REQUIREMENTS), "-c", str(constraints)],
-            check=True,
-        )
+        pip = [str(venv / "bin" / "pip"), "install", "-q", "--dry-run", "--ignore-installed"]
+        subprocess.run([*pip, "--report", str(report), "-r", str(REQUIREMENTS), "-c", str(constraints)], check=True)
         installs = json.loads(report.read_text())["install"]
     return {normalized(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
 

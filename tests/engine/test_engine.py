@@ -1,0 +1,109 @@
+"""The real engine on this machine: the pinned CLI, our language host and the providers, offline.
+
+Every call goes through `.toolchain/bin/pulumi` on a file backend with the settings every other caller
+uses (`toolchain.cli_environment`); nothing is mocked. A stand-in of any part fails here: the binaries
+must be the ELF programs built into the cache, and the CLI's own output is what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import toolchain
+
+PROGRAM = Path(__file__).parent / "program"
+PINS = toolchain.Pins.load()
+# Scripts the SDK ships beside the language host; every other binary is compiled here.
+SCRIPTS = {"pulumi-language-python-exec", "pulumi-resource-pulumi-python"}
+
+
+class Cli:
+    def __init__(self, tmp_path: Path) -> None:
+        (tmp_path / "state").mkdir()
+        self.env = {
+            **toolchain.cli_environment(pulumi_home=tmp_path / "home", backend_url=f"file://{tmp_path / 'state'}"),
+            "PULUMI_CONFIG_PASSPHRASE": "engine-check",
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(toolchain.cli_path()), *args, "--non-interactive"],
+            cwd=PROGRAM,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        # Nothing may come from PATH, and no interpreter may die noisily at exit.
+        for text in (result.stdout, result.stderr):
+            assert "from $PATH" not in text and "Exception ignored" not in text, text
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    cli = Cli(tmp_path)
+    cli.run("stack", "init", "check")
+    return cli
+
+
+def test_the_cli_and_every_plugin_are_the_binaries_built_here() -> None:
+    version = subprocess.run([str(toolchain.cli_path()), "version"], capture_output=True, text=True, check=True)
+    assert version.stdout.strip() == f"v{PINS.components['cli'].version}"
+    cache = toolchain.cache_root().resolve()
+    for name, component in PINS.components.items():
+        for binary in component.binaries:
+            path = (toolchain.bin_dir() / binary).resolve()
+            assert cache in path.parents, f"{binary} of {name} is not from the toolchain cache: {path}"
+            if binary not in SCRIPTS:
+                assert path.read_bytes()[:4] == b"\x7fELF", f"{binary} is not a compiled program"
+
+
+def test_preview_up_a_second_up_that_changes_nothing_and_destroy(cli: Cli) -> None:
+    cli.run("config", "set", "length", "20")
+    preview = json.loads(cli.run("preview", "--json").stdout)
+    planned = {step["urn"].rsplit("::", 1)[1]: step["op"] for step in preview["steps"]}
+    assert planned == {"check": "create", "password": "create", "pet": "create"} | {
+        name: op for name, op in planned.items() if name.startswith("default")
+    }
+
+    cli.run("up", "--yes")
+    outputs = json.loads(cli.run("stack", "output", "--json", "--show-secrets").stdout)
+    assert len(outputs["password"]) == 20 and outputs["password_length"] == 20
+    assert len(outputs["pet"].split("-")) == 2
+    shown = json.loads(cli.run("stack", "output", "--json").stdout)
+    assert shown["password"] == "[secret]"
+
+    state = json.loads(cli.run("stack", "export").stdout)["deployment"]
+    providers = {r["type"]: r["inputs"].get("version") for r in state["resources"] if r["type"].startswith("pulumi:providers:")}
+    assert providers == {"pulumi:providers:random": PINS.components["random"].version}
+    password = next(r for r in state["resources"] if r["type"] == "random:index/randomPassword:RandomPassword")
+    assert password["outputs"]["result"]["4dabf18193072939515e22adb298388d"] == "1b47061264138c4ac30d75fd1eb44270"
+
+    again = cli.run("up", "--yes", "--expect-no-changes")
+    assert json.loads(cli.run("stack", "output", "--json", "--show-secrets").stdout) == outputs, again.stdout
+
+    cli.run("destroy", "--yes")
+    left = json.loads(cli.run("stack", "export").stdout)["deployment"].get("resources") or []
+    assert left == []
+
+
+def test_the_hcloud_provider_reads_and_reports_an_unreachable_endpoint(cli: Cli) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # closed again once the block ends: nothing listens
+    cli.run("config", "set", "read_hcloud", "true")
+    cli.run("config", "set", "--secret", "hcloud:token", "t" * 64)
+    cli.run("config", "set", "hcloud:endpoint", f"http://127.0.0.1:{closed_port}/v1")
+    result = cli.run("preview", check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "hcloud:index/getServers:getServers" in text and "connection refused" in text, text
