@@ -112,6 +112,10 @@ def preview(
     workspace: Workspace, stack: str, on_event: Callable[[EngineEvent], None], plan: Path | None = None
 ) -> None:
     """Preview with the policy pack; `plan` saves the update plan that `up` can be held to."""
+    if plan is not None:
+        # The CLI writes the plan with a plain create, after the whole preview: a missing directory
+        # would fail the preview at its very end.
+        plan.parent.mkdir(parents=True, exist_ok=True)
     open_stack(workspace, stack).preview(
         on_event=on_event,
         policy_packs=[str(workspace.policy_pack)],

@@ -13,10 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pulumi import automation
 
 import toolchain
+from fleet import stacks
 
 PROGRAM = Path(__file__).parent / "program"
+PACK = Path(__file__).parent / "pack"
 PINS = toolchain.Pins.load()
 # Scripts the SDK ships beside the language host; every other binary is compiled here.
 SCRIPTS = {"pulumi-language-python-exec", "pulumi-resource-pulumi-python"}
@@ -41,7 +44,9 @@ class Cli:
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         # Nothing may come from PATH, and no interpreter may die noisily at exit.
         for text in (result.stdout, result.stderr):
             assert "from $PATH" not in text and "Exception ignored" not in text, text
@@ -83,9 +88,10 @@ def test_preview_up_a_second_up_that_changes_nothing_and_destroy(cli: Cli) -> No
     assert shown["password"] == "[secret]"
 
     state = json.loads(cli.run("stack", "export").stdout)["deployment"]
-    providers = {r["type"]: r["inputs"].get("version") for r in state["resources"] if r["type"].startswith("pulumi:providers:")}
+    resources = state["resources"]
+    providers = {r["type"]: r["inputs"].get("version") for r in resources if r["type"].startswith("pulumi:providers:")}
     assert providers == {"pulumi:providers:random": PINS.components["random"].version}
-    password = next(r for r in state["resources"] if r["type"] == "random:index/randomPassword:RandomPassword")
+    password = next(r for r in resources if r["type"] == "random:index/randomPassword:RandomPassword")
     assert password["outputs"]["result"]["4dabf18193072939515e22adb298388d"] == "1b47061264138c4ac30d75fd1eb44270"
 
     again = cli.run("up", "--yes", "--expect-no-changes")
@@ -107,3 +113,20 @@ def test_the_hcloud_provider_reads_and_reports_an_unreachable_endpoint(cli: Cli)
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert "hcloud:index/getServers:getServers" in text and "connection refused" in text, text
+
+
+def test_a_preview_runs_the_policy_pack_saves_its_plan_where_asked_and_stops_on_a_violation(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE"):
+        monkeypatch.setenv(name, cli.env[name])
+    workspace = stacks.Workspace(program_dir=PROGRAM, policy_pack=PACK, backend_url=cli.env["PULUMI_BACKEND_URL"])
+    plan = tmp_path / "plans" / "wave-1" / "check.plan.json"
+    events: list[object] = []
+    stacks.preview(workspace, "check", events.append, plan=plan)
+    assert json.loads(plan.read_text())["resourcePlans"], "the saved plan names no resource"
+    assert any(getattr(event, "policy_event", None) is None for event in events)
+
+    cli.run("config", "set", "length", "100")
+    with pytest.raises(automation.errors.CommandError, match="a password longer than 64 characters"):
+        stacks.preview(workspace, "check", events.append)
