@@ -234,19 +234,23 @@ class CustomerInstance(pulumi.ComponentResource):
             )
         )
 
+        # Once per server: a new server runs the current scripts; an edit of them never reaches a
+        # running VPS (no update, no SSH session, no refused environment request). Whatever an
+        # existing server must get later belongs in the baseline or gateway step.
+        once_per_server = ["create"]
         wait = command.remote.Command(
             f"{name}-wait-cloud-init",
             connection=connection,
             create=scripts.wait_for_cloud_init,
             triggers=[server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[server]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[server], ignore_changes=once_per_server),
         )
         packages = command.remote.Command(
             f"{name}-packages",
             connection=connection,
             create=scripts.packages,
             triggers=[server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[wait]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[wait], ignore_changes=once_per_server),
         )
         baseline_command = command.remote.Command(
             f"{name}-baseline",

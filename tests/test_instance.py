@@ -118,6 +118,15 @@ def test_commands_run_in_order_wait_packages_baseline_gateway(graph: Graph) -> N
     assert "DPkg::Lock::Timeout" in commands["packages"].inputs["create"]
 
 
+def test_first_boot_steps_run_once_per_server_and_the_others_on_every_change(graph: Graph) -> None:
+    commands = {c.name.removeprefix("customer-acme-"): c for c in graph.of_type(COMMAND)}
+    for once in ("wait-cloud-init", "packages"):
+        # An edit of their scripts is no diff at all on a running server; a new server runs them.
+        assert commands[once].ignore_changes == ["create"] and "update" not in commands[once].inputs
+    for step in ("baseline", "gateway"):
+        assert commands[step].ignore_changes == [], f"{step} must follow every edit"
+
+
 def _published(unit_or_script: str) -> list[str]:
     exec_start = next(line for line in unit_or_script.splitlines() if line.startswith("ExecStart="))
     words = shlex.split(exec_start.removeprefix("ExecStart="))
