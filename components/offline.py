@@ -84,6 +84,33 @@ class CloudServer:
     location: str
     firewall_ids: tuple[int, ...]
     labels: Mapping[str, str]
+    server_type: str = "cx23"
+    disk_gb: int = 40
+
+
+@dataclass(frozen=True)
+class CloudServerType:
+    name: str
+    architecture: str
+    disk_gb: int
+    orderable_in: tuple[str, ...]
+
+
+EU = ("fsn1", "nbg1", "hel1")
+EVERYWHERE = (*EU, "ash", "hil", "sin")
+# Hetzner's catalogue as the stand-in cloud serves it: cx22-cx52 and cpx11-cpx51 were deprecated on
+# 2025-10-16 and are unorderable since 2025-12-31; cost-optimised and Arm types are sold in the EU only.
+SERVER_TYPES = (
+    *(CloudServerType(f"cx{n}2", "x86", disk, ()) for n, disk in zip("2345", (40, 80, 160, 240), strict=True)),
+    *(CloudServerType(f"cpx{n}1", "x86", disk, ()) for n, disk in zip("12345", (40, 80, 160, 240, 360), strict=True)),
+    *(CloudServerType(f"cx{n}3", "x86", disk, EU) for n, disk in zip("2345", (40, 80, 160, 320), strict=True)),
+    *(CloudServerType(f"cpx{n}2", "x86", disk, EVERYWHERE) for n, disk in zip("1234", (40, 80, 160, 320), strict=True)),
+    *(CloudServerType(f"cax{n}1", "arm", disk, EU) for n, disk in zip("1234", (40, 80, 160, 320), strict=True)),
+    *(
+        CloudServerType(f"ccx{n}3", "x86", disk, EVERYWHERE)
+        for n, disk in zip("123456", (80, 160, 240, 360, 600, 960), strict=True)
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class Cloud:
 
     servers: tuple[CloudServer, ...] = ()
     firewalls: tuple[CloudFirewall, ...] = ()
+    server_types: tuple[CloudServerType, ...] = SERVER_TYPES
 
 
 def baseline_firewall(firewall_id: int, policy: BaselinePolicy, name: str = "platform-baseline") -> CloudFirewall:
@@ -161,6 +189,7 @@ class StandInMocks(pulumi.runtime.Mocks):
             "hcloud:index/getServers:getServers": self._servers,
             "hcloud:index/getFirewalls:getFirewalls": self._firewalls,
             "hcloud:index/getFirewall:getFirewall": self._firewall,
+            "hcloud:index/getServerType:getServerType": self._server_type,
         }
         if args.token not in data_sources:
             raise NotImplementedError(f"no stand-in for the data source {args.token}")
@@ -181,6 +210,20 @@ class StandInMocks(pulumi.runtime.Mocks):
         # What the provider answers for an unknown id.
         raise ValueError(f"firewall not found: {int(query['id'])}")
 
+    def _server_type(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        for server_type in self.cloud.server_types:
+            if server_type.name == query["name"]:
+                return {
+                    "name": server_type.name,
+                    "architecture": server_type.architecture,
+                    "disk": server_type.disk_gb,
+                    "locations": [
+                        {"name": location, "available": location in server_type.orderable_in} for location in EVERYWHERE
+                    ],
+                }
+        # What the provider answers for a name Hetzner does not know.
+        raise ValueError(f"server type not found: {query['name']}")
+
     @staticmethod
     def _server_result(server: CloudServer) -> dict[str, Any]:
         return {
@@ -189,6 +232,8 @@ class StandInMocks(pulumi.runtime.Mocks):
             "location": server.location,
             "firewallIds": list(server.firewall_ids),
             "labels": dict(server.labels),
+            "serverType": server.server_type,
+            "primaryDiskSize": server.disk_gb,
         }
 
     @staticmethod

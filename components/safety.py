@@ -32,6 +32,30 @@ class ExistingServer:
     name: str
     location: str
     firewall_ids: frozenset[int]
+    server_type: str
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class OfferedType:
+    """A server type as Hetzner describes it now: what it runs on, its disk, where it is sold."""
+
+    name: str
+    architecture: str
+    disk_gb: int
+    orderable_in: frozenset[str]
+
+
+def offered_type(name: str) -> OfferedType:
+    found = hcloud.get_server_type(name=name)
+    return OfferedType(
+        name=found.name,
+        architecture=found.architecture,
+        disk_gb=found.disk,
+        # Hetzner marks a type unavailable where it is not sold, and everywhere once it is deprecated
+        # past its `unavailable_after` date.
+        orderable_in=frozenset(location.name for location in found.locations if location.available),
+    )
 
 
 def existing_server(customer_id: str) -> ExistingServer | None:
@@ -46,7 +70,43 @@ def existing_server(customer_id: str) -> ExistingServer | None:
             "resolve that by hand before running this stack"
         )
     server = servers[0]
-    return ExistingServer(name=server.name, location=server.location, firewall_ids=frozenset(server.firewall_ids))
+    return ExistingServer(
+        name=server.name,
+        location=server.location,
+        firewall_ids=frozenset(server.firewall_ids),
+        server_type=server.server_type,
+        disk_gb=server.primary_disk_size,
+    )
+
+
+def check_server_type(settings: StackSettings, server: ExistingServer | None) -> None:
+    """Refuse, before anything changes, a type Hetzner would refuse: not sold here, or a resize it
+    rejects after the provider has already powered the server off (which it then leaves off)."""
+    wanted, location = settings.customer.server_type, settings.customer.location
+    if server is not None and server.server_type == wanted:
+        return  # a running server keeps its type, even one no longer sold
+    offered = offered_type(wanted)
+    if location not in offered.orderable_in:
+        where = ", ".join(sorted(offered.orderable_in)) or "no location"
+        raise ConfigError(
+            f"{CUSTOMER_NAMESPACE}:server_type: Hetzner does not sell {wanted} in {location} "
+            f"({CUSTOMER_NAMESPACE}:location); it is orderable in {where}. Choose a type sold in {location}"
+        )
+    if server is None:
+        return
+    current = offered_type(server.server_type)
+    if offered.architecture != current.architecture:
+        raise ConfigError(
+            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} is {current.name} ({current.architecture}); "
+            f"{wanted} is {offered.architecture}, and Hetzner cannot change a server's architecture. "
+            f"Keep an {current.architecture} type; moving to another architecture is a migration"
+        )
+    if offered.disk_gb < server.disk_gb:
+        raise ConfigError(
+            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} has a {server.disk_gb} GB disk; {wanted} has "
+            f"{offered.disk_gb} GB, and Hetzner refuses a type with a smaller disk than the server's (the disk is "
+            "kept on every resize). Choose a type with at least that disk"
+        )
 
 
 def dedicated_firewall_ids(customer_id: str) -> frozenset[int]:
@@ -108,7 +168,8 @@ def check_existing(settings: StackSettings, policy: BaselinePolicy) -> None:
     if settings.platform.firewall_mode in ("shared", "both"):
         check_shared_firewall(settings, policy)
     server = existing_server(settings.customer.customer_id)
-    if server is None:
-        return
-    check_location(settings, server)
-    check_firewall_switch(settings, server)
+    if server is not None:
+        check_location(settings, server)
+    check_server_type(settings, server)
+    if server is not None:
+        check_firewall_switch(settings, server)

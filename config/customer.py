@@ -36,7 +36,22 @@ _KEY_TYPES = (
 )
 MIN_RSA_BITS = 2048
 # The server types the platform sells, unless `platform:server_types` says otherwise.
-DEFAULT_SERVER_TYPES = ("cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31")
+# Only types Hetzner still sells (cx22-cx52 and cpx11-cpx51 are unorderable since 2025-12-31); which
+# of them a location offers is Hetzner's answer, read at preview (components/safety.py).
+DEFAULT_SERVER_TYPES = (
+    "cx23",
+    "cx33",
+    "cx43",
+    "cx53",
+    "cpx12",
+    "cpx22",
+    "cpx32",
+    "cpx42",
+    "cax11",
+    "cax21",
+    "cax31",
+    "cax41",
+)
 
 
 def _slug(value: str) -> str:
@@ -122,7 +137,7 @@ def _distinct_keys(keys: tuple[str, ...]) -> None:
 
 def _server_type(value: str) -> str:
     if not _SERVER_TYPE.fullmatch(value):
-        raise ValueError("must be a Hetzner server type name such as 'cx22'")
+        raise ValueError("must be a Hetzner server type name such as 'cx23'")
     return value
 
 
@@ -147,7 +162,7 @@ class CustomerConfig(BaseModel):
 
     customer_id: CustomerId
     # Checked against the platform's allow-list (`platform:server_types`) by StackSettings.
-    server_type: str = "cx22"
+    server_type: str = "cx23"
     # Changing it on an existing server is refused: moving a customer is a migration.
     location: Location = "fsn1"
     ssh_enabled: bool = False

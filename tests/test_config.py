@@ -199,16 +199,23 @@ def test_the_stack_must_be_the_customers_own() -> None:
 
 
 def test_server_types_come_from_the_platform_allow_list() -> None:
-    assert settings_from_mapping({**CUSTOMER, "clawhosters:server_type": "cx32"}).customer.server_type == "cx32"
+    assert settings_from_mapping({**CUSTOMER, "clawhosters:server_type": "cx33"}).customer.server_type == "cx33"
     with pytest.raises(ConfigError, match=r"clawhosters:server_type: 'cx99' is not offered; platform:server_types"):
         settings_from_mapping({**CUSTOMER, "clawhosters:server_type": "cx99"})
-    narrowed = {**CUSTOMER, "platform:server_types": json.dumps(["cx22"])}
-    with pytest.raises(ConfigError, match="clawhosters:server_type: 'cx32' is not offered"):
-        settings_from_mapping({**narrowed, "clawhosters:server_type": "cx32"})
+    narrowed = {**CUSTOMER, "platform:server_types": json.dumps(["cx23"])}
+    with pytest.raises(ConfigError, match="clawhosters:server_type: 'cx33' is not offered"):
+        settings_from_mapping({**narrowed, "clawhosters:server_type": "cx33"})
     with pytest.raises(ConfigError, match=r"platform:server_types\.0: must be a Hetzner server type"):
-        settings_from_mapping({**CUSTOMER, "platform:server_types": json.dumps(["cx22\n"])})
+        settings_from_mapping({**CUSTOMER, "platform:server_types": json.dumps(["cx23\n"])})
     with pytest.raises(ValidationError, match="is not offered"):
         StackSettings(customer=CustomerConfig.model_validate(valid_customer(server_type="ccx63")))
+
+
+def test_the_default_and_every_offered_type_are_orderable_today() -> None:
+    # cx22-cx52 and cpx11-cpx51 are deprecated and unorderable since 2025-12-31.
+    deprecated = {f"cx{n}2" for n in "2345"} | {f"cpx{n}1" for n in "12345"}
+    assert CustomerConfig.model_fields["server_type"].default == "cx23"
+    assert not deprecated & set(PlatformConfig().server_types)
 
 
 def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> None:

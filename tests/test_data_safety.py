@@ -86,8 +86,34 @@ def test_server_and_dedicated_firewall_are_protected_in_pulumi_and_at_hetzner(gr
 
 def test_a_resize_keeps_the_disk_and_changes_nothing_else(graph: Graph) -> None:
     assert graph.one(SERVER).inputs["keepDisk"] is True
-    resized = build_graph(settings(server_type="cx32")).one(SERVER).inputs
-    assert resized == {**graph.one(SERVER).inputs, "serverType": "cx32"}
+    resized = build_graph(settings(server_type="cx33"), cloud=cloud()).one(SERVER).inputs
+    assert resized == {**graph.one(SERVER).inputs, "serverType": "cx33"}
+
+
+def on(server_type: str, disk_gb: int, location: str = "fsn1") -> Cloud:
+    """The customer's existing server, of this type and disk size."""
+    server = CloudServer("claw-acme", location, (DEDICATED_ID,), LABELS, server_type=server_type, disk_gb=disk_gb)
+    return Cloud(servers=(server,), firewalls=cloud().firewalls)
+
+
+def test_a_type_not_sold_in_the_location_is_refused_naming_both() -> None:
+    refused(settings(location="ash"), None, "clawhosters:server_type", "cx23", "ash", "clawhosters:location")
+    assert build_graph(settings(location="ash", server_type="cpx12")).one(SERVER).inputs["location"] == "ash"
+
+
+def test_a_deprecated_type_is_refused_for_a_new_server_and_kept_by_a_running_one() -> None:
+    platform = PlatformConfig(server_types=("cx22", "cx23"))
+    refused(settings(platform, server_type="cx22"), None, "does not sell cx22 in fsn1", "orderable in no location")
+    kept = build_graph(settings(platform, server_type="cx22"), cloud=on("cx22", 40)).one(SERVER)
+    assert kept.inputs["serverType"] == "cx22"
+
+
+def test_a_resize_hetzner_would_refuse_is_refused_before_the_server_is_touched() -> None:
+    # keep_disk: the disk stays 80 GB; a type with a smaller one cannot take the server.
+    refused(settings(server_type="cx23"), on("cx33", 80), "80 GB disk", "cx23 has 40 GB")
+    refused(settings(server_type="cax21"), on("cx33", 80), "cx33 (x86)", "cax21 is arm", "architecture")
+    # Back down to a type whose disk still holds it: 40 GB kept from a resize of a cx23.
+    assert build_graph(settings(server_type="cx23"), cloud=on("cx33", 40)).one(SERVER).inputs["serverType"] == "cx23"
 
 
 # --- decommissioning -----------------------------------------------------------------------------

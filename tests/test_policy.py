@@ -363,7 +363,7 @@ def test_advisories_flag_unpinned_images_and_unknown_server_types(packs: Callabl
         "clawhosters:gateway_image": "ghcr.io/openclaw/gateway:latest",
         "clawhosters:server_type": "ccx63",
         # A platform that offers more than the usual types: the advisory still asks about them.
-        "platform:server_types": json.dumps(["cx22", "ccx63"]),
+        "platform:server_types": json.dumps(["cx23", "ccx63"]),
     }
     found = packs("customer-acme", config).analyze(graph_of(config))
     assert {f.level for f in found} == {"advisory"}, found

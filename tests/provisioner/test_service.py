@@ -69,15 +69,15 @@ def test_the_status_api_needs_the_operator_token(provisioner: Provisioner) -> No
 def test_one_operation_per_stack_at_a_time(provisioner: Provisioner) -> None:
     provisioner.env["CLAW_STANDIN_SECONDS"] = "1"
     provisioner.start("worker", "--workers", "3")
-    assert provisioner.post(signup("acme", server_type="cx22"))[0] == 200
+    assert provisioner.post(signup("acme", server_type="cx23"))[0] == 200
     wait_for("the first up", lambda: any(provisioner.records.glob("acme.up.*")))
-    for body in (signup("acme", server_type="cx32"), signup("acme", server_type="cx42"), signup("other")):
+    for body in (signup("acme", server_type="cx33"), signup("acme", server_type="cx43"), signup("other")):
         assert provisioner.post(body)[0] == 200
     wait_for("three operations", lambda: len(records(provisioner.records)) == 3, timeout=30)
     done = records(provisioner.records)
     acme_runs = [record for record in done if record["customer"] == "acme"]
-    assert [run["config"]["clawhosters:server_type"] for run in acme_runs] == ["cx22", "cx42"], (
-        "the queued cx32 was superseded by the newer cx42 before it ran"
+    assert [run["config"]["clawhosters:server_type"] for run in acme_runs] == ["cx23", "cx43"], (
+        "the queued cx33 was superseded by the newer cx43 before it ran"
     )
     for earlier, later in itertools.pairwise(acme_runs):
         assert later["start"] >= earlier["end"], "two operations overlapped on one stack"
