@@ -21,6 +21,8 @@ from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
 COMPONENT_TYPE = "clawhosters:index:CustomerInstance"
+# The Pulumi providers the resources below come from (their plugins must be in the toolchain).
+PROVIDERS = ("hcloud", "tls", "random", "command")
 # Installed before the baseline; python3-systemd lets fail2ban read sshd from the journal.
 HOST_PACKAGES = ("iptables", "fail2ban", "python3-systemd", "docker.io")
 # A new server needs a while before sshd answers; retry dialling for up to ~15 minutes.

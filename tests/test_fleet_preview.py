@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 from pulumi.automation import EngineEvent
 
+import toolchain
+from components.instance import PROVIDERS
 from fleet import stacks
 from fleet.preview import (
     COMMENT_LIMIT,
@@ -157,7 +158,11 @@ def test_previews_run_in_separate_processes_with_bounded_concurrency(tmp_path: P
 
 
 @pytest.mark.pulumi_cli
-@pytest.mark.skipif(shutil.which("pulumi") is None, reason="needs the pulumi CLI, which cannot be installed here")
+@pytest.mark.skipif(
+    bool(toolchain.missing_providers(*PROVIDERS)),
+    reason=f"the program needs the {', '.join(toolchain.missing_providers(*PROVIDERS))} provider(s), "
+    "which the Go module proxy does not serve (README: 'The Pulumi toolchain')",
+)
 @pytest.mark.skipif("HCLOUD_TOKEN" not in os.environ, reason="a preview asks the Hetzner API: needs HCLOUD_TOKEN")
 def test_a_real_preview_of_the_example_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pulumi import automation

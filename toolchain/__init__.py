@@ -74,6 +74,11 @@ def cli_path() -> Path:
     return bin_dir() / "pulumi"
 
 
+def missing_providers(*names: str) -> list[str]:
+    """Which of these resource plugins the pinned set lacks."""
+    return [name for name in names if not (bin_dir() / f"pulumi-resource-{name}").is_file()]
+
+
 def cli_environment(pulumi_home: Path | None = None, backend_url: str | None = None) -> dict[str, str]:
     """Variables for running the CLI: exactly the pinned binaries, nothing fetched, no update check.
 

@@ -4,13 +4,14 @@ runner is exercised for real where the pulumi CLI exists."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import toolchain
+from components.instance import PROVIDERS
 from provisioner.runner import REPO
 from provisioner.settings import ProvisionerSettings, SettingsError
 
@@ -89,7 +90,11 @@ def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> Non
 
 
 @pytest.mark.pulumi_cli
-@pytest.mark.skipif(shutil.which("pulumi") is None, reason="needs the pulumi CLI, which cannot be installed here")
+@pytest.mark.skipif(
+    bool(toolchain.missing_providers(*PROVIDERS)),
+    reason=f"the program needs the {', '.join(toolchain.missing_providers(*PROVIDERS))} provider(s), "
+    "which the Go module proxy does not serve (README: 'The Pulumi toolchain')",
+)
 @pytest.mark.skipif("HCLOUD_TOKEN" not in os.environ, reason="an up needs HCLOUD_TOKEN")
 def test_the_automation_runner_brings_a_stack_up_and_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from provisioner.runner import AutomationRunner
