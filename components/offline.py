@@ -189,7 +189,7 @@ class StandInMocks(pulumi.runtime.Mocks):
             "hcloud:index/getServers:getServers": self._servers,
             "hcloud:index/getFirewalls:getFirewalls": self._firewalls,
             "hcloud:index/getFirewall:getFirewall": self._firewall,
-            "hcloud:index/getServerType:getServerType": self._server_type,
+            "hcloud:index/getServerTypes:getServerTypes": self._server_types,
         }
         if args.token not in data_sources:
             raise NotImplementedError(f"no stand-in for the data source {args.token}")
@@ -210,10 +210,13 @@ class StandInMocks(pulumi.runtime.Mocks):
         # What the provider answers for an unknown id.
         raise ValueError(f"firewall not found: {int(query['id'])}")
 
-    def _server_type(self, query: Mapping[str, Any]) -> dict[str, Any]:
-        for server_type in self.cloud.server_types:
-            if server_type.name == query["name"]:
-                return {
+    def _server_types(self, _query: Mapping[str, Any]) -> dict[str, Any]:
+        # As Hetzner lists them: a type sold nowhere any more is not listed at all.
+        listed = [server_type for server_type in self.cloud.server_types if server_type.orderable_in]
+        return {
+            "id": "server_types",
+            "serverTypes": [
+                {
                     "name": server_type.name,
                     "architecture": server_type.architecture,
                     "disk": server_type.disk_gb,
@@ -221,8 +224,9 @@ class StandInMocks(pulumi.runtime.Mocks):
                         {"name": location, "available": location in server_type.orderable_in} for location in EVERYWHERE
                     ],
                 }
-        # What the provider answers for a name Hetzner does not know.
-        raise ValueError(f"server type not found: {query['name']}")
+                for server_type in listed
+            ],
+        }
 
     @staticmethod
     def _server_result(server: CloudServer) -> dict[str, Any]:

@@ -46,16 +46,18 @@ class OfferedType:
     orderable_in: frozenset[str]
 
 
-def offered_type(name: str) -> OfferedType:
-    found = hcloud.get_server_type(name=name)
-    return OfferedType(
-        name=found.name,
-        architecture=found.architecture,
-        disk_gb=found.disk,
-        # Hetzner marks a type unavailable where it is not sold, and everywhere once it is deprecated
-        # past its `unavailable_after` date.
-        orderable_in=frozenset(location.name for location in found.locations if location.available),
-    )
+def offered_types() -> dict[str, OfferedType]:
+    """Hetzner's server types as listed now; a type unavailable everywhere is no longer listed."""
+    return {
+        found.name: OfferedType(
+            name=found.name,
+            architecture=found.architecture,
+            disk_gb=found.disk,
+            # Unavailable where it is not sold, and everywhere once past its `unavailable_after`.
+            orderable_in=frozenset(location.name for location in found.locations if location.available),
+        )
+        for found in hcloud.get_server_types().server_types
+    }
 
 
 def existing_server(customer_id: str) -> ExistingServer | None:
@@ -85,21 +87,24 @@ def check_server_type(settings: StackSettings, server: ExistingServer | None) ->
     wanted, location = settings.customer.server_type, settings.customer.location
     if server is not None and server.server_type == wanted:
         return  # a running server keeps its type, even one no longer sold
-    offered = offered_type(wanted)
-    if location not in offered.orderable_in:
-        where = ", ".join(sorted(offered.orderable_in)) or "no location"
+    listed = offered_types()
+    offered = listed.get(wanted)
+    orderable_in = offered.orderable_in if offered else frozenset()
+    if offered is None or location not in orderable_in:
+        where = ", ".join(sorted(orderable_in)) or "no location"
         raise ConfigError(
             f"{CUSTOMER_NAMESPACE}:server_type: Hetzner does not sell {wanted} in {location} "
             f"({CUSTOMER_NAMESPACE}:location); it is orderable in {where}. Choose a type sold in {location}"
         )
     if server is None:
         return
-    current = offered_type(server.server_type)
-    if offered.architecture != current.architecture:
+    # Hetzner stops listing a type it no longer sells anywhere; every type it has retired so far was x86.
+    current_architecture = listed[server.server_type].architecture if server.server_type in listed else "x86"
+    if offered.architecture != current_architecture:
         raise ConfigError(
-            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} is {current.name} ({current.architecture}); "
+            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} is {server.server_type} ({current_architecture}); "
             f"{wanted} is {offered.architecture}, and Hetzner cannot change a server's architecture. "
-            f"Keep an {current.architecture} type; moving to another architecture is a migration"
+            f"Keep an {current_architecture} type; moving to another architecture is a migration"
         )
     if offered.disk_gb < server.disk_gb:
         raise ConfigError(
