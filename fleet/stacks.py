@@ -80,9 +80,9 @@ def write_project_file(program_dir: Path, work_dir: Path) -> None:
 
     declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
     declared["main"] = str(program_dir)
-    runtime = declared["runtime"]
-    runtime["options"] = {**runtime.get("options", {}), "virtualenv": str(program_dir / ".venv")}
-    # Plugin paths are relative to the project file, which now lives elsewhere.
+    # The virtualenv and plugin paths are relative to the project file, which now lives elsewhere.
+    options = declared["runtime"].setdefault("options", {})
+    options["virtualenv"] = str((program_dir / options.get("virtualenv", ".venv")).resolve())
     for entries in declared.get("plugins", {}).values():
         for plugin in entries:
             plugin["path"] = str((program_dir / plugin["path"]).resolve())

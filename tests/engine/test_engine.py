@@ -20,14 +20,22 @@ from fleet import stacks
 
 PROGRAM = Path(__file__).parent / "program"
 PACK = Path(__file__).parent / "pack"
+STACK = "check"
 PINS = toolchain.Pins.load()
 # Scripts the SDK ships beside the language host; every other binary is compiled here.
 SCRIPTS = {"pulumi-language-python-exec", "pulumi-resource-pulumi-python"}
 
 
 class Cli:
+    """The CLI in a stack's own workspace directory (its settings file is written there), on a fresh
+    file backend: how the provisioner and the fleet tooling run the program too."""
+
     def __init__(self, tmp_path: Path) -> None:
         (tmp_path / "state").mkdir()
+        self.stacks_dir = tmp_path / "stacks"
+        self.work_dir = self.stacks_dir / STACK
+        self.work_dir.mkdir(parents=True)
+        stacks.write_project_file(PROGRAM, self.work_dir)
         self.env = {
             **toolchain.cli_environment(pulumi_home=tmp_path / "home", backend_url=f"file://{tmp_path / 'state'}"),
             "PULUMI_CONFIG_PASSPHRASE": "engine-check",
@@ -36,7 +44,7 @@ class Cli:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(toolchain.cli_path()), *args, "--non-interactive"],
-            cwd=PROGRAM,
+            cwd=self.work_dir,
             env=self.env,
             capture_output=True,
             text=True,
@@ -44,9 +52,8 @@ class Cli:
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(
-                f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-            )
+            command = " ".join(args)
+            raise AssertionError(f"pulumi {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         # Nothing may come from PATH, and no interpreter may die noisily at exit.
         for text in (result.stdout, result.stderr):
             assert "from $PATH" not in text and "Exception ignored" not in text, text
@@ -56,7 +63,7 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     cli = Cli(tmp_path)
-    cli.run("stack", "init", "check")
+    cli.run("stack", "init", STACK)
     return cli
 
 
@@ -75,9 +82,12 @@ def test_the_cli_and_every_plugin_are_the_binaries_built_here() -> None:
 def test_preview_up_a_second_up_that_changes_nothing_and_destroy(cli: Cli) -> None:
     cli.run("config", "set", "length", "20")
     preview = json.loads(cli.run("preview", "--json").stdout)
-    planned = {step["urn"].rsplit("::", 1)[1]: step["op"] for step in preview["steps"]}
-    assert planned == {"check": "create", "password": "create", "pet": "create"} | {
-        name: op for name, op in planned.items() if name.startswith("default")
+    # urn:pulumi:STACK::PROJECT::TYPE::NAME
+    planned = {tuple(step["urn"].split("::")[2:]): step["op"] for step in preview["steps"]}
+    assert planned == {
+        ("pulumi:pulumi:Stack", "engine-check-check"): "create",
+        ("random:index/randomPassword:RandomPassword", "password"): "create",
+        ("random:index/randomPet:RandomPet", "pet"): "create",
     }
 
     cli.run("up", "--yes")
@@ -120,13 +130,16 @@ def test_a_preview_runs_the_policy_pack_saves_its_plan_where_asked_and_stops_on_
 ) -> None:
     for name in ("PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE"):
         monkeypatch.setenv(name, cli.env[name])
-    workspace = stacks.Workspace(program_dir=PROGRAM, policy_pack=PACK, backend_url=cli.env["PULUMI_BACKEND_URL"])
+    workspace = stacks.Workspace(
+        program_dir=PROGRAM, policy_pack=PACK, backend_url=cli.env["PULUMI_BACKEND_URL"], stacks_dir=cli.stacks_dir
+    )
     plan = tmp_path / "plans" / "wave-1" / "check.plan.json"
-    events: list[object] = []
-    stacks.preview(workspace, "check", events.append, plan=plan)
+    events: list[automation.EngineEvent] = []
+    stacks.preview(workspace, STACK, events.append, plan=plan)
     assert json.loads(plan.read_text())["resourcePlans"], "the saved plan names no resource"
-    assert any(getattr(event, "policy_event", None) is None for event in events)
+    seen = [event.policy_event for event in events if isinstance(event, automation.EngineEvent) and event.policy_event]
+    assert [(e.policy_name, e.enforcement_level) for e in seen] == [("pet-seen", "advisory")]
 
     cli.run("config", "set", "length", "100")
     with pytest.raises(automation.errors.CommandError, match="a password longer than 64 characters"):
-        stacks.preview(workspace, "check", events.append)
+        stacks.preview(workspace, STACK, events.append)
