@@ -1,0 +1,75 @@
+"""`python -m lab.hcloud_api --state DIR --listen HOST:PORT --token PROJECT=TOKEN ...`: serve the emulator.
+
+Settings may also come from a JSON file (`--config FILE`, an `EmulatorConfig`); flags given on the
+command line override it. Point clients at http://HOST:PORT/v1 (HCLOUD_ENDPOINT for the provider).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from lab.hcloud_api.app import create_app
+from lab.hcloud_api.config import EmulatorConfig
+
+
+def _token(text: str) -> dict[str, str]:
+    project, separator, token = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError("expected PROJECT=TOKEN")
+    return {"project": project, "token": token}
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, separator, port = text.rpartition(":")
+    if not separator or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def settings(argv: list[str] | None = None) -> EmulatorConfig:
+    parser = argparse.ArgumentParser(prog="python -m lab.hcloud_api", description=__doc__)
+    parser.add_argument("--config", type=Path, help="JSON file with the settings")
+    parser.add_argument("--state", type=Path, help="state directory (created if missing)")
+    parser.add_argument("--listen", type=_listen, help="HOST:PORT, default 127.0.0.1:8080")
+    parser.add_argument("--token", type=_token, action="append", default=[], help="PROJECT=TOKEN, repeatable")
+    parser.add_argument("--rate-limit", type=int, help="requests per project before 429, default 3600")
+    parser.add_argument("--refill-per-second", type=float, help="requests regained per second, default 1")
+    parser.add_argument("--action-seconds", type=float, help="how long actions run at least, default 0.5")
+    parser.add_argument("--ipv4-pool", help="IPv4 network servers' addresses come from")
+    parser.add_argument("--ipv6-pool", help="IPv6 network servers' /64s come from")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = json.loads(args.config.read_text()) if args.config else {}
+    if args.state:
+        values["state_dir"] = args.state
+    if args.listen:
+        values["host"], values["port"] = args.listen
+    if args.token:
+        values["tokens"] = args.token
+    limits = {"limit": args.rate_limit, "refill_per_second": args.refill_per_second}
+    values["rate_limit"] = values.get("rate_limit", {}) | {k: v for k, v in limits.items() if v is not None}
+    pools = {"ipv4": args.ipv4_pool, "ipv6": args.ipv6_pool}
+    values["pools"] = values.get("pools", {}) | {k: v for k, v in pools.items() if v is not None}
+    if args.action_seconds is not None:
+        values["action_seconds"] = args.action_seconds
+    return EmulatorConfig.model_validate(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = settings(argv)
+    except (ValidationError, OSError, ValueError) as error:
+        print(f"hcloud_api: {error}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Where the emulator's servers run: the hook the lab plugs booted machines into.
+
+Every method is called from a worker thread while the action that asked for it is `running`, and
+the action succeeds when the method returns (fails with its message when it raises
+`MachineError`). Methods are called again with the same arguments when the emulator restarts with
+that action still running, so each must be safe to repeat.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class MachineError(Exception):
+    """The machine could not do what the action asked; the message becomes the action's error."""
+
+
+class MachineSpec(BaseModel):
+    """Everything about one server a machine needs: its size, its disk's origin, its addresses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    server_id: int
+    project: str
+    name: str
+    server_type: str
+    architecture: str
+    cores: int
+    memory_gb: float
+    disk_gb: int
+    location: str
+    image_id: int | None
+    user_data: str | None
+    ssh_public_keys: tuple[str, ...]
+    ipv4: str | None
+    ipv6_network: str | None
+
+
+class MachineBackend(Protocol):
+    def create(self, machine: MachineSpec) -> None:
+        """Provision the disk from `machine.image_id` with its cloud-init seed; leave it off."""
+
+    def power_on(self, machine: MachineSpec) -> None:
+        """Boot the machine (no-op when it runs)."""
+
+    def power_off(self, machine: MachineSpec) -> None:
+        """Cut the power (no-op when it is off)."""
+
+    def shutdown(self, machine: MachineSpec) -> None:
+        """Ask the OS to shut down; return once it is off."""
+
+    def reboot(self, machine: MachineSpec) -> None:
+        """Ask the OS to reboot; return once it runs again."""
+
+    def reset(self, machine: MachineSpec) -> None:
+        """Cut the power and boot again."""
+
+    def resize(self, machine: MachineSpec) -> None:
+        """Give the (off) machine the cores, memory and disk size `machine` now has."""
+
+    def rebuild(self, machine: MachineSpec) -> None:
+        """Overwrite the (off) machine's disk from `machine.image_id`."""
+
+    def snapshot(self, machine: MachineSpec, image_id: int) -> float:
+        """Copy the disk into image `image_id`; return its size in GB."""
+
+    def delete(self, machine: MachineSpec) -> None:
+        """Remove the machine and its disk (no-op when it is gone)."""
+
+
+class RecordingBackend:
+    """No machines: remembers which hook was called for which server, and whether it would run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.running: set[int] = set()
+        self._lock = threading.Lock()
+
+    def _record(self, hook: str, machine: MachineSpec, *, running: bool | None = None) -> None:
+        with self._lock:
+            self.calls.append((hook, machine.server_id))
+            if running is True:
+                self.running.add(machine.server_id)
+            elif running is False:
+                self.running.discard(machine.server_id)
+
+    def create(self, machine: MachineSpec) -> None:
+        self._record("create", machine, running=False)
+
+    def power_on(self, machine: MachineSpec) -> None:
+        self._record("power_on", machine, running=True)
+
+    def power_off(self, machine: MachineSpec) -> None:
+        self._record("power_off", machine, running=False)
+
+    def shutdown(self, machine: MachineSpec) -> None:
+        self._record("shutdown", machine, running=False)
+
+    def reboot(self, machine: MachineSpec) -> None:
+        self._record("reboot", machine, running=True)
+
+    def reset(self, machine: MachineSpec) -> None:
+        self._record("reset", machine, running=True)
+
+    def resize(self, machine: MachineSpec) -> None:
+        self._record("resize", machine)
+
+    def rebuild(self, machine: MachineSpec) -> None:
+        self._record("rebuild", machine)
+
+    def snapshot(self, machine: MachineSpec, image_id: int) -> float:
+        self._record("snapshot", machine)
+        return round(machine.disk_gb * 0.04, 2)
+
+    def delete(self, machine: MachineSpec) -> None:
+        self._record("delete", machine, running=False)
