@@ -1,4 +1,5 @@
-"""Random resources on every run; with `read_hcloud` set, a Hetzner data-source read as well."""
+"""Random resources on every run; with `read_hcloud`, a Hetzner data-source read; with `cloud`, a
+server with its SSH key and firewall, created through the hcloud provider."""
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -15,5 +16,24 @@ pulumi.export("password", password.result)
 pulumi.export("password_length", password.length)
 
 if config.get_bool("read_hcloud"):
-    servers = hcloud.get_servers(with_selector="managed-by=clawhosters")
-    pulumi.export("servers", [server.id for server in servers.servers])
+    servers = hcloud.get_servers(with_selector="managed-by=engine-check")
+    pulumi.export("servers", [server.name for server in servers.servers])
+
+if config.get_bool("cloud"):
+    key = hcloud.SshKey("key", public_key=config.require("ssh_public_key"))
+    firewall = hcloud.Firewall(
+        "firewall",
+        rules=[hcloud.FirewallRuleArgs(direction="in", protocol="tcp", port="22", source_ips=["0.0.0.0/0", "::/0"])],
+    )
+    server = hcloud.Server(
+        "server",
+        server_type=config.get("server_type") or "cx23",
+        location="fsn1",
+        image="debian-12",
+        ssh_keys=[key.id],
+        firewall_ids=[firewall.id.apply(int)],
+        labels={"managed-by": "engine-check"},
+        keep_disk=True,
+    )
+    pulumi.export("server_id", server.id)
+    pulumi.export("ipv4_address", server.ipv4_address)

@@ -1,0 +1,67 @@
+"""The real hcloud provider against the lab's emulation of Hetzner's API, through the real CLI.
+
+What the emulator answers is what the provider parses and acts on: a server created with its SSH key
+and firewall, a resize through the provider's own poweroff and change_type, a destroy, and the
+requests each step costs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.engine.test_engine import Cli
+from tests.engine.test_engine import cli as cli  # a fixture, used by name
+from tests.hcloud_api.conftest import ACME, Emulator
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, cli: Cli) -> Iterator[Emulator]:
+    emulator = Emulator(tmp_path / "hetzner", {"action_seconds": 0.2})
+    emulator.start()
+    public_key = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    for key, value in {"hcloud:endpoint": f"{emulator.url}/v1", "hcloud:pollInterval": "100ms"}.items():
+        cli.run("config", "set", key, value)
+    cli.run("config", "set", "--secret", "hcloud:token", ACME)
+    cli.run("config", "set", "ssh_public_key", public_key)
+    yield emulator
+    emulator.stop()
+
+
+def requests_made(emulator: Emulator) -> int:
+    return sum(token["requests"] for token in emulator.get("/_lab/requests").json()["tokens"])
+
+
+def test_the_provider_creates_resizes_and_destroys_a_server_on_the_lab_cloud(cli: Cli, cloud: Emulator) -> None:
+    cli.run("config", "set", "read_hcloud", "true")
+    cli.run("config", "set", "cloud", "true")
+    cli.run("up", "--yes")
+    outputs = json.loads(cli.run("stack", "output", "--json").stdout)
+    hetzner = cloud.client()
+    server = hetzner.servers.get_by_id(int(outputs["server_id"]))
+    assert (server.server_type.name, server.status, server.location.name) == ("cx23", "running", "fsn1")
+    assert [firewall.firewall.name for firewall in server.public_net.firewalls] == [hetzner.firewalls.get_all()[0].name]
+    assert outputs["ipv4_address"] == server.public_net.ipv4.ip
+
+    before = requests_made(cloud)
+    cli.run("up", "--yes", "--expect-no-changes")
+    assert requests_made(cloud) > before, "a no-op up still reads the cloud"
+
+    cli.run("config", "set", "server_type", "cx33")
+    cli.run("up", "--yes")
+    resized = hetzner.servers.get_by_id(server.id)
+    assert resized.server_type.name == "cx33" and resized.primary_disk_size == server.primary_disk_size
+    assert json.loads(cli.run("stack", "output", "--json").stdout)["servers"] == [server.name]
+
+    cli.run("destroy", "--yes")
+    assert hetzner.servers.get_all() == [] and hetzner.firewalls.get_all() == [] and hetzner.ssh_keys.get_all() == []
