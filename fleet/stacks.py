@@ -9,6 +9,7 @@ unless given here.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,11 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Sta
 
 
 def preview(
-    workspace: Workspace, stack: str, on_event: Callable[[EngineEvent], None], plan: Path | None = None
+    workspace: Workspace,
+    stack: str,
+    on_event: Callable[[EngineEvent], None],
+    plan: Path | None = None,
+    on_output: Callable[[str], None] | None = None,
 ) -> None:
     """Preview with the policy pack; `plan` saves the update plan that `up` can be held to."""
     if plan is not None:
@@ -118,6 +123,7 @@ def preview(
         plan.parent.mkdir(parents=True, exist_ok=True)
     open_stack(workspace, stack).preview(
         on_event=on_event,
+        on_output=on_output,
         policy_packs=[str(workspace.policy_pack)],
         plan=str(plan) if plan else None,
         color="never",
@@ -135,8 +141,11 @@ def up(
     on_event: Callable[[EngineEvent], None] | None = None,
     create: bool = False,
 ) -> dict[str, Any]:
-    """`pulumi up` with the policy pack (held to `plan` if given); returns the non-secret outputs.
-    `config`, when given, becomes the stack's whole config: keys it does not name are removed."""
+    """`pulumi up` held to a plan that a preview with the policy pack produced; returns the non-secret
+    outputs. Without `plan`, that preview runs first: the Automation API's `up` skips its own preview,
+    and the engine judges stack policies only after every step ran, so a mandatory violation must stop
+    the operation here, before anything changes. `config`, when given, becomes the stack's whole
+    config: keys it does not name are removed."""
     from pulumi import automation
 
     handle = open_stack(workspace, stack, create=create)
@@ -146,11 +155,15 @@ def up(
         if stale:
             handle.remove_all_config(stale)
         handle.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
-    result = handle.up(
-        policy_packs=[str(workspace.policy_pack)],
-        plan=str(plan) if plan else None,
-        on_output=on_output,
-        on_event=on_event,
-        color="never",
-    )
+    with tempfile.TemporaryDirectory(prefix="plan-") as scratch:
+        if plan is None:
+            plan = Path(scratch) / f"{stack}.plan.json"
+            preview(workspace, stack, on_event or (lambda _event: None), plan=plan, on_output=on_output)
+        result = handle.up(
+            policy_packs=[str(workspace.policy_pack)],
+            plan=str(plan),
+            on_output=on_output,
+            on_event=on_event,
+            color="never",
+        )
     return {name: output.value for name, output in result.outputs.items() if not output.secret}

@@ -90,7 +90,6 @@ def cli_environment(pulumi_home: Path | None = None, backend_url: str | None = N
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",
         "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
-        "PATH": f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
     }
     if pulumi_home is not None:
         env["PULUMI_HOME"] = str(pulumi_home)

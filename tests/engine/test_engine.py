@@ -143,3 +143,22 @@ def test_a_preview_runs_the_policy_pack_saves_its_plan_where_asked_and_stops_on_
     cli.run("config", "set", "length", "100")
     with pytest.raises(automation.errors.CommandError, match="a password longer than 64 characters"):
         stacks.preview(workspace, STACK, events.append)
+
+
+def test_an_up_is_stopped_by_a_stack_policy_before_anything_is_created(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE"):
+        monkeypatch.setenv(name, cli.env[name])
+    workspace = stacks.Workspace(
+        program_dir=PROGRAM, policy_pack=PACK, backend_url=cli.env["PULUMI_BACKEND_URL"], stacks_dir=cli.stacks_dir
+    )
+    # Within the resource rule (64), beyond the stack rule (48), which the engine judges at the very end
+    # of an `up`: only the preview before it keeps the password from being created.
+    with pytest.raises(automation.errors.CommandError, match="a password longer than 48 characters"):
+        stacks.up(workspace, STACK, config={"engine-check:length": "50"})
+    resources = json.loads(cli.run("stack", "export").stdout)["deployment"].get("resources") or []
+    assert [r["type"] for r in resources if not r["type"].startswith("pulumi:")] == []
+
+    outputs = stacks.up(workspace, STACK, config={"engine-check:length": "40"})
+    assert outputs["password_length"] == 40

@@ -189,7 +189,7 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         "CLAW_PLATFORM": PLATFORM,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
         # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi).
-        "PATH": f"{Path(__file__).parent / 'bin'}:{os.environ['PATH']}",
+        "CLAW_PULUMI_BINARY": str(Path(__file__).parent / "bin" / "pulumi"),
         "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
         "CLAW_CANCEL_SECONDS": "0.5",

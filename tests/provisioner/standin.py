@@ -1,9 +1,9 @@
 """A stand-in pulumi CLI for the provisioner's tests: the real `AutomationRunner` drives it through
-the Automation API, exactly as it drives the real CLI (`bin/pulumi` on PATH, found by the
-provisioner's own `provisioner/bin/pulumi`).
+the Automation API, exactly as it drives the real CLI (through the provisioner's own
+`provisioner/bin/pulumi`, as its CLAW_PULUMI_BINARY).
 
 It speaks the commands the SDK issues for this project (`version`, `stack select|init|output|
-history|export|import|rm`, `config`, `config set-all|rm-all`, `up`, `destroy`, `cancel`) and keeps the
+history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `destroy`, `cancel`) and keeps the
 behaviour of the real CLI that the provisioner has to live with:
 - a stack lock (a file per operation, as on a self-managed backend): an operation on a locked
   stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock and
@@ -11,7 +11,9 @@ behaviour of the real CLI that the provisioner has to live with:
 - SIGINT cancels gracefully: the operation stops, the lock is released, the exit code is 255;
 - `config set-all` adds and updates keys and never removes any; `config rm-all` removes; the
   stack's settings file lives in the workspace directory it runs in;
-- `up` validates the stack config with the program's own loader, as the program would.
+- `preview` and `up` validate the stack config with the program's own loader, as the program would;
+  `preview` writes the plan it is asked to save (`--save-plan`) and streams its summary event to the
+  Automation API over the gRPC event stream (`--event-log tcp://…`) as CLIs since 3.206 do.
 
 It records each operation (start, end, outcome, config, arguments) as a file in CLAW_STANDIN_DIR,
 takes CLAW_STANDIN_SECONDS, and fails for customers whose id starts with "doomed".
@@ -35,6 +37,7 @@ VERSION = "v3.272.0"
 LOCKED = "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end"
 _WITH_VALUE = {"--stack", "--policy-pack", "--color", "--exec-kind", "--page-size", "--page", "--file"}
 _WITH_VALUE |= {"--secrets-provider", "--plaintext", "--secret", "--event-log", "--client", "--config-file"}
+_WITH_VALUE |= {"--save-plan", "--plan"}
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
@@ -136,6 +139,19 @@ class _Stack:
         finally:
             lock.unlink()
 
+    def preview(self, flags: dict[str, list[str]]) -> int:
+        if self.locked():
+            print(LOCKED, file=sys.stderr)
+            return 255
+        error = self._check("up")
+        if error:
+            print(error, file=sys.stderr)
+            return 255
+        for plan in flags.get("--save-plan", []):
+            Path(plan).write_text(json.dumps({"resourcePlans": {}}))
+        _stream_summary(flags["--event-log"][0])
+        return 0
+
     def _check(self, action: str) -> str | None:
         if self.customer.startswith("doomed"):
             return "error: the cloud said no"
@@ -148,6 +164,15 @@ class _Stack:
         except ConfigError as error:
             return f"error: {error}"
         return None
+
+
+def _stream_summary(event_log: str) -> None:
+    import grpc
+    from pulumi.runtime.proto import events_pb2, events_pb2_grpc
+
+    summary = {"sequence": 1, "timestamp": int(time.time()), "summaryEvent": {"resourceChanges": {"same": 1}}}
+    with grpc.insecure_channel(event_log.removeprefix("tcp://")) as channel:
+        events_pb2_grpc.EventsStub(channel).StreamEvents(iter([events_pb2.EventRequest(event=json.dumps(summary))]))
 
 
 def _stamp(seconds: float) -> str:
@@ -186,6 +211,8 @@ def main(argv: list[str]) -> int:
             stack.save_config({**stack.config(), **pairs})  # adds and updates, never removes
         case ["config", "rm-all"]:
             stack.save_config({key: value for key, value in stack.config().items() if key not in words[2:]})
+        case ["preview"]:
+            return stack.preview(flags)
         case ["up"] | ["destroy"]:
             return stack.operation(words[0], argv)
         case ["stack", "output"]:
