@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Builds pulumi-resource-random into OUT_DIR: generates the Pulumi schema and bridge metadata with
-# cmd/tfgen, then compiles the provider with both embedded. Generated files stay in a scratch copy.
+# Builds pulumi-resource-random into OUT_DIR; VERSION is the pulumi-random release it serves.
+# cmd/tfgen generates the Pulumi schema and bridge metadata into a scratch directory, then the
+# provider is compiled with both embedded, mapped in with -overlay: nothing is written to the tree.
 set -euo pipefail
 out=$1
 : "${VERSION:?}"
+cd "$(dirname "$0")"
+# The committed go.mod and go.sum are authoritative: a build never edits them.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r . "$work/src"
-cd "$work/src"
-go build -o "$work/tfgen" ./cmd/tfgen
-PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true PULUMI_HOME="$work/home" \
-    "$work/tfgen" schema --out "$work/schema"
-cp "$work/schema/schema.json" cmd/pulumi-resource-random/schema-embed.json
-cp "$work/schema/bridge-metadata.json" cmd/pulumi-resource-random/bridge-metadata.json
-go build -ldflags "-w -s -X main.version=${VERSION}" -o "$out/pulumi-resource-random" ./cmd/pulumi-resource-random
+
+go build -trimpath -o "$work/tfgen" ./cmd/tfgen
+upstream=$(go list -m -f '{{.Dir}}' github.com/terraform-providers/terraform-provider-random)
+# Run outside the checkout with a private Pulumi home: the generator may leave files behind.
+(cd "$work" && PULUMI_HOME="$work/home" PULUMI_SKIP_UPDATE_CHECK=true \
+    "$work/tfgen" "$work/gen" "$upstream" >"$work/tfgen.log" 2>&1) || { cat "$work/tfgen.log" >&2; exit 1; }
+
+main=cmd/pulumi-resource-random
+printf '{"Replace":{"%s":"%s","%s":"%s"}}\n' \
+    "$PWD/$main/schema.json" "$work/gen/schema.json" \
+    "$PWD/$main/bridge-metadata.json" "$work/gen/bridge-metadata.json" >"$work/overlay.json"
+mkdir -p "$out"
+go build -trimpath -overlay "$work/overlay.json" -ldflags "-X main.version=$VERSION" \
+    -o "$out/pulumi-resource-random" "./$main"

@@ -1,26 +1,29 @@
-// Command pulumi-resource-random is the random resource plugin.
+// Command pulumi-resource-random is the random resource plugin: terraform-provider-random served
+// over the Pulumi provider protocol by the Terraform bridge.
 package main
 
 import (
 	"context"
 	_ "embed"
 
-	"github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
+	pfbridge "github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
 
 	"clawhosters.example/toolchain/random/info"
 )
 
-// Set at build time.
+// Set by build.sh (-ldflags -X); the bridge refuses to serve without a semver version.
 var version string
 
-// Written by the build (cmd/tfgen) before compiling; never committed.
-//
-//go:embed schema-embed.json
-var schema []byte
-
-//go:embed bridge-metadata.json
-var metadata []byte
+// Both files are written by cmd/tfgen during the build and mapped into this package with
+// `go build -overlay` (see build.sh); they never exist in the source tree.
+var (
+	//go:embed schema.json
+	schema []byte
+	//go:embed bridge-metadata.json
+	metadata []byte
+)
 
 func main() {
-	tfbridge.Main(context.Background(), "random", info.Provider(version, metadata), tfbridge.ProviderMetadata{PackageSchema: schema})
+	prov := info.Provider(version, metadata, "")
+	pfbridge.Main(context.Background(), "random", prov, pfbridge.ProviderMetadata{PackageSchema: schema})
 }

@@ -1,0 +1,28 @@
+// Command pulumi-resource-hcloud is the hcloud resource plugin: terraform-provider-hcloud served
+// over the Pulumi provider protocol by the Terraform bridge.
+package main
+
+import (
+	"context"
+	_ "embed"
+
+	pfbridge "github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
+
+	"clawhosters.example/toolchain/hcloud/info"
+)
+
+// Set by build.sh (-ldflags -X); the bridge refuses to serve without a semver version.
+var version string
+
+// Both files are written by cmd/tfgen during the build and mapped into this package with
+// `go build -overlay` (see build.sh); they never exist in the source tree.
+var (
+	//go:embed schema.json
+	schema []byte
+	//go:embed bridge-metadata.json
+	metadata []byte
+)
+
+func main() {
+	pfbridge.MainWithMuxer(context.Background(), "hcloud", info.Provider(version, metadata, ""), schema)
+}
