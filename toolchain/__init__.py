@@ -55,12 +55,14 @@ def cache_root() -> Path:
 
 
 def component_key(name: str, component: Component, go_version: str) -> str:
-    """What a component's binaries depend on: its pin, the Go toolchain and its build module's files."""
+    """What a component's binaries depend on: its pin, the Go toolchain, its build module's files and
+    the shared build scripts."""
     digest = hashlib.sha256()
     digest.update(f"{name}\0{component.model_dump_json()}\0{go_version}\0".encode())
     module_dir = TOOLCHAIN_DIR / name
-    for path in sorted(p for p in module_dir.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(module_dir)}\0".encode())
+    # The build module, and the scripts beside it that its build.sh may call.
+    for path in sorted([*(p for p in module_dir.rglob("*") if p.is_file()), *TOOLCHAIN_DIR.glob("*.sh")]):
+        digest.update(f"{path.relative_to(TOOLCHAIN_DIR)}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
