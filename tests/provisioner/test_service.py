@@ -67,7 +67,9 @@ def test_the_status_api_needs_the_operator_token(provisioner: Provisioner) -> No
 
 
 def test_one_operation_per_stack_at_a_time(provisioner: Provisioner) -> None:
-    provisioner.env["CLAW_STANDIN_SECONDS"] = "1"
+    # Each job previews before its `up` (about a second of CLI start-ups): an `up` this long keeps the
+    # other stack's job running while acme's are, whatever the machine's pace.
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
     provisioner.start("worker", "--workers", "3")
     assert provisioner.post(signup("acme", server_type="cx23"))[0] == 200
     wait_for("the first up", lambda: any(provisioner.records.glob("acme.up.*")))
