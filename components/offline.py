@@ -13,6 +13,7 @@ import runpy
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from components.instance import CustomerInstance
 from config.customer import CustomerConfig
 from config.loader import ConfigError, StackSettings
 from config.policy import BaselinePolicy
+from lab.hcloud_api.catalog import SERVER_TYPES, ServerType
 
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SERVER = "hcloud:index/server:Server"
@@ -89,31 +91,6 @@ class CloudServer:
 
 
 @dataclass(frozen=True)
-class CloudServerType:
-    name: str
-    architecture: str
-    disk_gb: int
-    orderable_in: tuple[str, ...]
-
-
-EU = ("fsn1", "nbg1", "hel1")
-EVERYWHERE = (*EU, "ash", "hil", "sin")
-# Hetzner's catalogue as the stand-in cloud serves it: cx22-cx52 and cpx11-cpx51 were deprecated on
-# 2025-10-16 and are unorderable since 2025-12-31; cost-optimised and Arm types are sold in the EU only.
-SERVER_TYPES = (
-    *(CloudServerType(f"cx{n}2", "x86", disk, ()) for n, disk in zip("2345", (40, 80, 160, 240), strict=True)),
-    *(CloudServerType(f"cpx{n}1", "x86", disk, ()) for n, disk in zip("12345", (40, 80, 160, 240, 360), strict=True)),
-    *(CloudServerType(f"cx{n}3", "x86", disk, EU) for n, disk in zip("2345", (40, 80, 160, 320), strict=True)),
-    *(CloudServerType(f"cpx{n}2", "x86", disk, EVERYWHERE) for n, disk in zip("1234", (40, 80, 160, 320), strict=True)),
-    *(CloudServerType(f"cax{n}1", "arm", disk, EU) for n, disk in zip("1234", (40, 80, 160, 320), strict=True)),
-    *(
-        CloudServerType(f"ccx{n}3", "x86", disk, EVERYWHERE)
-        for n, disk in zip("123456", (80, 160, 240, 360, 600, 960), strict=True)
-    ),
-)
-
-
-@dataclass(frozen=True)
 class CloudFirewall:
     id: int
     name: str
@@ -128,7 +105,8 @@ class Cloud:
 
     servers: tuple[CloudServer, ...] = ()
     firewalls: tuple[CloudFirewall, ...] = ()
-    server_types: tuple[CloudServerType, ...] = SERVER_TYPES
+    # Hetzner's catalogue, as the lab's emulation of its API serves it.
+    server_types: tuple[ServerType, ...] = SERVER_TYPES
 
 
 def baseline_firewall(firewall_id: int, policy: BaselinePolicy, name: str = "platform-baseline") -> CloudFirewall:
@@ -211,17 +189,19 @@ class StandInMocks(pulumi.runtime.Mocks):
         raise ValueError(f"firewall not found: {int(query['id'])}")
 
     def _server_types(self, _query: Mapping[str, Any]) -> dict[str, Any]:
+        now = datetime.now(UTC)
         # As Hetzner lists them: a type sold nowhere any more is not listed at all.
-        listed = [server_type for server_type in self.cloud.server_types if server_type.orderable_in]
+        listed = [server_type for server_type in self.cloud.server_types if server_type.orderable_anywhere(now)]
         return {
             "id": "server_types",
             "serverTypes": [
                 {
                     "name": server_type.name,
                     "architecture": server_type.architecture,
-                    "disk": server_type.disk_gb,
+                    "disk": server_type.disk,
                     "locations": [
-                        {"name": location, "available": location in server_type.orderable_in} for location in EVERYWHERE
+                        {"name": location, "available": server_type.orderable_in(location, now)}
+                        for location in server_type.locations
                     ],
                 }
                 for server_type in listed

@@ -36,22 +36,13 @@ _KEY_TYPES = (
 )
 MIN_RSA_BITS = 2048
 # The server types the platform sells, unless `platform:server_types` says otherwise.
-# Only types Hetzner still sells (cx22-cx52 and cpx11-cpx51 are unorderable since 2025-12-31); which
-# of them a location offers is Hetzner's answer, read at preview (components/safety.py).
+# Only types Hetzner still sells somewhere: cx22-cx52 are unorderable since 2025-12-31, cpx11-cpx51 in
+# the EU (they remain the shared types of ash, hil and sin). Which of them a location offers is
+# Hetzner's answer, read at preview (components/safety.py).
 DEFAULT_SERVER_TYPES = (
-    "cx23",
-    "cx33",
-    "cx43",
-    "cx53",
-    "cpx12",
-    "cpx22",
-    "cpx32",
-    "cpx42",
-    "cax11",
-    "cax21",
-    "cax31",
-    "cax41",
-)
+    "cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cpx32", "cpx42",
+    "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31", "cax41",
+)  # fmt: skip
 
 
 def _slug(value: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from lab.hcloud_api.catalog import SERVER_TYPES
 from tests.keys import public_key
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
@@ -212,10 +214,11 @@ def test_server_types_come_from_the_platform_allow_list() -> None:
 
 
 def test_the_default_and_every_offered_type_are_orderable_today() -> None:
-    # cx22-cx52 and cpx11-cpx51 are deprecated and unorderable since 2025-12-31.
-    deprecated = {f"cx{n}2" for n in "2345"} | {f"cpx{n}1" for n in "12345"}
+    now = datetime.now(UTC)
+    sold = {server_type.name for server_type in SERVER_TYPES if server_type.orderable_anywhere(now)}
     assert CustomerConfig.model_fields["server_type"].default == "cx23"
-    assert not deprecated & set(PlatformConfig().server_types)
+    assert set(PlatformConfig().server_types) <= sold
+    assert not {f"cx{n}2" for n in "2345"} & sold, "cx22-cx52 are unorderable since 2025-12-31"
 
 
 def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> None:

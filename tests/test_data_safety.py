@@ -98,7 +98,8 @@ def on(server_type: str, disk_gb: int, location: str = "fsn1") -> Cloud:
 
 def test_a_type_not_sold_in_the_location_is_refused_naming_both() -> None:
     refused(settings(location="ash"), None, "clawhosters:server_type", "cx23", "ash", "clawhosters:location")
-    assert build_graph(settings(location="ash", server_type="cpx12")).one(SERVER).inputs["location"] == "ash"
+    assert build_graph(settings(location="ash", server_type="cpx11")).one(SERVER).inputs["location"] == "ash"
+    refused(settings(server_type="cpx11"), None, "does not sell cpx11 in fsn1", "orderable in ash, hil, sin")
 
 
 def test_a_deprecated_type_is_refused_for_a_new_server_and_kept_by_a_running_one() -> None:
