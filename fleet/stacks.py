@@ -117,11 +117,21 @@ def preview(
     on_output: Callable[[str], None] | None = None,
 ) -> None:
     """Preview with the policy pack; `plan` saves the update plan that `up` can be held to."""
+    _preview(open_stack(workspace, stack), workspace, on_event, plan, on_output)
+
+
+def _preview(
+    handle: Stack,
+    workspace: Workspace,
+    on_event: Callable[[EngineEvent], None],
+    plan: Path | None,
+    on_output: Callable[[str], None] | None,
+) -> None:
     if plan is not None:
         # The CLI writes the plan with a plain create, after the whole preview: a missing directory
         # would fail the preview at its very end.
         plan.parent.mkdir(parents=True, exist_ok=True)
-    open_stack(workspace, stack).preview(
+    handle.preview(
         on_event=on_event,
         on_output=on_output,
         policy_packs=[str(workspace.policy_pack)],
@@ -158,7 +168,7 @@ def up(
     with tempfile.TemporaryDirectory(prefix="plan-") as scratch:
         if plan is None:
             plan = Path(scratch) / f"{stack}.plan.json"
-            preview(workspace, stack, on_event or (lambda _event: None), plan=plan, on_output=on_output)
+            _preview(handle, workspace, on_event or (lambda _event: None), plan, on_output)
         result = handle.up(
             policy_packs=[str(workspace.policy_pack)],
             plan=str(plan),
