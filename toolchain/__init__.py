@@ -60,8 +60,10 @@ def component_key(name: str, component: Component, go_version: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"{name}\0{component.model_dump_json()}\0{go_version}\0".encode())
     module_dir = TOOLCHAIN_DIR / name
-    # The build module, and the scripts beside it that its build.sh may call.
-    for path in sorted([*(p for p in module_dir.rglob("*") if p.is_file()), *TOOLCHAIN_DIR.glob("*.sh")]):
+    build_script = (module_dir / "build.sh").read_text()
+    # The build module, and the shared scripts beside it that its build.sh calls.
+    shared = [script for script in TOOLCHAIN_DIR.glob("*.sh") if f"../{script.name}" in build_script]
+    for path in sorted([*(p for p in module_dir.rglob("*") if p.is_file()), *shared]):
         digest.update(f"{path.relative_to(TOOLCHAIN_DIR)}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

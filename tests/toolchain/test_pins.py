@@ -63,6 +63,21 @@ def test_a_component_key_follows_its_pin_and_the_go_version() -> None:
     assert key != toolchain.component_key("cli", cli.model_copy(update={"version": "3.276.1"}), "go1.26.8")
 
 
+def test_a_component_key_covers_the_shared_scripts_its_build_calls_and_no_other() -> None:
+    def keys() -> dict[str, str]:
+        return {name: toolchain.component_key(name, c, "go1.26.8") for name, c in PINS.components.items()}
+
+    before = keys()
+    script = toolchain.TOOLCHAIN_DIR / "native-provider.sh"
+    original = script.read_bytes()
+    try:
+        script.write_bytes(original + b"\n")
+        changed = {name for name, key in keys().items() if key != before[name]}
+    finally:
+        script.write_bytes(original)
+    assert changed == {"command", "tls"}
+
+
 def test_a_complete_build_is_taken_from_the_cache_without_running_anything(tmp_path: Path) -> None:
     cli = PINS.components["cli"]
     target = tmp_path / "cli" / f"{cli.version}-{toolchain.component_key('cli', cli, 'go-test')}"
