@@ -56,3 +56,17 @@ PEERS = (VPS_PEER, CLIENT, ATTACKER, PROVISIONER)
 # What the baseline is told never to ban.
 PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/64")
 NAMESPACES = (ROUTER, *(peer.namespace for peer in PEERS))
+
+# The servers of the emulated Hetzner Cloud (lab/servers.py): each in a namespace of its own, on a
+# link of its own to the router. Their public addresses come from these pools (the API emulator's
+# defaults), clear of the peers above. As at Hetzner, the IPv4 address is a /32 behind an on-link
+# gateway (Hetzner's is 172.31.1.1; this one is on every server link) handed out by DHCP, and the
+# IPv6 /64 is routed to the link, its first address the server's, behind fe80::1.
+CLOUD_POOL_V4 = "198.51.100.128/25"
+CLOUD_POOL_V6 = "2001:db8:1000::/36"
+CLOUD_GATEWAY_V4 = "198.51.100.126"
+CLOUD_GATEWAY_V6 = "fe80::1"
+# The network the DHCP server answers for: the gateway and every pool address are inside it.
+CLOUD_DHCP_NETWORK = "198.51.100.0/24"
+METADATA_V4 = "169.254.169.254"
+SERVER_NAMESPACE_PREFIX = f"{PREFIX}-s"

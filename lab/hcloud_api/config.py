@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from lab import topology
+
 # terraform-provider-hcloud refuses any token that is not 64 characters long; Hetzner's are
 # alphanumeric. A token the provider would refuse is refused here too, at start.
 _TOKEN = re.compile(r"[A-Za-z0-9]{64}")
@@ -53,8 +55,15 @@ class RateLimit(_Settings):
 
 
 class AddressPools(_Settings):
-    ipv4: Annotated[ipaddress.IPv4Network, AfterValidator(_documentation_v4)] = ipaddress.IPv4Network("203.0.113.0/24")
-    ipv6: Annotated[ipaddress.IPv6Network, AfterValidator(_documentation_v6)] = ipaddress.IPv6Network("2001:db8::/32")
+    """Where servers' public addresses come from: by default the lab's server pools, clear of the
+    lab's other addresses, so that its machines can be reached at them (lab/servers.py)."""
+
+    ipv4: Annotated[ipaddress.IPv4Network, AfterValidator(_documentation_v4)] = ipaddress.IPv4Network(
+        topology.CLOUD_POOL_V4
+    )
+    ipv6: Annotated[ipaddress.IPv6Network, AfterValidator(_documentation_v6)] = ipaddress.IPv6Network(
+        topology.CLOUD_POOL_V6
+    )
 
 
 class EmulatorConfig(_Settings):

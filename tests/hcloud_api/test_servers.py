@@ -11,6 +11,7 @@ from hcloud.locations import Location
 from hcloud.server_types import ServerType
 from hcloud.ssh_keys import SSHKey
 
+from lab import topology
 from tests.hcloud_api.conftest import OTHER, Emulator, create_server
 from tests.keys import public_key
 
@@ -44,8 +45,8 @@ def test_create_answers_server_action_and_next_actions(client: Client) -> None:
     assert (server.location.name, server.server_type.name, server.image.name) == ("nbg1", "cx23", "debian-12")
     assert server.image.architecture == "x86" and server.primary_disk_size == 40
     assert server.labels == {"customer": "acme", "managed-by": "clawhosters"}
-    assert ipaddress.ip_address(server.public_net.ipv4.ip) in ipaddress.ip_network("203.0.113.0/24")
-    assert ipaddress.ip_network(server.public_net.ipv6.ip).subnet_of(ipaddress.ip_network("2001:db8::/32"))
+    assert ipaddress.ip_address(server.public_net.ipv4.ip) in ipaddress.ip_network(topology.CLOUD_POOL_V4)
+    assert ipaddress.ip_network(server.public_net.ipv6.ip).subnet_of(ipaddress.ip_network(topology.CLOUD_POOL_V6))
     assert server.protection == {"delete": False, "rebuild": False}
 
 
