@@ -33,7 +33,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def loopback_sshd(directory: Path) -> Iterator[LoopbackSshd]:
+def loopback_sshd(directory: Path, accept_env: str | None = None) -> Iterator[LoopbackSshd]:
+    """sshd as root on a free loopback port; `accept_env` is its AcceptEnv pattern (none by default)."""
     client_private, client_public = keypair(directory / "client")
     _, host_public = keypair(directory / "host")
     (directory / "authorized_keys").write_text(client_public + "\n")
@@ -43,7 +44,7 @@ def loopback_sshd(directory: Path) -> Iterator[LoopbackSshd]:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host'}\n"
         f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {directory / 'sshd.pid'}\n"
+        f"PidFile {directory / 'sshd.pid'}\n" + (f"AcceptEnv {accept_env}\n" if accept_env else "")
     )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)

@@ -30,20 +30,21 @@ class Cli:
     """The CLI in a stack's own workspace directory (its settings file is written there), on a fresh
     file backend: how the provisioner and the fleet tooling run the program too."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, program: Path = PROGRAM) -> None:
         (tmp_path / "state").mkdir()
         self.stacks_dir = tmp_path / "stacks"
         self.work_dir = self.stacks_dir / STACK
         self.work_dir.mkdir(parents=True)
-        stacks.write_project_file(PROGRAM, self.work_dir)
+        stacks.write_project_file(program, self.work_dir)
         self.env = {
             **toolchain.cli_environment(pulumi_home=tmp_path / "home", backend_url=f"file://{tmp_path / 'state'}"),
             "PULUMI_CONFIG_PASSPHRASE": "engine-check",
         }
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(toolchain.cli_path()), *args, "--non-interactive"],
+            input=stdin,
             cwd=self.work_dir,
             env=self.env,
             capture_output=True,

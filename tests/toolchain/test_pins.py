@@ -43,7 +43,7 @@ def test_the_lock_is_what_lock_renders_from_its_own_resolution() -> None:
     assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in locked()), "names are in their PEP 503 form"
 
 
-@pytest.mark.parametrize("program", [REPO, REPO / "tests" / "engine" / "program"])
+@pytest.mark.parametrize("program", [REPO, *(REPO / "tests" / "engine" / name for name in ("program", "remote"))])
 def test_each_project_names_exactly_the_built_plugins_by_path(program: Path) -> None:
     declared = yaml.safe_load((program / "Pulumi.yaml").read_text())["plugins"]
     built = {binary.removeprefix("pulumi-resource-") for c in PINS.components.values() for binary in c.binaries}
