@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,6 @@ from pathlib import Path
 import pytest
 from pulumi.automation import EngineEvent
 
-import toolchain
-from components.instance import PROVIDERS
 from fleet import stacks
 from fleet.preview import (
     COMMENT_LIMIT,
@@ -25,6 +24,7 @@ from fleet.preview import (
     summarize,
 )
 from tests.fleet_standin import StandInPreview, recorded
+from tests.hcloud_api.conftest import Emulator
 
 REPO = Path(__file__).resolve().parent.parent
 WORKSPACE = stacks.Workspace()
@@ -158,22 +158,24 @@ def test_previews_run_in_separate_processes_with_bounded_concurrency(tmp_path: P
 
 
 @pytest.mark.pulumi_cli
-@pytest.mark.skipif(
-    bool(toolchain.missing_providers(*PROVIDERS)),
-    reason=f"the program needs the {', '.join(toolchain.missing_providers(*PROVIDERS))} provider(s), "
-    "which the Go module proxy does not serve (README: 'The Pulumi toolchain')",
-)
-@pytest.mark.skipif("HCLOUD_TOKEN" not in os.environ, reason="a preview asks the Hetzner API: needs HCLOUD_TOKEN")
-def test_a_real_preview_of_the_example_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pulumi import automation
-
-    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+def test_a_real_preview_of_the_example_stack(
+    tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The program itself, through the real CLI and providers, against the lab's Hetzner API."""
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
-    automation.create_or_select_stack(stack_name="customer-example", work_dir=str(REPO))
-    preview = PreviewStack(WORKSPACE, canary="customer-example", plans=tmp_path)("customer-example")
-    assert preview.counts["create"] > 0
-    assert preview.blocking == []
-    assert (tmp_path / "customer-example.plan.json").exists()
+    workspace = stacks.Workspace(backend_url=f"file://{tmp_path / 'state'}", stacks_dir=tmp_path / "stacks")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "stacks" / "customer-example").mkdir(parents=True)
+    shutil.copy(REPO / "Pulumi.customer-example.yaml", tmp_path / "stacks" / "customer-example")
+    stacks.open_stack(workspace, "customer-example", create=True)
+    preview = PreviewStack(workspace, canary="customer-example", plans=tmp_path / "plans")("customer-example")
+    assert preview.blocking == [] and preview.advisories == []
+    # The stack, the component, its keys, password, SSH key, firewall, server and four remote steps,
+    # and the four default providers (hcloud, tls, random, command).
+    assert dict(preview.counts) == {"create": 16}
+    assert (tmp_path / "plans" / "customer-example.plan.json").exists()
+    # The program's safety checks asked Hetzner (server types, the stack's servers).
+    assert hetzner.get("/_lab/requests").json()["tokens"][0]["requests"] > 0
 
 
 def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,6 +61,7 @@ func (c *Connection) Annotate(a infer.Annotator) {
 	a.Describe(&c.Proxy, "Not supported: refused at check.")
 }
 
+// unsupported names what cannot work; unknown values (a preview's) decode as unset and pass.
 func (c Connection) unsupported(path string) []p.CheckFailure {
 	var failures []p.CheckFailure
 	if c.AgentSocketPath != nil {
@@ -70,10 +71,6 @@ func (c Connection) unsupported(path string) []p.CheckFailure {
 	if len(c.Proxy) > 0 {
 		failures = append(failures, p.CheckFailure{Property: path + ".proxy",
 			Reason: "a proxy (bastion) connection is not supported by this command provider"})
-	}
-	if c.PrivateKey == nil && c.Password == nil {
-		failures = append(failures, p.CheckFailure{Property: path,
-			Reason: "give privateKey or password: there is no other way to log in"})
 	}
 	if c.HostKey != nil {
 		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(*c.HostKey)); err != nil {
