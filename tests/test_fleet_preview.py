@@ -157,17 +157,25 @@ def test_previews_run_in_separate_processes_with_bounded_concurrency(tmp_path: P
     assert busiest == 2
 
 
+def example_stack(tmp_path: Path, program_dir: Path = REPO) -> stacks.Workspace:
+    """The example stack on a fresh file backend, its settings file in a workspace of its own."""
+    workspace = stacks.Workspace(
+        program_dir=program_dir, backend_url=f"file://{tmp_path / 'state'}", stacks_dir=tmp_path / "stacks"
+    )
+    (tmp_path / "state").mkdir()
+    (tmp_path / "stacks" / "customer-example").mkdir(parents=True)
+    shutil.copy(REPO / "Pulumi.customer-example.yaml", tmp_path / "stacks" / "customer-example")
+    stacks.open_stack(workspace, "customer-example", create=True)
+    return workspace
+
+
 @pytest.mark.pulumi_cli
 def test_a_real_preview_of_the_example_stack(
     tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The program itself, through the real CLI and providers, against the lab's Hetzner API."""
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
-    workspace = stacks.Workspace(backend_url=f"file://{tmp_path / 'state'}", stacks_dir=tmp_path / "stacks")
-    (tmp_path / "state").mkdir()
-    (tmp_path / "stacks" / "customer-example").mkdir(parents=True)
-    shutil.copy(REPO / "Pulumi.customer-example.yaml", tmp_path / "stacks" / "customer-example")
-    stacks.open_stack(workspace, "customer-example", create=True)
+    workspace = example_stack(tmp_path)
     preview = PreviewStack(workspace, canary="customer-example", plans=tmp_path / "plans")("customer-example")
     assert preview.blocking == [] and preview.advisories == []
     # The stack, the component, its keys, password, SSH key, firewall, server and four remote steps,
@@ -176,6 +184,17 @@ def test_a_real_preview_of_the_example_stack(
     assert (tmp_path / "plans" / "customer-example.plan.json").exists()
     # The program's safety checks asked Hetzner (server types, the stack's servers).
     assert hetzner.get("/_lab/requests").json()["tokens"][0]["requests"] > 0
+
+
+@pytest.mark.pulumi_cli
+def test_a_real_preview_of_a_tampered_program_is_blocked_by_the_pack(
+    tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
+    workspace = example_stack(tmp_path, program_dir=REPO / "tests" / "fixtures" / "tampered_program")
+    preview = PreviewStack(workspace, plans=tmp_path / "plans")("customer-example")
+    assert any("commands-match-rendering" in finding for finding in preview.blocking), preview.blocking
+    assert not (tmp_path / "plans" / "customer-example.plan.json").exists(), "a blocked preview saves no plan"
 
 
 def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:
