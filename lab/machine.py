@@ -3,16 +3,18 @@
 `ensure_image()` builds, once per package list, what the lab needs to emulate a fresh `debian-12`
 server and the internet it sees:
 - a Debian 12 root file system from the Debian archive (debootstrap), with what a fresh server has:
-  systemd, openssh-server with Debian's stock configuration, cloud-init, ca-certificates, curl.
-  Not iptables, fail2ban or Docker: the program's packages step installs those;
+  systemd, openssh-server with Debian's stock configuration, cloud-init (set up for Hetzner's
+  datasource), ifupdown and dhclient, ca-certificates, curl. Not iptables, fail2ban or Docker: the
+  program's packages step installs those;
 - an apt mirror of exactly the packages that step asks for, with the archive's own signed
   `InRelease` and package index, so apt inside the machine verifies them with Debian's own keys;
 - the lab's certificate authority, trusted by the machine as a real server trusts the public
   ones, and the registry's certificate.
 
 `Machine` copies that file system, puts cloud-init's NoCloud seed in place (the `user_data` the
-program produced and the provisioning key, as Hetzner's metadata service provides them) and boots
-it with systemd-nspawn inside the lab's VPS network namespace.
+program produced and the provisioning key, standing in for Hetzner's metadata service) and boots
+it with systemd-nspawn inside the lab's VPS network namespace. The servers of the lab's Hetzner
+Cloud boot the same image without a seed, from the metadata service itself (lab/servers.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ from lab import topology
 SUITE = "bookworm"
 ARCHIVE = "http://deb.debian.org/debian"
 # What a fresh Hetzner debian-12 server has that matters here. python3-cffi-backend is a virtual
-# package's provider that debootstrap does not resolve on its own (cloud-init needs it).
+# package's provider that debootstrap does not resolve on its own (cloud-init needs it). ifupdown
+# and isc-dhcp-client bring up the network cloud-init renders from the metadata's network-config
+# (its ephemeral DHCP before the metadata is read runs dhclient too); dmidecode is how cloud-init
+# and ds-identify read the firmware's SMBIOS table where the kernel exposes no /sys/class/dmi.
 STOCK_PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -53,15 +58,25 @@ STOCK_PACKAGES = (
     "curl",
     "iproute2",
     "locales",
+    "ifupdown",
+    "isc-dhcp-client",
+    "dmidecode",
 )
 # Bumped when the way an image is prepared changes, so a cached image is rebuilt.
-IMAGE_FORMAT = 2
+IMAGE_FORMAT = 3
 IMAGES = Path("/var/lib/clawhosters-lab/images")
-# The provider's image settings (Hetzner ships its own cloud.cfg.d): root logs in with the keys the
-# metadata service lists, and the network is the provider's business, configured before boot.
+# The provider's image settings, as Hetzner's debian-12 image ships them in cloud.cfg.d: cloud-init
+# is told its datasource instead of probing for one (ds-identify then enables Hetzner's alone; the
+# datasource itself still checks the SMBIOS manufacturer and serial), and root logs in with the
+# keys the metadata service lists.
 PROVIDER_CLOUD_CFG = """# The provider's image settings, as Hetzner's debian-12 image has them.
-datasource_list: [ NoCloud, None ]
+datasource_list: [ Hetzner, None ]
 disable_root: false
+"""
+# A machine seeded from its own disk instead (`NoCloudSeed`): its network is set up by the lab
+# before it boots, so cloud-init leaves it alone.
+NOCLOUD_CLOUD_CFG = """# Seeded from /var/lib/cloud/seed/nocloud; the network is configured before boot.
+datasource_list: [ NoCloud, None ]
 network:
   config: disabled
 """
@@ -262,9 +277,9 @@ class NoCloudSeed:
 
 
 class Machine:
-    """One booted machine, its root file system under `directory`."""
+    """One booted machine, its root file system under `directory` (made from `image` by `create`)."""
 
-    def __init__(self, image: Image, directory: Path, namespace: str) -> None:
+    def __init__(self, image: Image | None, directory: Path, namespace: str) -> None:
         self.image = image
         self.directory = directory
         self.namespace = namespace
@@ -280,6 +295,8 @@ class Machine:
 
     def create(self, seed: NoCloudSeed) -> None:
         """A new server from the image: a fresh copy of its file system and the metadata seed."""
+        if self.image is None:
+            raise MachineError("the machine has no image to be created from")
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True)
         _run(["cp", "-a", "--reflink=auto", str(self.image.rootfs), str(self.rootfs)])
@@ -290,16 +307,38 @@ class Machine:
         (nocloud / "user-data").write_text(seed.user_data)
         for name in ("meta-data", "user-data"):
             (nocloud / name).chmod(0o600)
+        (self.rootfs / "etc/cloud/cloud.cfg.d/95-nocloud-seed.cfg").write_text(NOCLOUD_CLOUD_CFG)
 
     def boot(self, until_booted: bool = True, timeout: float = 120) -> None:
         """Start the machine; with `until_booted`, return once systemd has finished booting.
         Without, return at once, as Hetzner's API does: sshd comes up when it comes up."""
         if self.running:
             raise MachineError("the machine is already running")
-        environment = dict(os.environ)
-        # nspawn mounts /proc/sys/net read-only in a joined namespace; Docker must enable forwarding.
-        environment["SYSTEMD_NSPAWN_API_VFS_WRITABLE"] = "network"
-        command = [
+        with self.console_log.open("ab") as console:
+            self.process = subprocess.Popen(
+                self.nspawn_command(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=os.environ | self.nspawn_environment(),
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self.process.pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MachineError(f"the machine did not boot: {self.console_log.read_text()[-2000:]}")
+            if self._leader() is not None:
+                if not until_booted:
+                    return
+                state = self.run("systemctl", "is-system-running", check=False, timeout=10).stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            time.sleep(0.5)
+        raise MachineError(f"the machine did not finish booting within {timeout:.0f} s")
+
+    def nspawn_command(self) -> list[str]:
+        return [
             "systemd-nspawn",
             "--boot",
             f"--directory={self.rootfs}",
@@ -315,39 +354,38 @@ class Machine:
             "--link-journal=no",
             "--console=read-only",
         ]
-        with self.console_log.open("ab") as console:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                start_new_session=True,
-            )
-        (self.directory / "nspawn.pid").write_text(f"{self.process.pid}\n")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise MachineError(f"the machine did not boot: {self.console_log.read_text()[-2000:]}")
-            if self._leader() is not None:
-                if not until_booted:
-                    return
-                state = self.run("systemctl", "is-system-running", check=False, timeout=10).stdout.strip()
-                if state in ("running", "degraded"):
-                    return
-            time.sleep(0.5)
-        raise MachineError(f"the machine did not finish booting within {timeout:.0f} s")
+
+    def nspawn_environment(self) -> dict[str, str]:
+        # nspawn mounts /proc/sys/net read-only in a joined namespace; Docker must enable forwarding.
+        return {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "nspawn.pid"
+
+    @property
+    def pid(self) -> int | None:
+        """nspawn's PID while the machine runs, also when another process booted it (by the
+        recorded PID, checked against the command line in case the PID was reused)."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        try:
+            pid = int(self.pid_file.read_text())
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            return None
+        return pid if f"--directory={self.rootfs}".encode() in arguments else None
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.pid is not None
 
     def _leader(self) -> int | None:
         """The machine's PID 1, as the host sees it: nspawn's child."""
-        if not self.running:
+        pid = self.pid
+        if pid is None:
             return None
-        assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        children = Path(f"/proc/{pid}/task/{pid}/children")
         try:
             pids = children.read_text().split()
         except FileNotFoundError:
