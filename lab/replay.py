@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import io
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,12 +24,13 @@ from typing import Any, Literal
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
 
+from lab.netns import connect_from
+
 Action = Literal["create", "update", "replace", "unchanged"]
 DEFAULT_DIAL_ERROR_LIMIT = 10
 DEFAULT_PER_DIAL_TIMEOUT = 15
 # Pulumi's retry.Until: 250 ms, doubling, at most 5 s between attempts.
 FIRST_RETRY_DELAY, MAX_RETRY_DELAY = 0.25, 5.0
-CLONE_NEWNET = 0x40000000
 
 
 class CommandFailed(RuntimeError):
@@ -120,32 +118,6 @@ class Step:
     stdout: str = ""
     stderr: str = ""
     warnings: list[str] = field(default_factory=list)
-
-
-def connect_from(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection made from inside a network namespace (the provisioner's place on the
-    network): a short-lived thread joins the namespace, and the socket stays in it."""
-    if namespace is None:
-        return socket.create_connection((host, port), timeout=timeout)
-    outcome: dict[str, Any] = {}
-
-    def dial() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        with open(f"/run/netns/{namespace}") as handle:  # noqa: PTH123 (a descriptor for setns)
-            if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                outcome["error"] = OSError(ctypes.get_errno(), f"setns {namespace}")
-                return
-        try:
-            outcome["socket"] = socket.create_connection((host, port), timeout=timeout)
-        except OSError as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=dial)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["socket"]
 
 
 class Runner:
