@@ -31,7 +31,7 @@ from components.offline import Registration
 from config import BaselinePolicy
 from config.customer import CustomerConfig, PlatformConfig
 from config.loader import StackSettings
-from lab import topology
+from lab import servers, topology
 from lab.deploy import Stack
 from lab.machine import Image, Machine, NoCloudSeed, ensure_image
 from lab.replay import Runner, Step
@@ -382,7 +382,9 @@ def _stop(pid: int | None, timeout: float = 20) -> None:
 
 
 def down(state_dir: Path = STATE_DIR) -> None:
-    """Remove a lab: the machine, the daemons (by the PIDs it recorded), namespaces, sysctl, files."""
+    """Remove a lab: the machine, the daemons (by the PIDs it recorded), namespaces, sysctl, files,
+    and the emulated cloud's servers on its network."""
+    servers.down()
     state = state_dir / "state.json"
     if state.exists():
         pids: dict[str, Any] = json.loads(state.read_text())["pids"]

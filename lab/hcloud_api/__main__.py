@@ -2,6 +2,9 @@
 
 Settings may also come from a JSON file (`--config FILE`, an `EmulatorConfig`); flags given on the
 command line override it. Point clients at http://HOST:PORT/v1 (HCLOUD_ENDPOINT for the provider).
+With `--machines` (as root) every server is a booted Debian 12 machine on the lab's network
+(lab/servers.py), which is built first when it is not up; the machines outlive the emulator
+until `python -m lab down`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def settings(argv: list[str] | None = None) -> EmulatorConfig:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab.hcloud_api", description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON file with the settings")
     parser.add_argument("--state", type=Path, help="state directory (created if missing)")
@@ -44,7 +47,15 @@ def settings(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--action-seconds", type=float, help="how long actions run at least, default 0.5")
     parser.add_argument("--ipv4-pool", help="IPv4 network servers' addresses come from")
     parser.add_argument("--ipv6-pool", help="IPv6 network servers' /64s come from")
-    args = parser.parse_args(argv)
+    parser.add_argument("--machines", action="store_true", help="boot every server on the lab's network (root)")
+    return parser
+
+
+def settings(argv: list[str] | None = None) -> EmulatorConfig:
+    return _settings(_parser().parse_args(argv))
+
+
+def _settings(args: argparse.Namespace) -> EmulatorConfig:
     values: dict[str, Any] = json.loads(args.config.read_text()) if args.config else {}
     if args.state:
         values["state_dir"] = args.state
@@ -62,12 +73,37 @@ def settings(argv: list[str] | None = None) -> EmulatorConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        config = settings(argv)
+        config = _settings(args)
     except (ValidationError, OSError, ValueError) as error:
         print(f"hcloud_api: {error}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
+    if not args.machines:
+        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
+        return 0
+    return _serve_with_machines(config)
+
+
+def _serve_with_machines(config: EmulatorConfig) -> int:
+    # Imported here: the machines need the lab (its image recipe, root), the emulator alone does not.
+    from lab import servers, world
+    from lab.hcloud_api.backend import MachineError
+    from lab.machine import MachineError as BootError
+
+    try:
+        if not servers.router_is_up():
+            world.Lab().up(deploy=False)
+        backend = servers.ServerBackend()
+        backend.start()
+    except (MachineError, BootError, world.LabError) as error:
+        print(f"hcloud_api: {error}", file=sys.stderr)
+        return 1
+    try:
+        uvicorn.run(create_app(config, backend), host=config.host, port=config.port, log_level="warning")
+    finally:
+        backend.close()
+    print("hcloud_api: the servers keep running; `python -m lab down` removes them", file=sys.stderr)
     return 0
 
 
