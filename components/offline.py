@@ -88,6 +88,7 @@ class CloudServer:
     labels: Mapping[str, str]
     server_type: str = "cx23"
     disk_gb: int = 40
+    status: str = "running"
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class StandInMocks(pulumi.runtime.Mocks):
             "labels": dict(server.labels),
             "serverType": server.server_type,
             "primaryDiskSize": server.disk_gb,
+            "status": server.status,
         }
 
     @staticmethod

@@ -8,6 +8,7 @@ firewall by its id. A refusal is a ConfigError naming the setting and how to pro
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pulumi_hcloud as hcloud
@@ -17,6 +18,10 @@ from config.loader import CUSTOMER_NAMESPACE, PLATFORM_NAMESPACE, ConfigError, S
 from config.policy import BaselinePolicy
 
 MANAGED_BY = "clawhosters"
+# Set by the platform's own tooling (fleet.stacks), which shuts a server down gracefully before a
+# resize and starts it again whatever the outcome; without it a resize of a running server is
+# refused, since the provider would cut its power and leave it off when Hetzner refuses the type.
+GRACEFUL_RESIZE_ENV = "CLAW_GRACEFUL_RESIZE"
 
 
 def customer_labels(customer_id: str) -> dict[str, str]:
@@ -34,6 +39,7 @@ class ExistingServer:
     firewall_ids: frozenset[int]
     server_type: str
     disk_gb: int
+    status: str
 
 
 @dataclass(frozen=True)
@@ -78,40 +84,57 @@ def existing_server(customer_id: str) -> ExistingServer | None:
         firewall_ids=frozenset(server.firewall_ids),
         server_type=server.server_type,
         disk_gb=server.primary_disk_size,
+        status=server.status,
     )
 
 
 def check_server_type(settings: StackSettings, server: ExistingServer | None) -> None:
-    """Refuse, before anything changes, a type Hetzner would refuse: not sold here, or a resize it
-    rejects after the provider has already powered the server off (which it then leaves off)."""
-    wanted, location = settings.customer.server_type, settings.customer.location
+    """Refuse, before anything changes, a type Hetzner would refuse (not sold here, or a resize it
+    rejects after the provider has already powered the server off, which it then leaves off), and
+    a resize of a running server by anyone but the platform's tooling."""
+    wanted = settings.customer.server_type
     if server is not None and server.server_type == wanted:
         return  # a running server keeps its type, even one no longer sold
-    listed = offered_types()
+    refusal = server_type_refusal(wanted, settings.customer.location, server, offered_types())
+    if refusal is None and server is not None and server.status != "off" and os.environ.get(GRACEFUL_RESIZE_ENV) != "1":
+        refusal = (
+            f"server {server.name} is {server.status}; the provider would cut its power to resize it to {wanted}. "
+            f"Resize with `python -m fleet up --stack <stack>`, which shuts it down gracefully first and starts it "
+            "again whatever the outcome"
+        )
+    if refusal is not None:
+        raise ConfigError(f"{CUSTOMER_NAMESPACE}:server_type: {refusal}")
+
+
+def server_type_refusal(
+    wanted: str, location: str, server: ExistingServer | None, listed: dict[str, OfferedType]
+) -> str | None:
+    """Why Hetzner would refuse `wanted` for a new server in `location` or for `server`, if it would."""
     offered = listed.get(wanted)
     orderable_in = offered.orderable_in if offered else frozenset()
     if offered is None or location not in orderable_in:
         where = ", ".join(sorted(orderable_in)) or "no location"
-        raise ConfigError(
-            f"{CUSTOMER_NAMESPACE}:server_type: Hetzner does not sell {wanted} in {location} "
-            f"({CUSTOMER_NAMESPACE}:location); it is orderable in {where}. Choose a type sold in {location}"
+        return (
+            f"Hetzner does not sell {wanted} in {location} ({CUSTOMER_NAMESPACE}:location); it is orderable in "
+            f"{where}. Choose a type sold in {location}"
         )
     if server is None:
-        return
+        return None
     # Hetzner stops listing a type it no longer sells anywhere; every type it has retired so far was x86.
     current_architecture = listed[server.server_type].architecture if server.server_type in listed else "x86"
     if offered.architecture != current_architecture:
-        raise ConfigError(
-            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} is {server.server_type} ({current_architecture}); "
-            f"{wanted} is {offered.architecture}, and Hetzner cannot change a server's architecture. "
-            f"Keep an {current_architecture} type; moving to another architecture is a migration"
+        return (
+            f"server {server.name} is {server.server_type} ({current_architecture}); {wanted} is "
+            f"{offered.architecture}, and Hetzner cannot change a server's architecture. Keep an "
+            f"{current_architecture} type; moving to another architecture is a migration"
         )
     if offered.disk_gb < server.disk_gb:
-        raise ConfigError(
-            f"{CUSTOMER_NAMESPACE}:server_type: server {server.name} has a {server.disk_gb} GB disk; {wanted} has "
-            f"{offered.disk_gb} GB, and Hetzner refuses a type with a smaller disk than the server's (the disk is "
-            "kept on every resize). Choose a type with at least that disk"
+        return (
+            f"server {server.name} has a {server.disk_gb} GB disk; {wanted} has {offered.disk_gb} GB, and Hetzner "
+            "refuses a type with a smaller disk than the server's (the disk is kept on every resize). Choose a type "
+            "with at least that disk"
         )
+    return None
 
 
 def dedicated_firewall_ids(customer_id: str) -> frozenset[int]:

@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, field_validator
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, field_validator
 
 import toolchain
+from components.safety import GRACEFUL_RESIZE_ENV
+from fleet.resize import graceful_resize
 
 if TYPE_CHECKING:
     from pulumi.automation import EngineEvent, Stack
@@ -44,6 +46,8 @@ class Workspace(BaseModel):
     stacks_dir: Path | None = None
     # A directory with a `bin/pulumi` to run: the pinned toolchain unless a caller wraps it.
     pulumi_root: Path = toolchain.LINK
+    # How long a server may take to shut down gracefully before a resize (fleet.resize).
+    shutdown_seconds: float = Field(default=180.0, gt=0)
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -53,7 +57,9 @@ class Workspace(BaseModel):
         return path.resolve()
 
     def env_vars(self) -> dict[str, str]:
-        return toolchain.cli_environment(backend_url=self.backend_url)
+        # `up` below shuts a server down gracefully before resizing it (fleet.resize), so the program
+        # may plan a resize of a running server.
+        return {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
 
 
 def list_customer_stacks(workspace: Workspace, list_names: Callable[[Workspace], list[str]] | None = None) -> list[str]:
@@ -169,11 +175,12 @@ def up(
         if plan is None:
             plan = Path(scratch) / f"{stack}.plan.json"
             _preview(handle, workspace, on_event or (lambda _event: None), plan, on_output)
-        result = handle.up(
-            policy_packs=[str(workspace.policy_pack)],
-            plan=str(plan),
-            on_output=on_output,
-            on_event=on_event,
-            color="never",
-        )
+        with graceful_resize(handle, plan, shutdown_seconds=workspace.shutdown_seconds, on_output=on_output):
+            result = handle.up(
+                policy_packs=[str(workspace.policy_pack)],
+                plan=str(plan),
+                on_output=on_output,
+                on_event=on_event,
+                color="never",
+            )
     return {name: output.value for name, output in result.outputs.items() if not output.secret}

@@ -23,6 +23,7 @@ from components.offline import (
     build_graph,
     run_program,
 )
+from components.safety import GRACEFUL_RESIZE_ENV
 from config import BaselinePolicy, ConfigError, CustomerConfig, PlatformConfig, StackSettings
 from tests.test_policy import Pack, graph_of
 from tests.test_policy import packs as packs  # a fixture, used by name
@@ -84,15 +85,18 @@ def test_server_and_dedicated_firewall_are_protected_in_pulumi_and_at_hetzner(gr
     assert graph.of_type(SNAPSHOT) == []
 
 
-def test_a_resize_keeps_the_disk_and_changes_nothing_else(graph: Graph) -> None:
+def test_a_resize_keeps_the_disk_and_changes_nothing_else(graph: Graph, monkeypatch: pytest.MonkeyPatch) -> None:
     assert graph.one(SERVER).inputs["keepDisk"] is True
+    monkeypatch.setenv(GRACEFUL_RESIZE_ENV, "1")
     resized = build_graph(settings(server_type="cx33"), cloud=cloud()).one(SERVER).inputs
     assert resized == {**graph.one(SERVER).inputs, "serverType": "cx33"}
 
 
-def on(server_type: str, disk_gb: int, location: str = "fsn1") -> Cloud:
-    """The customer's existing server, of this type and disk size."""
-    server = CloudServer("claw-acme", location, (DEDICATED_ID,), LABELS, server_type=server_type, disk_gb=disk_gb)
+def on(server_type: str, disk_gb: int, location: str = "fsn1", status: str = "off") -> Cloud:
+    """The customer's existing server, of this type and disk size (off, as a resize finds it)."""
+    server = CloudServer(
+        "claw-acme", location, (DEDICATED_ID,), LABELS, server_type=server_type, disk_gb=disk_gb, status=status
+    )
     return Cloud(servers=(server,), firewalls=cloud().firewalls)
 
 
@@ -115,6 +119,26 @@ def test_a_resize_hetzner_would_refuse_is_refused_before_the_server_is_touched()
     refused(settings(server_type="cax21"), on("cx33", 80), "cx33 (x86)", "cax21 is arm", "architecture")
     # Back down to a type whose disk still holds it: 40 GB kept from a resize of a cx23.
     assert build_graph(settings(server_type="cx23"), cloud=on("cx33", 40)).one(SERVER).inputs["serverType"] == "cx23"
+    # Refused whatever the power state: the refusal comes before the server is shut down.
+    refused(settings(server_type="cx23"), on("cx33", 80, status="running"), "80 GB disk")
+
+
+def test_a_running_server_is_resized_only_by_tooling_that_shuts_it_down_gracefully(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(GRACEFUL_RESIZE_ENV, raising=False)
+    refused(
+        settings(server_type="cx33"),
+        on("cx23", 40, status="running"),
+        "clawhosters:server_type: server claw-acme is running",
+        "cut its power",
+        "python -m fleet up",
+    )
+    monkeypatch.setenv(GRACEFUL_RESIZE_ENV, "1")
+    assert build_graph(settings(server_type="cx33"), cloud=on("cx23", 40, status="running")).one(SERVER)
+    # Unchanged type: nothing to refuse, running or not, with or without the tooling.
+    monkeypatch.delenv(GRACEFUL_RESIZE_ENV)
+    assert build_graph(settings(server_type="cx23"), cloud=on("cx23", 40, status="running")).one(SERVER)
 
 
 # --- decommissioning -----------------------------------------------------------------------------
