@@ -1,4 +1,4 @@
-"""python -m fleet list | preview | rollout (see fleet/preview.py and fleet/rollout.py)."""
+"""python -m fleet list | preview | rollout | up (see fleet/preview.py, fleet/rollout.py, fleet/stacks.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fleet import preview, rollout, stacks
+from pulumi import automation
+
+from fleet import preview, resize, rollout, stacks
 
 
 def _workspace(args: argparse.Namespace) -> stacks.Workspace:
@@ -83,6 +85,18 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    workspace = stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
+    try:
+        outputs = stacks.up(workspace, args.stack, on_output=lambda line: print(line, end=""))
+    except (automation.CommandError, resize.ResizeError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    for name, value in sorted(outputs.items()):
+        print(f"{name}: {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     deploying.add_argument("--seed", type=int, help="shuffle seed (default: random, recorded in the state)")
     deploying.add_argument("--plans", type=Path, help="where each stack's reviewed plan is kept")
 
+    one = commands.add_parser(
+        "up", help="one stack: preview with the pack, then up held to that plan; a resize shuts down gracefully"
+    )
+    one.add_argument("--stack", required=True, help="the stack, e.g. customer-acme")
+    one.add_argument("--program-dir", type=Path, default=stacks.REPO)
+    one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
+
     args = parser.parse_args(argv)
+    if args.command == "up":
+        return _up(args)
     if args.command == "list":
         try:
             print("\n".join(stacks.list_customer_stacks(stacks.Workspace(program_dir=args.program_dir))))
