@@ -19,6 +19,7 @@ Cloud boot the same image without a seed, from the metadata service itself (lab/
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -266,6 +267,27 @@ def _provider_settings(image: Image) -> None:
     _run(["chroot", str(root), "apt-get", "clean"])
 
 
+def _cgroup_parents() -> list[Path]:
+    """This process's own cgroup in the unified hierarchy and in systemd's named one."""
+    mounts: dict[str, Path] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, super_block = line.partition(" - ")
+        fstype, _source, options = super_block.split()[:3]
+        root, mountpoint = fields.split()[3:5]
+        if root != "/":
+            continue
+        if fstype == "cgroup2":
+            mounts.setdefault("", Path(mountpoint))
+        elif fstype == "cgroup" and "name=systemd" in options.split(","):
+            mounts.setdefault("name=systemd", Path(mountpoint))
+    parents = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in mounts:
+            parents.append(mounts[controllers] / path.lstrip("/"))
+    return parents
+
+
 @dataclass(frozen=True)
 class NoCloudSeed:
     """What Hetzner's metadata service tells cloud-init about a new server."""
@@ -314,6 +336,8 @@ class Machine:
         Without, return at once, as Hetzner's API does: sshd comes up when it comes up."""
         if self.running:
             raise MachineError("the machine is already running")
+        for cgroup in self.cgroups():
+            cgroup.mkdir(exist_ok=True)
         with self.console_log.open("ab") as console:
             self.process = subprocess.Popen(
                 self.nspawn_command(),
@@ -337,7 +361,7 @@ class Machine:
             time.sleep(0.5)
         raise MachineError(f"the machine did not finish booting within {timeout:.0f} s")
 
-    def nspawn_command(self) -> list[str]:
+    def nspawn_arguments(self) -> list[str]:
         return [
             "systemd-nspawn",
             "--boot",
@@ -347,7 +371,6 @@ class Machine:
             "--keep-unit",
             "--capability=all",
             "--system-call-filter=@keyring bpf",
-            "--bind=/sys/fs/cgroup",
             f"--network-namespace-path=/run/netns/{self.namespace}",
             "--resolv-conf=off",
             "--timezone=off",
@@ -355,9 +378,37 @@ class Machine:
             "--console=read-only",
         ]
 
+    def nspawn_command(self) -> list[str]:
+        """nspawn, moved into the machine's cgroups before it starts, so that nothing of the
+        machine runs elsewhere."""
+        enter = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"'
+        procs = [str(cgroup / "cgroup.procs") for cgroup in self.cgroups()]
+        return ["sh", "-c", enter, "sh", *procs, "--", *self.nspawn_arguments()]
+
     def nspawn_environment(self) -> dict[str, str]:
-        # nspawn mounts /proc/sys/net read-only in a joined namespace; Docker must enable forwarding.
-        return {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+        return {
+            # nspawn mounts /proc/sys/net read-only in a joined namespace; Docker must enable forwarding.
+            "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network",
+            # The unified hierarchy only, the machine's own subtree as its root: its systemd and
+            # Docker create their cgroups there. With the host's legacy hierarchies as well (a
+            # hybrid host whose PID 1 is not systemd), systemd cannot place itself ("Failed to
+            # allocate manager object").
+            "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
+        }
+
+    def cgroups(self) -> list[Path]:
+        """The machine's own cgroup, below this process's, in each hierarchy nspawn places it in:
+        several machines never share one, and none manages the host's."""
+        return [parent / self.namespace for parent in _cgroup_parents()]
+
+    def release_cgroups(self) -> None:
+        """Remove the machine's cgroups once it is off (deepest first: only empty ones go)."""
+        for cgroup in self.cgroups():
+            if not cgroup.is_dir():
+                continue
+            for directory, _, _ in sorted(os.walk(cgroup), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):
+                    Path(directory).rmdir()
 
     @property
     def pid_file(self) -> Path:

@@ -117,35 +117,12 @@ def _stop(pid: int, marker: str, timeout: float = 10) -> None:
             time.sleep(0.1)
 
 
-def _cgroup_parents() -> list[Path]:
-    """This process's own cgroup in the unified hierarchy and in systemd's named one."""
-    mounts: dict[str, Path] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, super_block = line.partition(" - ")
-        fstype, _source, options = super_block.split()[:3]
-        root, mountpoint = fields.split()[3:5]
-        if root != "/":
-            continue
-        if fstype == "cgroup2":
-            mounts.setdefault("", Path(mountpoint))
-        elif fstype == "cgroup" and "name=systemd" in options.split(","):
-            mounts.setdefault("name=systemd", Path(mountpoint))
-    parents = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controllers in mounts:
-            parents.append(mounts[controllers] / path.lstrip("/"))
-    return parents
-
-
 class ServerMachine(Machine):
     """A server's machine. To the OS it is a virtual machine, as at Hetzner, not a container:
     - PID 1 starts without `$container` and /run/host/container-manager is empty, so systemd (and
       cloud-init, which asks `systemd-detect-virt --container` and PID 1's environment) find no
       container manager;
-    - it runs in a cgroup of its own below this process's, sees the unified hierarchy from its
-      real root (no cgroup namespace, which systemd would also detect as a container) and may
-      write only its own subtree; several machines never share a cgroup;
+    - it has no cgroup namespace, which systemd would also take for a container;
     - its firmware's SMBIOS table is where dmidecode reads it, /dev/mem."""
 
     def __init__(self, directory: Path, name: str, empty: Path) -> None:
@@ -156,23 +133,10 @@ class ServerMachine(Machine):
     def firmware(self) -> Path:
         return self.directory / "smbios"
 
-    def cgroups(self) -> list[Path]:
-        return [parent / self.namespace for parent in _cgroup_parents()]
-
-    def nspawn_command(self) -> list[str]:
-        nspawn = [
-            "systemd-nspawn",
-            f"--directory={self.rootfs}",
-            f"--machine={self.namespace}",
-            "--register=no",
-            "--keep-unit",
-            "--capability=all",
-            "--system-call-filter=@keyring bpf",
-            f"--network-namespace-path=/run/netns/{self.namespace}",
-            "--resolv-conf=off",
-            "--timezone=off",
-            "--link-journal=no",
-            "--console=read-only",
+    def nspawn_arguments(self) -> list[str]:
+        # Not `--boot`: PID 1 is systemd without the environment nspawn would give it.
+        return [
+            *(argument for argument in super().nspawn_arguments() if argument != "--boot"),
             # What a power button does: systemd goes to poweroff.target (nspawn sends it on SIGTERM).
             "--kill-signal=SIGRTMIN+4",
             f"--bind-ro={self.firmware}:/dev/mem",
@@ -182,21 +146,10 @@ class ServerMachine(Machine):
             "container",
             "/sbin/init",
         ]
-        # Into its cgroups before nspawn starts, so that nothing of the machine runs elsewhere.
-        enter = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"'
-        procs = [str(cgroup / "cgroup.procs") for cgroup in self.cgroups()]
-        return ["sh", "-c", enter, "sh", *procs, "--", *nspawn]
 
     def nspawn_environment(self) -> dict[str, str]:
-        return super().nspawn_environment() | {
-            "SYSTEMD_NSPAWN_USE_CGNS": "0",
-            "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
-        }
-
-    def boot(self, until_booted: bool = True, timeout: float = 120) -> None:
-        for cgroup in self.cgroups():
-            cgroup.mkdir(exist_ok=True)
-        super().boot(until_booted=until_booted, timeout=timeout)
+        # A cgroup namespace is what systemd takes for a container when nothing else says so.
+        return super().nspawn_environment() | {"SYSTEMD_NSPAWN_USE_CGNS": "0"}
 
     def signal(self, sig: int) -> None:
         leader = self._leader()
@@ -224,15 +177,6 @@ class ServerMachine(Machine):
             self.wait_off(KILL_SECONDS)
         if self.running:
             raise MachineError(f"machine {self.namespace} did not stop")
-
-    def release_cgroups(self) -> None:
-        """Remove the machine's cgroups once it is off (deepest first: only empty ones go)."""
-        for cgroup in self.cgroups():
-            if not cgroup.is_dir():
-                continue
-            for directory, _, _ in sorted(os.walk(cgroup), key=lambda entry: -len(entry[0])):
-                with contextlib.suppress(OSError):
-                    Path(directory).rmdir()
 
 
 class ServerBackend:

@@ -394,6 +394,7 @@ def down(state_dir: Path = STATE_DIR) -> None:
             _stop(machine, timeout=60)
         for name in SERVICES:
             _stop(pids.get(name))
+    Machine(None, DATA_DIR / "machines" / VPS, VPS).release_cgroups()
     shutil.rmtree(DATA_DIR / "machines" / VPS, ignore_errors=True)
     for namespace in topology.NAMESPACES:
         if Path(f"/run/netns/{namespace}").exists():
