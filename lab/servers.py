@@ -468,7 +468,6 @@ class ServerBackend:
 
     def _copy_disk(self, image_id: int | None, server: ServerMachine) -> None:
         """The server's disk from its image, staged so that a half copy is never booted."""
-        assert self.image is not None
         source = self._image_rootfs(image_id)
         staged = server.directory / "rootfs.new"
         shutil.rmtree(staged, ignore_errors=True)
