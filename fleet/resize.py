@@ -61,6 +61,8 @@ def hetzner_client() -> Client:
 
 
 def _server_ids(handle: Stack, urns: list[str]) -> list[int]:
+    if not urns:
+        return []  # no resize: no `stack export` on every up
     resources = handle.export_stack().deployment.get("resources") or []
     ids = {resource["urn"]: resource.get("id") for resource in resources}
     return [int(ids[urn]) for urn in urns if ids.get(urn)]
@@ -72,7 +74,6 @@ def graceful_resize(
     plan: Path,
     *,
     shutdown_seconds: float,
-    client: Client | None = None,
     on_output: Say | None = None,
 ) -> Iterator[None]:
     """Around the `up` of `plan`: every server it resizes shut down gracefully before, and running after."""
@@ -80,7 +81,7 @@ def graceful_resize(
     if not server_ids:
         yield
         return
-    hetzner = client or hetzner_client()
+    hetzner = hetzner_client()
     say = on_output or (lambda _line: None)
     try:
         for server_id in server_ids:
