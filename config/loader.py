@@ -101,3 +101,25 @@ def load_stack_settings() -> StackSettings:
     # and listing them is what lets an unknown (misspelt) key be an error.
     raw = {**pulumi.runtime.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
     return settings_from_mapping(raw, stack=pulumi.get_stack())
+
+
+def _config_text(value: Any) -> str:
+    """A value in the text form `pulumi config` keeps it in (the inverse of `_decode`)."""
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def namespace_config(model: BaseModel, namespace: str) -> dict[str, str]:
+    """One settings model as `namespace:key` stack config, every set field spelled out."""
+    values = model.model_dump(mode="json", exclude_none=True)
+    return {f"{namespace}:{key}": _config_text(value) for key, value in values.items()}
+
+
+def stack_config(settings: StackSettings) -> dict[str, str]:
+    """A stack's complete config for these settings: `settings_from_mapping` reads it back."""
+    return namespace_config(settings.customer, CUSTOMER_NAMESPACE) | namespace_config(
+        settings.platform, PLATFORM_NAMESPACE
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from config.customer import PlatformConfig
+from config.loader import PLATFORM_NAMESPACE, namespace_config
 
 PREFIX = "CLAW_"
 
@@ -86,15 +87,7 @@ class ProvisionerSettings(BaseModel):
 
     def stack_platform_config(self) -> dict[str, str]:
         """The `platform:*` stack config, every field spelled out, in the text form Pulumi config uses."""
-        values = self.platform.model_dump(mode="json", exclude_none=True)
-        return {
-            f"platform:{key}": json.dumps(value)
-            if isinstance(value, list | dict)
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-            for key, value in values.items()
-        }
+        return namespace_config(self.platform, PLATFORM_NAMESPACE)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ProvisionerSettings:

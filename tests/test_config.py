@@ -16,6 +16,7 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from config.loader import stack_config
 from lab.hcloud_api.catalog import SERVER_TYPES
 from tests.keys import public_key
 
@@ -152,6 +153,19 @@ def test_stack_config_is_parsed_from_pulumi_text_values() -> None:
     assert settings.customer.ssh_enabled is True
     assert settings.customer.ssh_public_keys == (key,)
     assert settings.platform.provisioner_cidrs == ("203.0.113.0/28",)
+
+
+def test_settings_written_as_stack_config_read_back_the_same() -> None:
+    settings = StackSettings(
+        customer=CustomerConfig(
+            customer_id="acme", gateway_image=IMAGE, ssh_enabled=True, ssh_public_keys=(public_key(),), decommission=True
+        ),
+        platform=PlatformConfig(firewall_mode="both", shared_firewall_id=7, provisioner_cidrs=("203.0.113.0/28",)),
+    )
+    config = stack_config(settings)
+    assert config["clawhosters:ssh_enabled"] == "true"
+    assert json.loads(config["platform:provisioner_cidrs"]) == ["203.0.113.0/28"]
+    assert settings_from_mapping(config, stack="customer-acme") == settings
 
 
 def test_every_bad_stack_key_is_named_in_one_error() -> None:
