@@ -462,7 +462,7 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        emulator.resume()
+        await emulator.resume()
         try:
             yield
         finally:

@@ -3,13 +3,14 @@
 Every method is called from a worker thread while the action that asked for it is `running`, and
 the action succeeds when the method returns (fails with its message when it raises
 `MachineError`). Methods are called again with the same arguments when the emulator restarts with
-that action still running, so each must be safe to repeat.
+that action still running, so each must be safe to repeat (`apply_firewall` also runs for every
+server when the emulator starts with a saved state).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +38,29 @@ class MachineSpec(BaseModel):
     ssh_public_keys: tuple[str, ...]
     ipv4: str | None
     ipv6_network: str | None
+
+
+class FirewallRule(BaseModel):
+    """One rule as Hetzner enforces it: traffic it allows (`in`: from `source_ips` to the server's
+    `port`; `out`: from the server to `destination_ips` and `port`); `port` only for tcp and udp."""
+
+    model_config = ConfigDict(frozen=True)
+
+    direction: Literal["in", "out"]
+    protocol: Literal["tcp", "udp", "icmp", "esp", "gre"]
+    port: str | None = None
+    source_ips: tuple[str, ...] = ()
+    destination_ips: tuple[str, ...] = ()
+
+
+class ServerFirewall(BaseModel):
+    """What filters one server's traffic: the firewalls that apply to it (directly or by a label
+    selector) and the union of their rules. No firewall: unfiltered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    firewall_ids: tuple[int, ...] = ()
+    rules: tuple[FirewallRule, ...] = ()
 
 
 class MachineBackend(Protocol):
@@ -70,6 +94,9 @@ class MachineBackend(Protocol):
     def delete(self, machine: MachineSpec) -> None:
         """Remove the machine and its disk (no-op when it is gone)."""
 
+    def apply_firewall(self, server_id: int, firewall: ServerFirewall) -> None:
+        """Filter the server's traffic by `firewall` from now on, in place of what filtered it before."""
+
 
 class RecordingBackend:
     """No machines: remembers which hook was called for which server, and whether it would run."""
@@ -77,6 +104,9 @@ class RecordingBackend:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
         self.running: set[int] = set()
+        # Every apply_firewall call in order, and what each server is filtered by now.
+        self.firewall_calls: list[tuple[int, ServerFirewall]] = []
+        self.firewalls: dict[int, ServerFirewall] = {}
         self._lock = threading.Lock()
 
     def _record(self, hook: str, machine: MachineSpec, *, running: bool | None = None) -> None:
@@ -86,6 +116,12 @@ class RecordingBackend:
                 self.running.add(machine.server_id)
             elif running is False:
                 self.running.discard(machine.server_id)
+
+    def apply_firewall(self, server_id: int, firewall: ServerFirewall) -> None:
+        with self._lock:
+            self.calls.append(("apply_firewall", server_id))
+            self.firewall_calls.append((server_id, firewall))
+            self.firewalls[server_id] = firewall
 
     def create(self, machine: MachineSpec) -> None:
         self._record("create", machine, running=False)

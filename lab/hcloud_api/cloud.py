@@ -14,14 +14,14 @@ import ipaddress
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
 
 from lab.hcloud_api import catalog, schemas, store
-from lab.hcloud_api.backend import MachineBackend, MachineError, MachineSpec
+from lab.hcloud_api.backend import FirewallRule, MachineBackend, MachineError, MachineSpec, ServerFirewall
 from lab.hcloud_api.catalog import ServerType
 from lab.hcloud_api.config import EmulatorConfig
 from lab.hcloud_api.errors import ApiError, invalid_input, not_found
@@ -45,6 +45,7 @@ from lab.hcloud_api.views import (
     Json,
     action_view,
     applies_to,
+    covering,
     firewall_view,
     image_view,
     server_view,
@@ -106,11 +107,16 @@ class Emulator:
         self.cloud: Cloud = store.load(config.state_dir)
         self._finished: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Firewall hooks one at a time: the rules computed last are the rules applied last.
+        self._firewall_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Finish what was running when the emulator last stopped, in the order it was started."""
+    async def resume(self) -> None:
+        """Put every server's firewall in force again, then finish what was running when the
+        emulator last stopped, in the order it was started."""
+        for name, project in self.cloud.projects.items():
+            await self._enforce(name, list(project.servers))
         running = [
             (name, a) for name, p in self.cloud.projects.items() for a in p.actions.values() if a.status == "running"
         ]
@@ -188,6 +194,15 @@ class Emulator:
     async def _hook(self, call: Callable[..., Any], *arguments: Any) -> Any:
         # A stopping emulator does not wait for a machine; the action runs again after a restart.
         return await anyio.to_thread.run_sync(call, *arguments, abandon_on_cancel=True)
+
+    async def _enforce(self, project_name: str, server_ids: Iterable[int]) -> None:
+        """Hand each server what filters it now (a server that is gone: nothing) to the backend."""
+        project = self.project(project_name)
+        for server_id in server_ids:
+            async with self._firewall_lock:
+                server = project.servers.get(server_id)
+                firewall = server_firewall(project, server) if server is not None else ServerFirewall()
+                await self._hook(self.backend.apply_firewall, server_id, firewall)
 
     def _locked(self, project: ProjectState, server_id: int) -> None:
         for action in project.actions.values():
@@ -387,7 +402,14 @@ class Emulator:
         if body.name is not None:
             server.name = self._unique_server_name(project, body.name, server.id)
         if body.labels is not None:
+            before = {fw.id: fw for fw in covering(project, server)}
             server.labels = validate_labels(body.labels)
+            after = {fw.id: fw for fw in covering(project, server)}
+            # Label selectors follow the labels: a firewall action for each firewall gained or lost.
+            for firewall_id in after.keys() - before.keys():
+                self._firewall_action(project_name, "apply_firewall", after[firewall_id], server.id)
+            for firewall_id in before.keys() - after.keys():
+                self._firewall_action(project_name, "remove_firewall", before[firewall_id], server.id)
         self.save()
         return {"server": self.server_json(project_name, server)}
 
@@ -758,7 +780,7 @@ class Emulator:
                 kept = [e for e in firewall.applied_to if not (e.type == "label_selector" and e.selector == selector)]
                 if len(kept) != len(firewall.applied_to):
                     firewall.applied_to = kept
-                    actions.append(self._firewall_action(project_name, "remove_firewall", firewall, None))
+                    actions.append(self._firewall_action(project_name, "remove_firewall", firewall, None, selector))
         self.save()
         return {"actions": [action_view(a) for a in actions]}
 
@@ -780,9 +802,7 @@ class Emulator:
                     raise ApiError("firewall_already_applied", f"firewall is already applied to server {server_id}")
                 if server.ipv4 is None and server.ipv6_network is None:
                     raise ApiError("private_net_only_server", "server has no public interface")
-                applied = {
-                    f.id for f in project.firewalls.values() if any(_covers(project, e, server) for e in f.applied_to)
-                }
+                applied = {f.id for f in covering(project, server)}
                 if len(applied | {firewall.id}) > FIREWALLS_PER_SERVER:
                     raise ApiError(
                         "resource_limit_exceeded", f"a server takes at most {FIREWALLS_PER_SERVER} firewalls"
@@ -800,19 +820,40 @@ class Emulator:
 
     def _apply(self, project_name: str, firewall: FirewallRecord, entries: list[AppliedTo]) -> list[ActionRecord]:
         firewall.applied_to.extend(entries)
-        return [self._firewall_action(project_name, "apply_firewall", firewall, entry.server_id) for entry in entries]
+        return [
+            self._firewall_action(project_name, "apply_firewall", firewall, entry.server_id, entry.selector)
+            for entry in entries
+        ]
 
     def _firewall_action(
-        self, project: str, command: str, firewall: FirewallRecord, server_id: int | None
+        self, project: str, command: str, firewall: FirewallRecord, server_id: int | None, selector: str | None = None
     ) -> ActionRecord:
         resources = [ResourceRef(id=firewall.id, type="firewall")]
         if server_id is not None:
             resources.append(ResourceRef(id=server_id, type="server"))
-        return self._action(project, command, resources, Step(firewall_id=firewall.id, server_id=server_id))
+        step = Step(firewall_id=firewall.id, server_id=server_id, selector=selector)
+        return self._action(project, command, resources, step)
 
 
 def _covers(project: ProjectState, entry: AppliedTo, server: ServerRecord) -> bool:
     return server.id in project.servers and applies_to(entry, server)
+
+
+def server_firewall(project: ProjectState, server: ServerRecord) -> ServerFirewall:
+    """The firewalls that apply to `server` and the union of their rules, each rule once."""
+    applied = covering(project, server)
+    rules = (
+        FirewallRule(
+            direction=rule.direction,
+            protocol=rule.protocol,
+            port=rule.port,
+            source_ips=tuple(rule.source_ips),
+            destination_ips=tuple(rule.destination_ips),
+        )
+        for firewall in applied
+        for rule in firewall.rules
+    )
+    return ServerFirewall(firewall_ids=tuple(f.id for f in applied), rules=tuple(dict.fromkeys(rules)))
 
 
 def _rules(rules: list[schemas.RuleIn]) -> list[Rule]:
@@ -874,6 +915,8 @@ async def _finish_create(emulator: Emulator, name: str, step: Step) -> None:
     if server is None:
         return
     await emulator._hook(emulator.backend.create, emulator.machine(name, server))
+    # In force before the server first boots: attached at creation means never unprotected.
+    await emulator._enforce(name, [server.id])
     starting = any(
         a.status == "running" and a.command == "start_server" and a.step and a.step.server_id == server.id
         for a in project.actions.values()
@@ -930,9 +973,21 @@ async def _finish_create_image(emulator: Emulator, name: str, step: Step) -> Non
     image.status = "available"
 
 
-async def _finish_delete(emulator: Emulator, _name: str, step: Step) -> None:
+async def _finish_delete(emulator: Emulator, name: str, step: Step) -> None:
     if step.machine is not None:
         await emulator._hook(emulator.backend.delete, step.machine)
+        await emulator._enforce(name, [step.machine.server_id])
+
+
+async def _finish_firewall(emulator: Emulator, name: str, step: Step) -> None:
+    """apply_firewall, remove_firewall: the servers concerned get what filters them now."""
+    servers = emulator.project(name).servers.values()
+    if step.server_id is not None:
+        targets = [step.server_id]
+    else:
+        matches = parse_selector(step.selector) if step.selector else None
+        targets = [s.id for s in servers if matches is not None and matches(s.labels)]
+    await emulator._enforce(name, targets)
 
 
 _FINISHERS: dict[str, Finisher] = {
@@ -941,6 +996,9 @@ _FINISHERS: dict[str, Finisher] = {
     "rebuild_server": _finish_rebuild,
     "create_image": _finish_create_image,
     "delete_server": _finish_delete,
+    # set_firewall_rules itself changes no server: Hetzner follows it with apply_firewall per server.
+    "apply_firewall": _finish_firewall,
+    "remove_firewall": _finish_firewall,
     **{command: _power(command) for command in _POWER_STATUS},
 }
 

@@ -105,6 +105,8 @@ class Step(BaseModel):
     disk_gb: int | None = None
     image_id: int | None = None
     firewall_id: int | None = None
+    # The label selector a firewall action applies or removes (its servers get their rules again).
+    selector: str | None = None
 
 
 class ActionRecord(BaseModel):

@@ -109,6 +109,11 @@ def applies_to(entry: AppliedTo, server: ServerRecord) -> bool:
     return parse_selector(entry.selector)(server.labels)
 
 
+def covering(project: ProjectState, server: ServerRecord) -> list[FirewallRecord]:
+    """The firewalls that apply to `server`, directly or through a label selector."""
+    return [fw for fw in project.firewalls.values() if any(applies_to(entry, server) for entry in fw.applied_to)]
+
+
 def firewall_view(project: ProjectState, firewall: FirewallRecord) -> Json:
     applied: list[Json] = []
     for entry in firewall.applied_to:
@@ -141,8 +146,7 @@ def server_firewalls(project: ProjectState, server: ServerRecord) -> list[Json]:
     }
     return [
         {"id": fw.id, "status": "pending" if (fw.id, server.id) in pending else "applied"}
-        for fw in project.firewalls.values()
-        if any(applies_to(entry, server) for entry in fw.applied_to)
+        for fw in covering(project, server)
     ]
 
 

@@ -19,7 +19,7 @@ from hcloud.firewalls import FirewallRule
 from hcloud.images import Image
 from hcloud.server_types import ServerType
 
-from lab.hcloud_api.backend import MachineError, MachineSpec, RecordingBackend
+from lab.hcloud_api.backend import MachineError, MachineSpec, RecordingBackend, ServerFirewall
 from tests.hcloud_api.conftest import ACME, Emulator, create_server, free_port
 from tests.keys import public_key
 
@@ -73,9 +73,12 @@ def test_the_hooks_each_action_calls(start_emulator: Callable[..., Emulator]) ->
     client.servers.rebuild(server, Image(name="debian-13")).action.wait_until_finished()
     client.servers.delete(server).wait_until_finished()
     hooks = [hook for hook, server_id in backend.calls if server_id == server.id]
-    # Create and first boot; resize, then Hetzner boots it; snapshot; rebuild (off, overwrite, boot); delete.
-    create, resize, snapshot = ["create", "power_on"], ["power_off", "resize", "power_on"], ["snapshot"]
-    assert hooks == [*create, *resize, *snapshot, "power_off", "rebuild", "power_on", "delete"]
+    # Create (its firewall, none, in force before it boots) and first boot; resize, then Hetzner boots
+    # it; snapshot; rebuild (off, overwrite, boot); delete, and its filter goes.
+    create, resize = ["create", "apply_firewall", "power_on"], ["power_off", "resize", "power_on"]
+    rebuild, delete = ["power_off", "rebuild", "power_on"], ["delete", "apply_firewall"]
+    assert hooks == [*create, *resize, "snapshot", *rebuild, *delete]
+    assert backend.firewall_calls == [(server.id, ServerFirewall()), (server.id, ServerFirewall())]
     assert backend.running == set()
 
 
