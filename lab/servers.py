@@ -12,7 +12,8 @@ Every server of the API emulation (lab/hcloud_api) gets
   number (`lab.smbios`), which is how cloud-init's Hetzner datasource knows where it runs;
 - a systemd-nspawn machine booted from that disk inside the namespace, presented to the OS as a
   virtual machine rather than a container (`ServerMachine`): the datasource reads no firmware in a
-  container, and Hetzner's servers are virtual machines.
+  container, and Hetzner's servers are virtual machines;
+- its cloud firewalls, enforced on the router for its link (`lab.cloud_firewall`).
 
 Nothing seeds the disk: cloud-init finds the server's user data, SSH keys, hostname and network
 configuration where it finds them at Hetzner. Every process is started and stopped by its recorded
@@ -39,9 +40,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from lab import smbios, topology
+from lab import cloud_firewall, smbios, topology
 from lab.hcloud_api import catalog
-from lab.hcloud_api.backend import MachineError, MachineSpec
+from lab.hcloud_api.backend import MachineError, MachineSpec, ServerFirewall
 from lab.machine import Image, Machine, ensure_image
 from lab.machine import MachineError as BootError
 from lab.metadata import ServerMetadata, write_record
@@ -419,6 +420,12 @@ class ServerBackend:
         with self._lock:
             self._machines.pop(machine.server_id, None)
 
+    def apply_firewall(self, server_id: int, firewall: ServerFirewall) -> None:
+        # On the router, whether the machine runs or not: its link is matched by name when it comes up.
+        if not router_is_up():
+            raise MachineError(f"the lab's internet is not up (no namespace {topology.ROUTER})")
+        cloud_firewall.apply(_link(server_id), firewall)
+
     # --- the pieces -------------------------------------------------------------------------
 
     @staticmethod
@@ -576,7 +583,7 @@ def _stop_services(directory: Path) -> None:
 
 def down(directory: Path = CLOUD_DIR) -> None:
     """Remove every server (machine, namespace, link, cgroups, disk), every snapshot, the DHCP
-    server and the metadata service, and the directory they lived in."""
+    server, the metadata service and the firewall table, and the directory they lived in."""
     if not directory.exists():
         return
     for server_dir in sorted((directory / "servers").glob("*")):
@@ -585,4 +592,5 @@ def down(directory: Path = CLOUD_DIR) -> None:
     _stop_services(directory)
     if router_is_up():
         _router("addr", "del", f"{topology.METADATA_V4}/32", "dev", "lo", check=False)
+        cloud_firewall.remove_table()
     shutil.rmtree(directory, ignore_errors=True)
