@@ -111,6 +111,12 @@ def test_inbound_is_dropped_unless_allowed_outbound_once_an_out_rule_exists_and_
     # The lab's other namespaces, on the same router, are not filtered.
     assert reach(CLIENT.namespace, topology.SINK_V4, 25) == "open"
 
+    # Restarted, the emulator puts the same rules in force again, no more and no less.
+    ruleset = cloud_firewall.ruleset()
+    cloud.emulator.restart()
+    assert cloud_firewall.ruleset() == ruleset
+    assert reach(CLIENT.namespace, ipv6, 9090) == "dropped"
+
     # One out rule: the rest of the outbound traffic is dropped, on both families.
     wait(cloud.client.firewalls.set_rules(firewall, [*BASELINE, HTTPS_OUT]))
     assert dial_out(ssh, sinks) == ["dropped", "dropped", "open", "open"]
