@@ -158,7 +158,11 @@ def test_stack_config_is_parsed_from_pulumi_text_values() -> None:
 def test_settings_written_as_stack_config_read_back_the_same() -> None:
     settings = StackSettings(
         customer=CustomerConfig(
-            customer_id="acme", gateway_image=IMAGE, ssh_enabled=True, ssh_public_keys=(public_key(),), decommission=True
+            customer_id="acme",
+            gateway_image=IMAGE,
+            ssh_enabled=True,
+            ssh_public_keys=(public_key(),),
+            decommission=True,
         ),
         platform=PlatformConfig(firewall_mode="both", shared_firewall_id=7, provisioner_cidrs=("203.0.113.0/28",)),
     )
