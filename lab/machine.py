@@ -1,4 +1,4 @@
-"""The customer VPS as Hetzner hands it over: a booted Debian 12 machine.
+"""A server as Hetzner hands it over: a booted Debian 12 machine.
 
 `ensure_image()` builds, once per package list, what the lab needs to emulate a fresh `debian-12`
 server and the internet it sees:
@@ -11,10 +11,9 @@ server and the internet it sees:
 - the lab's certificate authority, trusted by the machine as a real server trusts the public
   ones, and the registry's certificate.
 
-`Machine` copies that file system, puts cloud-init's NoCloud seed in place (the `user_data` the
-program produced and the provisioning key, standing in for Hetzner's metadata service) and boots
-it with systemd-nspawn inside the lab's VPS network namespace. The servers of the lab's Hetzner
-Cloud boot the same image without a seed, from the metadata service itself (lab/servers.py).
+`Machine` boots a copy of that file system with systemd-nspawn inside a network namespace; the
+servers of the lab's Hetzner Cloud (lab/servers.py) are such machines, configured by cloud-init
+from the metadata service.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -73,13 +71,6 @@ IMAGES = Path("/var/lib/clawhosters-lab/images")
 PROVIDER_CLOUD_CFG = """# The provider's image settings, as Hetzner's debian-12 image has them.
 datasource_list: [ Hetzner, None ]
 disable_root: false
-"""
-# A machine seeded from its own disk instead (`NoCloudSeed`): its network is set up by the lab
-# before it boots, so cloud-init leaves it alone.
-NOCLOUD_CLOUD_CFG = """# Seeded from /var/lib/cloud/seed/nocloud; the network is configured before boot.
-datasource_list: [ NoCloud, None ]
-network:
-  config: disabled
 """
 
 
@@ -288,21 +279,10 @@ def _cgroup_parents() -> list[Path]:
     return parents
 
 
-@dataclass(frozen=True)
-class NoCloudSeed:
-    """What Hetzner's metadata service tells cloud-init about a new server."""
-
-    instance_id: str
-    hostname: str
-    public_keys: tuple[str, ...]
-    user_data: str
-
-
 class Machine:
-    """One booted machine, its root file system under `directory` (made from `image` by `create`)."""
+    """One booted machine, its root file system under `directory`."""
 
-    def __init__(self, image: Image | None, directory: Path, namespace: str) -> None:
-        self.image = image
+    def __init__(self, directory: Path, namespace: str) -> None:
         self.directory = directory
         self.namespace = namespace
         self.process: subprocess.Popen[bytes] | None = None
@@ -314,22 +294,6 @@ class Machine:
     @property
     def console_log(self) -> Path:
         return self.directory / "console.log"
-
-    def create(self, seed: NoCloudSeed) -> None:
-        """A new server from the image: a fresh copy of its file system and the metadata seed."""
-        if self.image is None:
-            raise MachineError("the machine has no image to be created from")
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(parents=True)
-        _run(["cp", "-a", "--reflink=auto", str(self.image.rootfs), str(self.rootfs)])
-        nocloud = self.rootfs / "var/lib/cloud/seed/nocloud"
-        nocloud.mkdir(parents=True, exist_ok=True)
-        meta = {"instance-id": seed.instance_id, "local-hostname": seed.hostname, "public-keys": list(seed.public_keys)}
-        (nocloud / "meta-data").write_text(json.dumps(meta, indent=2) + "\n")
-        (nocloud / "user-data").write_text(seed.user_data)
-        for name in ("meta-data", "user-data"):
-            (nocloud / name).chmod(0o600)
-        (self.rootfs / "etc/cloud/cloud.cfg.d/95-nocloud-seed.cfg").write_text(NOCLOUD_CLOUD_CFG)
 
     def boot(self, until_booted: bool = True, timeout: float = 120) -> None:
         """Start the machine; with `until_booted`, return once systemd has finished booting.
@@ -478,18 +442,6 @@ class Machine:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-
-    def poweroff(self, timeout: float = 90) -> None:
-        if not self.running:
-            return
-        assert self.process is not None
-        self.run("systemctl", "poweroff", "--no-block", check=False)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
 
     def journal(self, *arguments: str) -> str:
         return self.run("journalctl", "--no-pager", "-o", "short-precise", *arguments, timeout=60).stdout

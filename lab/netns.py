@@ -1,36 +1,53 @@
-"""Sockets made from inside a network namespace of the lab, for clients running on the host."""
+"""Sockets made from inside a network namespace of the lab, for processes running on the host."""
 
 from __future__ import annotations
 
 import ctypes
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 CLONE_NEWNET = 0x40000000
 
 
-def connect_from(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection made from inside a network namespace (a peer's place on the network): a
-    short-lived thread joins the namespace, and the socket stays in it."""
-    if namespace is None:
-        return socket.create_connection((host, port), timeout=timeout)
+def _made_in(namespace: str, make: Callable[[], socket.socket]) -> socket.socket:
+    """A socket belongs to the namespace its creator was in: a short-lived thread joins the
+    namespace and makes it, and the socket stays there while the process stays where it was."""
     outcome: dict[str, Any] = {}
 
-    def dial() -> None:
+    def run() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         with open(f"/run/netns/{namespace}") as handle:  # noqa: PTH123 (a descriptor for setns)
             if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                 outcome["error"] = OSError(ctypes.get_errno(), f"setns {namespace}")
                 return
         try:
-            outcome["socket"] = socket.create_connection((host, port), timeout=timeout)
+            outcome["socket"] = make()
         except OSError as error:
             outcome["error"] = error
 
-    thread = threading.Thread(target=dial)
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["socket"]
+    made: socket.socket = outcome["socket"]
+    return made
+
+
+def connect_from(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection made from inside a network namespace (a peer's place on the network)."""
+    if namespace is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    return _made_in(namespace, lambda: socket.create_connection((host, port), timeout=timeout))
+
+
+def listener(host: str, port: int, namespace: str | None = None) -> socket.socket:
+    """A listening TCP socket on `host:port`, inside a network namespace when one is named."""
+
+    def make() -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=128)
+
+    return make() if namespace is None else _made_in(namespace, make)

@@ -127,7 +127,7 @@ class ServerMachine(Machine):
     - its firmware's SMBIOS table is where dmidecode reads it, /dev/mem."""
 
     def __init__(self, directory: Path, name: str, empty: Path) -> None:
-        super().__init__(None, directory, name)  # its disk is copied by the backend
+        super().__init__(directory, name)  # its disk is copied by the backend
         self.empty = empty
 
     @property
@@ -182,7 +182,7 @@ class ServerMachine(Machine):
 
 class ServerBackend:
     """Booted machines for the emulator's servers, on the lab's network. `start()` first (the
-    lab's internet must be up: `lab.world.Lab().up(deploy=False)`); `close()` stops the DHCP and
+    lab's internet must be up: `lab.world.Lab().internet()`); `close()` stops the DHCP and
     metadata services and leaves the machines to a later `start()` or to `down()`."""
 
     def __init__(self, directory: Path = CLOUD_DIR) -> None:

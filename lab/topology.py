@@ -2,8 +2,8 @@
 the machine's uplink.
 
     client ─┐
-  attacker ─┼─ net (router: "the internet", sinks on SINK_V4/SINK_V6) ── vps (the customer VPS)
-provisioner─┘                                                             └─ docker bridge
+  attacker ─┼─ net (router: "the internet", sinks on SINK_V4/SINK_V6) ── s<id> (the cloud's servers)
+provisioner─┘
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 PREFIX = "claw-lab"
 ROUTER = f"{PREFIX}-net"
-VPS = f"{PREFIX}-vps"
 
 SINK_V4 = "203.0.113.100"
 SINK_V6 = "2001:db8:99::100"
@@ -48,11 +47,10 @@ class Peer:
         return f"{self.ipv4}/{self.prefix4}"
 
 
-VPS_PEER = Peer(VPS, "198.51.100.10", "198.51.100.1", "2001:db8:10::10", "2001:db8:10::1", 28)
 CLIENT = Peer(f"{PREFIX}-client", "203.0.113.2", "203.0.113.1", "2001:db8:20::2", "2001:db8:20::1", 28)
 ATTACKER = Peer(f"{PREFIX}-attacker", "203.0.113.18", "203.0.113.17", "2001:db8:30::2", "2001:db8:30::1", 28)
 PROVISIONER = Peer(f"{PREFIX}-prov", "203.0.113.34", "203.0.113.33", "2001:db8:40::2", "2001:db8:40::1", 28)
-PEERS = (VPS_PEER, CLIENT, ATTACKER, PROVISIONER)
+PEERS = (CLIENT, ATTACKER, PROVISIONER)
 # What the baseline is told never to ban.
 PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/64")
 NAMESPACES = (ROUTER, *(peer.namespace for peer in PEERS))

@@ -1,12 +1,14 @@
-"""The lab: a customer VPS that is a booted Debian 12 machine, deployed by the program's own remote
-commands, on an emulated internet, all inside network namespaces on this machine.
+"""The lab: a customer stack brought up by the real Pulumi CLI and providers on a small Hetzner
+Cloud, all inside network namespaces on this machine.
 
     internet (router namespace): resolver, Debian mirror, image registry, sinks on SMTP/IRC/443
-    vps namespace: the booted machine (systemd-nspawn), as Hetzner hands over a new debian-12 server
-    client, attacker, provisioner namespaces: the rest of the world
+    Hetzner: the API emulator (lab/hcloud_api) whose servers are booted machines (lab/servers.py)
+    client, attacker, provisioner namespaces: the rest of the world; the CLI runs in the provisioner's
 
-`Lab.up()` builds the world, creates the server from the program's `user_data` and provisioning
-key, and runs the stack's remote commands against it as pulumi-command would (`lab.deploy`).
+`Lab.up()` builds the world and runs `pulumi up` of the lab's customer stack (`Lab.deploy`):
+through `fleet.stacks.up` (a preview with the policy pack into a saved plan, then `up --plan`),
+the hcloud provider creating the server and its firewall at the emulator, the command provider
+running the remote commands over SSH on the server that boots.
 """
 
 from __future__ import annotations
@@ -15,36 +17,51 @@ import contextlib
 import json
 import os
 import re
+import secrets
+import shlex
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.gateway import GATEWAY_USER
 from components.host_baseline import BUNDLE_DIR
-from components.offline import Registration
 from config import BaselinePolicy
 from config.customer import CustomerConfig, PlatformConfig
-from config.loader import StackSettings
+from config.loader import StackSettings, stack_config
+from fleet import stacks
 from lab import servers, topology
-from lab.deploy import Stack
-from lab.machine import Image, Machine, NoCloudSeed, ensure_image
-from lab.replay import Runner, Step
-from lab.topology import PEERS, PROVISIONER, ROUTER, VPS, VPS_PEER, Peer
+from lab.machine import Image, ensure_image
+from lab.release import release_dir
+from lab.servers import ServerBackend, ServerMachine
+from lab.topology import PEERS, PROVISIONER, ROUTER, Peer
+
+if TYPE_CHECKING:
+    from hcloud import Client
+    from pulumi.automation import EngineEvent, Stack
 
 STATE_DIR = Path("/run/clawhosters-lab")
 DATA_DIR = Path("/var/lib/clawhosters-lab")
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER_ID = "lab"
+STACK = f"customer-{CUSTOMER_ID}"
 GATEWAY_VERSIONS = ("1.0", "1.1")
-# Daemons of the emulated internet, stopped by their recorded PIDs.
-SERVICES = ("sink", "dns", "mirror", "registry")
+# The emulator answers here in the host's namespace (the lab itself) and in the provisioner's (the
+# CLI and its providers).
+HETZNER_PORT = 47180
+HETZNER_PROJECT = "lab"
+# Daemons of the emulated internet and Hetzner, stopped by their recorded PIDs.
+SERVICES = ("hetzner", "sink", "dns", "mirror", "registry")
+# Resource types whose steps are the deploy's own, not the engine's bookkeeping.
+BOOKKEEPING = re.compile(r"^(pulumi:pulumi:Stack|pulumi:providers:.*|clawhosters:.*)$")
+REPLACEMENT_OPS = {"replace", "create-replacement", "delete-replaced", "discard-replaced", "import-replacement"}
 
 
 class LabError(RuntimeError):
@@ -73,9 +90,62 @@ def wait_until(what: str, probe: Callable[[], object], timeout: float = 30, inte
     raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@dataclass(frozen=True)
+class Step:
+    """What `pulumi up` did to one resource, as the engine reported it."""
+
+    name: str
+    type: str
+    action: str  # create, update, replace, delete, unchanged
+    seconds: float
+
+
+class StepRecorder:
+    """Collects the engine's resource events of one operation into steps, in the order they began."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, list[str]] = {}
+        self._types: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
+
+    def __call__(self, event: EngineEvent) -> None:
+        now = time.monotonic()
+        for payload, ended in ((event.resource_pre_event, False), (event.res_outputs_event, True)):
+            if payload is None or BOOKKEEPING.match(payload.metadata.type):
+                continue
+            urn = payload.metadata.urn
+            self._types[urn] = payload.metadata.type
+            self._ops.setdefault(urn, []).append(str(payload.metadata.op.value))
+            self._started.setdefault(urn, now)
+            if ended:
+                self._ended[urn] = now
+
+    def steps(self) -> list[Step]:
+        def action(ops: list[str]) -> str:
+            if REPLACEMENT_OPS & set(ops):
+                return "replace"
+            return "unchanged" if ops[0] == "same" else ops[0]
+
+        return [
+            Step(
+                name=urn.rsplit("::", 1)[1],
+                type=self._types[urn],
+                action=action(ops),
+                seconds=self._ended.get(urn, self._started[urn]) - self._started[urn],
+            )
+            for urn, ops in sorted(self._ops.items(), key=lambda item: self._started[item[0]])
+        ]
+
+
+def _new_secret(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
 @dataclass
 class Lab:
-    """One emulated instance. `up()` builds and deploys it, `down()` removes everything it started."""
+    """One emulated customer instance. `up()` builds and deploys it, `down()` removes everything."""
 
     state_dir: Path = STATE_DIR
     policy: BaselinePolicy = field(default_factory=BaselinePolicy)
@@ -83,12 +153,98 @@ class Lab:
     image_digests: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stack = Stack(VPS_PEER.ipv4, VPS_PEER.ipv6)
-        self.runner = Runner(PROVISIONER.namespace)
         self.image: Image | None = None
-        self.machine: Machine | None = None
         self.settings: StackSettings | None = None
+        self.outputs: dict[str, Any] = {}
         self.first_steps: list[Step] = []
+        self._saved_environment: dict[str, str | None] = {}
+
+    # -- Hetzner and the stack ---------------------------------------------------------------------
+    @property
+    def hetzner_endpoint(self) -> str:
+        return f"http://127.0.0.1:{HETZNER_PORT}/v1"
+
+    def _secret_file(self, name: str, length: int) -> str:
+        path = self.state_dir / name
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(_new_secret(length))
+        return path.read_text()
+
+    @property
+    def hetzner_token(self) -> str:
+        # The provider insists on 64 characters.
+        return self._secret_file("hetzner.token", 64)
+
+    def hetzner(self) -> Client:
+        """Hetzner's own client on the lab's project."""
+        from hcloud import Client
+
+        return Client(token=self.hetzner_token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
+
+    def workspace(self, program_dir: Path | None = None) -> stacks.Workspace:
+        """The program (this checkout, or a release of it) with its own policy pack, on the lab's
+        file backend; the CLI runs in the provisioner's namespace."""
+        program = program_dir or release_dir(self.policy, self.state_dir / "releases")
+        return stacks.Workspace(
+            program_dir=program,
+            policy_pack=program / "policy",
+            backend_url=f"file://{DATA_DIR / 'pulumi'}",
+            stacks_dir=self.state_dir / "stacks",
+            pulumi_root=self.state_dir / "cli",
+            shutdown_seconds=servers.SHUTDOWN_SECONDS + 30,
+        )
+
+    def _cli(self) -> None:
+        """`pulumi` for the Automation API: the pinned CLI, run inside the provisioner's namespace."""
+        import toolchain
+
+        binary = self.state_dir / "cli" / "bin" / "pulumi"
+        binary.parent.mkdir(parents=True)
+        real = toolchain.LINK.resolve() / "bin" / "pulumi"
+        relay = REPO / "lab" / "cli.py"
+        binary.write_text(f'#!/bin/sh\nexec {sys.executable} {relay} {real} "$@"\n')
+        binary.chmod(0o755)
+
+    def _environment(self) -> None:
+        """What an operator's shell holds: the Hetzner token and endpoint (the provider and
+        fleet.resize read them), the passphrase of the stack's secrets. Restored by `close()`."""
+        values = {
+            "HCLOUD_TOKEN": self.hetzner_token,
+            "HCLOUD_ENDPOINT": self.hetzner_endpoint,
+            "PULUMI_CONFIG_PASSPHRASE": self._secret_file("pulumi.passphrase", 32),
+        }
+        for name, value in values.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        # The same for a shell (`set -a; . env`), with the CLI's own settings.
+        environment = self.state_dir / "env"
+        environment.touch(mode=0o600)
+        shell = values | self.workspace(REPO).env_vars()
+        environment.write_text("".join(f"{name}={shlex.quote(value)}\n" for name, value in shell.items()))
+
+    def close(self) -> None:
+        for name, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment.clear()
+
+    def stack(self, program_dir: Path | None = None) -> Stack:
+        return stacks.open_stack(self.workspace(program_dir), STACK)
+
+    def deployed(self) -> bool:
+        """Whether a lab with a stack is up (from any process: its state is on disk)."""
+        return (self.state_dir / "hetzner.token").exists() and (DATA_DIR / "pulumi" / ".pulumi" / "stacks").exists()
+
+    def destroy(self) -> None:
+        """`pulumi destroy` of the stack and `pulumi stack rm`."""
+        self._environment()
+        with (self.state_dir / "pulumi.log").open("a") as log:
+            handle = self.stack()
+            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), color="never")
+            handle.workspace.remove_stack(STACK)
 
     # -- the customer's instance -------------------------------------------------------------------
     def gateway_image(self, version: str = GATEWAY_VERSIONS[0]) -> str:
@@ -101,64 +257,117 @@ class Lab:
             platform=PlatformConfig(provisioner_cidrs=topology.PROVISIONER_CIDRS),
         )
 
-    def deploy(self, settings: StackSettings | None = None, policy: BaselinePolicy | None = None) -> list[Step]:
-        """`pulumi up` with these settings (default: the lab's customer); the steps it ran."""
+    def deploy(
+        self,
+        settings: StackSettings | None = None,
+        policy: BaselinePolicy | None = None,
+        program_dir: Path | None = None,
+    ) -> list[Step]:
+        """`pulumi up` of the lab's stack with these settings (default: the last ones) and baseline
+        (a release of the program when it is not this checkout's); the steps it took."""
         self.settings = settings or self.settings or self.default_settings()
         if policy is not None:
             self.policy = policy
-        return self.stack.up(self.settings, self.runner, self._create_server, self.policy)
-
-    def _create_server(self, server: Registration) -> None:
-        """What Hetzner does for `hcloud.Server`: a new machine from the image, seeded with the
-        server's user_data and the provisioning key, booted."""
-        assert self.image is not None
-        provisioning = self.stack.values[server.name.removesuffix("-server") + "-provisioning-key"]
-        self.machine = Machine(self.image, DATA_DIR / "machines" / VPS, VPS)
-        self.machine.create(
-            NoCloudSeed(
-                instance_id=f"i-{server.name}",
-                hostname=server.inputs["name"],
-                public_keys=(provisioning["publicKeyOpenssh"].strip(),),
-                user_data=server.inputs["userData"],
+        recorder = StepRecorder()
+        with (self.state_dir / "pulumi.log").open("a") as log:
+            self.outputs = stacks.up(
+                self.workspace(program_dir),
+                STACK,
+                config=stack_config(self.settings),
+                on_event=recorder,
+                on_output=lambda line: print(line, file=log, flush=True),
+                create=True,
             )
-        )
-        # Like a new Hetzner server: the API returns while it boots; the commands' dial retries
-        # and the wait for cloud-init do the rest.
-        self.machine.boot(until_booted=False)
-        self.pids["machine"] = self.machine.process.pid if self.machine.process else 0
-        self._save()
+        return recorder.steps()
+
+    def preview(self, settings: StackSettings, program_dir: Path | None = None) -> list[str]:
+        """`pulumi preview --policy-pack` of the stack with other settings, which are not kept: the
+        CLI's output lines. Raises the Automation API's CommandError when the preview fails."""
+        handle = self.stack(program_dir)
+        previous = handle.get_all_config()
+        lines: list[str] = []
+        try:
+            handle.set_all_config({key: _config_value(value) for key, value in stack_config(settings).items()})
+            stacks.preview(self.workspace(program_dir), STACK, lambda _event: None, on_output=lines.append)
+        finally:
+            handle.remove_all_config(sorted(set(handle.get_all_config()) - set(previous)))
+            handle.set_all_config(previous)
+        return lines
+
+    @property
+    def server_id(self) -> int:
+        return int(self.outputs["server_id"])
+
+    @property
+    def ipv4(self) -> str:
+        return str(self.outputs["ipv4_address"])
+
+    @property
+    def ipv6(self) -> str:
+        return str(self.outputs["ipv6_address"])
+
+    def address(self, family: int) -> str:
+        """The server's public address of one family (4 or 6)."""
+        return self.ipv4 if family == 4 else self.ipv6
+
+    @property
+    def namespace(self) -> str:
+        """The server's network namespace: its side of the network, shared with the machine."""
+        return servers.namespace(self.server_id)
+
+    @property
+    def machine(self) -> ServerMachine:
+        return ServerBackend().machine(self.server_id)
+
+    def resources(self) -> list[dict[str, Any]]:
+        """The stack's resources from its state, secrets in plain text (the lab's own check only)."""
+        deployment: dict[str, Any] = self.stack().export_stack().deployment
+        resources: list[dict[str, Any]] = deployment.get("resources", [])
+        return resources
+
+    def command_inputs(self, name: str) -> dict[str, Any]:
+        """A remote command's inputs as the stack's state has them ("gateway", "baseline", ...)."""
+        wanted = f"{STACK}-{name}"
+        for resource in self.resources():
+            if resource["type"] == "command:remote:Command" and resource["urn"].endswith(f"::{wanted}"):
+                inputs: dict[str, Any] = resource["inputs"]
+                return inputs
+        raise LabError(f"the stack has no command {wanted}")
 
     @property
     def password(self) -> str:
-        return str(self.stack.outputs["gateway_password"])
+        return str(self.stack().outputs()["gateway_password"].value)
 
     @property
     def provisioning_key(self) -> Path:
         """The provisioning private key, as a file for OpenSSH's client."""
         path = self.state_dir / "provisioning_key"
         if not path.exists():
-            name = next(name for name in self.stack.values if name.endswith("-provisioning-key"))
+            key = next(
+                resource["outputs"]["privateKeyOpenssh"]
+                for resource in self.resources()
+                if resource["type"] == "tls:index/privateKey:PrivateKey"
+                and resource["urn"].endswith("-provisioning-key")
+            )
             path.touch(mode=0o600)
-            path.write_text(self.stack.values[name]["privateKeyOpenssh"])
+            path.write_text(key)
         return path
 
     # -- commands ----------------------------------------------------------------------------------
     def vps(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """A command in the VPS's network namespace, with this machine's tools."""
-        return run(in_ns(VPS, *command), check=check, timeout=timeout)
+        """A command in the server's network namespace, with this machine's tools."""
+        return run(in_ns(self.namespace, *command), check=check, timeout=timeout)
 
     def host(
         self, *command: str, check: bool = True, timeout: float = 60, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """A command inside the booted machine, as root."""
-        assert self.machine is not None
         result = self.machine.run(*command, check=False, timeout=timeout, stdin=stdin)
         if check and result.returncode != 0:
             raise LabError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()}")
         return result
 
     def host_process(self, *command: str) -> subprocess.Popen[str]:
-        assert self.machine is not None
         return self.machine.popen(*command)
 
     def docker(self, *arguments: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -168,7 +377,6 @@ class Lab:
         return self.host("fail2ban-client", *arguments, check=check, timeout=30)
 
     def journal(self, *arguments: str) -> str:
-        assert self.machine is not None
         return self.machine.journal(*arguments)
 
     def ruleset(self) -> str:
@@ -186,12 +394,10 @@ class Lab:
         self.host("sh", f"{BUNDLE_DIR}/apply.sh", "--firewall-only")
 
     def reboot(self) -> None:
-        """Power the machine off and boot it again; wait until the gateway serves."""
-        assert self.machine is not None
-        self.machine.poweroff()
-        self.machine.boot()
-        self.pids["machine"] = self.machine.process.pid if self.machine.process else 0
-        self._save()
+        """Reboot the server through Hetzner's API (the OS reboots; every unit starts from nothing);
+        wait until the gateway serves."""
+        hetzner = self.hetzner()
+        hetzner.servers.reboot(hetzner.servers.get_by_id(self.server_id)).wait_until_finished(max_retries=800)
         self.wait_for_gateway()
 
     def wait_for_gateway(self, timeout: float = 90) -> None:
@@ -216,7 +422,8 @@ class Lab:
         (self.state_dir / "state.json").write_text(json.dumps({"pids": self.pids}))
 
     # -- building ----------------------------------------------------------------------------------
-    def up(self, deploy: bool = True) -> list[Step]:
+    def internet(self) -> None:
+        """Only the lab's internet: namespaces, router, resolver, mirror, registry, sinks."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, iptables, systemd-nspawn)")
         down(self.state_dir)
@@ -227,7 +434,36 @@ class Lab:
         self.image = ensure_image()
         self._network()
         self._internet()
-        return self.deploy() if deploy else []
+
+    def up(self, deploy: bool = True) -> list[Step]:
+        """The internet and Hetzner; with `deploy`, the stack's first `pulumi up`."""
+        self.internet()
+        self._hetzner()
+        (DATA_DIR / "pulumi").mkdir(parents=True, exist_ok=True)
+        self._cli()
+        self._environment()
+        if deploy:
+            self.first_steps = self.deploy()
+        return self.first_steps
+
+    def _hetzner(self) -> None:
+        """The API emulator with booted servers, one project whose token the lab keeps."""
+        command = [
+            sys.executable,
+            "-m",
+            "lab.hcloud_api",
+            "--machines",
+            "--state",
+            str(DATA_DIR / "hcloud"),
+            "--listen",
+            f"127.0.0.1:{HETZNER_PORT}",
+            "--listen-in",
+            PROVISIONER.namespace,
+            "--token",
+            f"{HETZNER_PROJECT}={self.hetzner_token}",
+        ]
+        self._spawn("hetzner", command, self.state_dir / "hetzner.log")
+        wait_until("Hetzner's API", lambda: _listening(PROVISIONER.namespace, HETZNER_PORT), timeout=60)
 
     def _network(self) -> None:
         for namespace in topology.NAMESPACES:
@@ -339,18 +575,22 @@ class Lab:
         )
         self.image_digests = json.loads(pushed.stdout)
 
-    def http_status(self, host: str, port: int, namespace: str = VPS, auth: bool = False, path: str = "/") -> int:
-        """The HTTP status the gateway answers with, or 0 when nothing answers in 3 s."""
+    def http_status(
+        self, host: str, port: int, namespace: str | None = None, auth: bool = False, path: str = "/"
+    ) -> int:
+        """The HTTP status the gateway answers with, or 0 when nothing answers in 3 s; asked from the
+        server's own namespace unless another is named."""
         return int(self.http_get(host, port, namespace, auth, path)[0])
 
     def http_get(
-        self, host: str, port: int, namespace: str = VPS, auth: bool = False, path: str = "/"
+        self, host: str, port: int, namespace: str | None = None, auth: bool = False, path: str = "/"
     ) -> tuple[int, str]:
         target = f"[{host}]" if ":" in host else host
         command = ["curl", "-s", "-w", "\n%{http_code}", "--max-time", "3"]
         if auth:
             command += ["-u", f"{GATEWAY_USER}:{self.password}"]
-        result = run(in_ns(namespace, *command, f"http://{target}:{port}{path}"), check=False, timeout=10)
+        where = namespace or self.namespace
+        result = run(in_ns(where, *command, f"http://{target}:{port}{path}"), check=False, timeout=10)
         body, _, status = result.stdout.rpartition("\n")
         return int(status or 0), body
 
@@ -382,25 +622,26 @@ def _stop(pid: int | None, timeout: float = 20) -> None:
 
 
 def down(state_dir: Path = STATE_DIR) -> None:
-    """Remove a lab: the machine, the daemons (by the PIDs it recorded), namespaces, sysctl, files,
-    and the emulated cloud's servers on its network."""
-    servers.down()
+    """Remove a lab: Hetzner's servers, the daemons (by the PIDs it recorded), namespaces, sysctl,
+    the stack's state and every file."""
     state = state_dir / "state.json"
-    if state.exists():
-        pids: dict[str, Any] = json.loads(state.read_text())["pids"]
-        machine = pids.get("machine")
-        if machine:
-            # SIGTERM asks nspawn to shut the machine down cleanly; SIGKILL after the grace time.
-            _stop(machine, timeout=60)
-        for name in SERVICES:
-            _stop(pids.get(name))
-    Machine(None, DATA_DIR / "machines" / VPS, VPS).release_cgroups()
-    shutil.rmtree(DATA_DIR / "machines" / VPS, ignore_errors=True)
+    pids: dict[str, Any] = json.loads(state.read_text())["pids"] if state.exists() else {}
+    # The emulator first: no action may boot a machine while the servers go.
+    _stop(pids.get("hetzner"))
+    servers.down()
+    for name in SERVICES:
+        _stop(pids.get(name))
     for namespace in topology.NAMESPACES:
         if Path(f"/run/netns/{namespace}").exists():
             run(["ip", "netns", "delete", namespace], check=False)
     saved = state_dir / "nf_log_all_netns"
     if saved.exists():
         NF_LOG_ALL_NETNS.write_text(saved.read_text())
-    if state_dir.exists():
-        shutil.rmtree(state_dir, ignore_errors=True)
+    for directory in (state_dir, DATA_DIR / "hcloud", DATA_DIR / "pulumi"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _config_value(value: str) -> Any:
+    from pulumi.automation import ConfigValue
+
+    return ConfigValue(value=value)

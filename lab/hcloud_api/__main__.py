@@ -4,7 +4,9 @@ Settings may also come from a JSON file (`--config FILE`, an `EmulatorConfig`); 
 command line override it. Point clients at http://HOST:PORT/v1 (HCLOUD_ENDPOINT for the provider).
 With `--machines` (as root) every server is a booted Debian 12 machine on the lab's network
 (lab/servers.py), which is built first when it is not up; the machines outlive the emulator
-until `python -m lab down`.
+until `python -m lab down`. `--listen-in NAMESPACE` serves the same address inside a network
+namespace of the lab as well (the provisioner's, where the Pulumi CLI runs), while the emulator
+itself stays in the host's.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ipv4-pool", help="IPv4 network servers' addresses come from")
     parser.add_argument("--ipv6-pool", help="IPv6 network servers' /64s come from")
     parser.add_argument("--machines", action="store_true", help="boot every server on the lab's network (root)")
+    parser.add_argument(
+        "--listen-in", action="append", default=[], metavar="NAMESPACE", help="also serve inside this namespace"
+    )
     return parser
 
 
@@ -79,13 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, OSError, ValueError) as error:
         print(f"hcloud_api: {error}", file=sys.stderr)
         return 2
-    if not args.machines:
-        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning")
-        return 0
-    return _serve_with_machines(config)
+    if args.machines:
+        return _serve_with_machines(config, args.listen_in)
+    _serve(create_app(config), config, args.listen_in)
+    return 0
 
 
-def _serve_with_machines(config: EmulatorConfig) -> int:
+def _serve(app: Any, config: EmulatorConfig, namespaces: list[str]) -> None:
+    from lab.netns import listener
+
+    sockets = [listener(config.host, config.port, namespace) for namespace in (None, *namespaces)]
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=sockets)
+
+
+def _serve_with_machines(config: EmulatorConfig, namespaces: list[str]) -> int:
     # Imported here: the machines need the lab (its image recipe, root), the emulator alone does not.
     from lab import servers, world
     from lab.hcloud_api.backend import MachineError
@@ -93,14 +105,14 @@ def _serve_with_machines(config: EmulatorConfig) -> int:
 
     try:
         if not servers.router_is_up():
-            world.Lab().up(deploy=False)
+            world.Lab().internet()
         backend = servers.ServerBackend()
         backend.start()
     except (MachineError, BootError, world.LabError) as error:
         print(f"hcloud_api: {error}", file=sys.stderr)
         return 1
     try:
-        uvicorn.run(create_app(config, backend), host=config.host, port=config.port, log_level="warning")
+        _serve(create_app(config, backend), config, namespaces)
     finally:
         backend.close()
     print("hcloud_api: the servers keep running; `python -m lab down` removes them", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""One deployed instance for the whole lab suite, torn down afterwards even when a test fails."""
+"""One deployed instance for the whole lab suite (the first real `pulumi up` of the lab's stack),
+torn down afterwards even when a test fails, and before the lab cloud's own tests build theirs."""
 
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab() -> Iterator[Lab]:
     assert os.geteuid() == 0, "the lab builds network namespaces and boots a machine: run the tests as root"
     world = Lab()
     try:
         # The first `pulumi up` of the stack, on the stock machine; a failure here fails every test.
-        world.first_steps = world.up()
+        world.up()
         yield world
     finally:
+        world.close()
         down(world.state_dir)
 
 

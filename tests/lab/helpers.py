@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from lab.world import in_ns, run
+import paramiko
+
+from lab.netns import connect_from
+from lab.topology import PROVISIONER
+from lab.world import Lab, in_ns, run
 
 _STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
 
@@ -66,3 +73,28 @@ def connect(namespace: str, host: str, port: int, timeout: float = 3) -> tuple[b
         timeout=timeout + 5,
     )
     return result.returncode == 0, time.monotonic() - started
+
+
+@contextmanager
+def provisioner_session(lab: Lab) -> Iterator[paramiko.Transport]:
+    """An SSH session as the provisioner opens one: from its network, with the provisioning key,
+    the host key the stack pinned."""
+    kind, blob = lab.command_inputs("gateway")["connection"]["hostKey"].split()[:2]
+    key = paramiko.Ed25519Key.from_private_key_file(str(lab.provisioning_key))
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(lab.ipv4, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
+    client.connect(
+        lab.ipv4,
+        username="root",
+        pkey=key,
+        sock=connect_from(PROVISIONER.namespace, lab.ipv4, 22, 5),
+        timeout=5,
+        allow_agent=False,
+        look_for_keys=False,
+    )
+    try:
+        transport = client.get_transport()
+        assert transport is not None
+        yield transport
+    finally:
+        client.close()

@@ -1,5 +1,6 @@
-"""A fresh deploy onto the stock machine: every remote command of the stack runs once, over SSH as
-pulumi-command runs it, and each Debian 12 default that broke the first real `pulumi up` is met."""
+"""A fresh `pulumi up` onto the stock machine, through the real CLI and providers: the hcloud
+provider creates the server at Hetzner (the lab's), the command provider runs every remote command
+once over SSH, and each Debian 12 default that broke the first real `pulumi up` is met."""
 
 from __future__ import annotations
 
@@ -8,56 +9,69 @@ import subprocess
 import pytest
 
 from components.instance import WAIT_FOR_CLOUD_INIT
-from lab.replay import CommandFailed, RemoteCommand
-from lab.topology import CLIENT, PROVISIONER, VPS_PEER
+from lab.topology import CLIENT, PROVISIONER
 from lab.world import Lab, in_ns, run
 
 COMMANDS = ("wait-cloud-init", "packages", "baseline", "gateway")
+COMMAND = "command:remote:Command"
 
 
-def _commands(lab: Lab) -> dict[str, RemoteCommand]:
-    return {name.removeprefix("customer-lab-"): state.command for name, state in lab.stack.commands.items()}
-
-
-def test_every_command_ran_once_in_order(lab: Lab) -> None:
-    assert [(step.name.removeprefix("customer-lab-"), step.action) for step in lab.first_steps] == [
-        (name, "create") for name in COMMANDS
-    ]
+def test_every_resource_is_created_once_and_the_commands_in_order(lab: Lab) -> None:
+    assert {step.action for step in lab.first_steps} == {"create"}
+    commands = [step.name.removeprefix("customer-lab-") for step in lab.first_steps if step.type == COMMAND]
+    assert commands == list(COMMANDS)
+    types = {step.type for step in lab.first_steps}
+    assert {"hcloud:index/server:Server", "hcloud:index/firewall:Firewall"} <= types
     port = lab.policy.inbound.gateway_port
-    assert lab.http_status(VPS_PEER.ipv4, port, CLIENT.namespace) == 401
-    assert lab.http_status(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True) == 200
-    assert lab.stack.outputs["gateway_url"] == f"http://{VPS_PEER.ipv4}:{port}/"
+    assert lab.http_status(lab.ipv4, port, CLIENT.namespace) == 401
+    assert lab.http_status(lab.ipv4, port, CLIENT.namespace, auth=True) == 200
+    assert lab.outputs["gateway_url"] == f"http://{lab.ipv4}:{port}/"
+
+
+def test_the_server_is_the_one_hetzner_created_with_the_firewall(lab: Lab) -> None:
+    server = lab.hetzner().servers.get_by_id(lab.server_id)
+    assert server.status == "running"
+    assert server.public_net.ipv4.ip == lab.ipv4
+    assert [firewall.firewall.id for firewall in server.public_net.firewalls] == [int(lab.outputs["firewall_id"])]
+    # cloud-init took the machine's identity from Hetzner's metadata service, not from a seed.
+    assert lab.host("cloud-init", "query", "platform").stdout.strip() == "hetzner"
+    assert lab.host("hostname").stdout.strip() == server.name
 
 
 def test_a_stock_sshd_refuses_environment_requests(lab: Lab) -> None:
     """Why the password travels on stdin: sshd accepts only AcceptEnv names (Debian: LANG LC_*),
-    and the provider fails a command whose env request is refused."""
-    connection = _commands(lab)["wait-cloud-init"].connection
-    with pytest.raises(CommandFailed, match="setenv failed"):
-        lab.runner.run(connection, "true", {"GATEWAY_PASSWORD": "never-sent"}, None)
-    # A name in AcceptEnv goes through (PAM's locale settings may still override its value).
-    assert lab.runner.run(connection, "echo accepted", {"LANG": "C.UTF-8"}, None)[0] == "accepted"
+    and the command provider fails a command whose environment request is refused
+    (tests/engine/test_remote_command.py). OpenSSH's client ignores a refusal: the variable is
+    simply not there."""
+    login = [
+        "ssh",
+        *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+        *("-o", "IdentitiesOnly=yes", "-i", str(lab.provisioning_key)),
+        *("-o", "SetEnv=GATEWAY_PASSWORD=never-sent LC_LAB=accepted"),
+        f"root@{lab.ipv4}",
+        'echo "[$GATEWAY_PASSWORD] [$LC_LAB]"',
+    ]
+    answer = run(in_ns(PROVISIONER.namespace, *login), timeout=30).stdout.strip()
+    assert answer == "[] [accepted]"
 
 
 def test_the_password_is_in_no_command_text_and_no_process_list(lab: Lab) -> None:
-    gateway = _commands(lab)["gateway"]
-    assert gateway.stdin == lab.password
-    assert lab.password not in (gateway.create or "")
-    assert not gateway.environment
+    gateway = lab.command_inputs("gateway")
+    assert gateway["stdin"] == lab.password
+    assert lab.password not in gateway["create"]
+    assert not gateway.get("environment")
 
 
 def test_user_data_passes_cloud_inits_own_schema_check(lab: Lab) -> None:
-    seed = "/var/lib/cloud/seed/nocloud/user-data"
-    checked = lab.host("cloud-init", "schema", "--config-file", seed, check=False)
+    checked = lab.host("cloud-init", "schema", "--system", check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     status = lab.host("cloud-init", "status", "--long", check=False)
     assert "status: done" in status.stdout, status.stdout
 
 
 def test_sshd_presents_only_the_pinned_host_key(lab: Lab) -> None:
-    pinned = _commands(lab)["gateway"].connection.host_key
-    assert pinned is not None
-    scanned = run(in_ns(PROVISIONER.namespace, "ssh-keyscan", "-T", "5", VPS_PEER.ipv4), check=False).stdout
+    pinned = lab.command_inputs("gateway")["connection"]["hostKey"]
+    scanned = run(in_ns(PROVISIONER.namespace, "ssh-keyscan", "-T", "5", lab.ipv4), check=False).stdout
     keys = [line.split(maxsplit=1)[1] for line in scanned.splitlines() if line and not line.startswith("#")]
     assert keys == [" ".join(pinned.split()[:2])]
 
@@ -70,7 +84,7 @@ def test_the_wait_step_outlasts_a_module_error_until_cloud_init_finishes(lab: La
     lab.host("cp", "-a", status, f"{status}.saved")
     lab.host("mv", finished, f"{finished}.saved")
     running_with_error = (
-        '{"v1": {"stage": "modules-final", "datasource": "DataSourceNoCloud",'
+        '{"v1": {"stage": "modules-final", "datasource": "DataSourceHetzner",'
         ' "init": {"errors": ["a module failed"], "start": 1, "finished": 2},'
         ' "modules-final": {"errors": [], "start": 3, "finished": null}}}'
     )

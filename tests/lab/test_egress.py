@@ -13,8 +13,8 @@ from tests.lab.helpers import Kernel
 HTTPS = 443
 
 
-def _from_host(address: str, port: int) -> tuple[int, str]:
-    result = run(in_ns(topology.VPS, "nc", "-w", "3", address, str(port)), check=False, timeout=10, stdin="")
+def _from_host(lab: Lab, address: str, port: int) -> tuple[int, str]:
+    result = run(in_ns(lab.namespace, "nc", "-w", "3", address, str(port)), check=False, timeout=10, stdin="")
     return result.returncode, result.stdout
 
 
@@ -26,9 +26,9 @@ def _from_container(lab: Lab, port: int) -> tuple[int, str]:
 @pytest.mark.parametrize("address", [topology.SINK_V4, topology.SINK_V6])
 def test_host_cannot_reach_smtp_or_irc_but_reaches_https(lab: Lab, address: str, kernel_log: Kernel) -> None:
     for port in lab.policy.egress.blocked_tcp_ports:
-        code, output = _from_host(address, port)
+        code, output = _from_host(lab, address, port)
         assert code != 0 and "sink" not in output, f"tcp/{port} reached from the host"
-    code, output = _from_host(address, HTTPS)
+    code, output = _from_host(lab, address, HTTPS)
     assert code == 0 and "sink" in output
     assert kernel_log.since(lab.policy.egress.log_prefix)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from lab.topology import CLIENT, VPS_PEER
+from lab.topology import CLIENT
 from lab.world import Lab
 from tests.lab.test_scan import scan_finds_only_ssh_and_gateway
 
@@ -37,12 +37,12 @@ def test_reapply_with_the_gateway_running_is_idempotent(lab: Lab) -> None:
         rules = [line for line in lab.vps(f"{tool}-save", "-t", "filter").stdout.splitlines() if line.startswith("-A ")]
         duplicates = {line for line in rules if rules.count(line) > 1}
         assert not duplicates, f"{tool}: {duplicates}"
-    assert lab.http_status(VPS_PEER.ipv4, lab.policy.inbound.gateway_port, CLIENT.namespace, auth=True) == 200
+    assert lab.http_status(lab.ipv4, lab.policy.inbound.gateway_port, CLIENT.namespace, auth=True) == 200
 
 
 def test_a_reboot_brings_the_baseline_up_first_and_the_gateway_back_with_its_data(lab: Lab) -> None:
     port = lab.policy.inbound.gateway_port
-    instance = lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id")
+    instance = lab.http_get(lab.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id")
     running = _without_bans(lab.ruleset())
     lab.reboot()
     firewall_done = _monotonic(lab, FIREWALL_UNIT, "ActiveEnterTimestampMonotonic")
@@ -57,6 +57,6 @@ def test_a_reboot_brings_the_baseline_up_first_and_the_gateway_back_with_its_dat
     assert _first_rule(lab, "iptables", "FORWARD") == "-A FORWARD -j DOCKER-USER"
     assert _first_rule(lab, "iptables", "DOCKER-USER") == "-A DOCKER-USER -j CLAW-DOCKER"
     assert _without_bans(lab.ruleset()) == running
-    assert lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
-    assert lab.http_status(VPS_PEER.ipv4, port, CLIENT.namespace) == 401
+    assert lab.http_get(lab.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
+    assert lab.http_status(lab.ipv4, port, CLIENT.namespace) == 401
     scan_finds_only_ssh_and_gateway(lab)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import xml.etree.ElementTree as ET
 
-from lab.topology import ATTACKER, VPS_PEER
+from lab.topology import ATTACKER
 from lab.world import Lab, in_ns
 
 DOCKER_API_PORTS = (2375, 2376)
@@ -43,7 +43,7 @@ def scan_finds_only_ssh_and_gateway(lab: Lab) -> None:
     probe_ports = set(range(1, 1025)) | set(inbound.open_tcp_ports) | {inbound.metrics_port, *DOCKER_API_PORTS}
     ports = ",".join(str(port) for port in sorted(probe_ports))
     probed = len(probe_ports)
-    scans = {family: _scan(address, ports, family == 6) for family, address in ((4, VPS_PEER.ipv4), (6, VPS_PEER.ipv6))}
+    scans = {family: _scan(address, ports, family == 6) for family, address in ((4, lab.ipv4), (6, lab.ipv6))}
     for family, scan in scans.items():
         report, _ = scan.communicate(timeout=180)
         assert scan.returncode == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.topology import PROVISIONER, VPS_PEER
+from lab.topology import PROVISIONER
 from lab.world import Lab
 from tests.lab.helpers import ssh
 
@@ -35,8 +35,9 @@ def customer_ssh(lab: Lab, customer_key: Path) -> Iterator[None]:
         lab.deploy(lab.default_settings())
 
 
-@pytest.mark.parametrize("address", [VPS_PEER.ipv4, VPS_PEER.ipv6])
-def test_without_customer_ssh_only_the_provisioning_key_works(lab: Lab, customer_key: Path, address: str) -> None:
+@pytest.mark.parametrize("family", [4, 6])
+def test_without_customer_ssh_only_the_provisioning_key_works(lab: Lab, customer_key: Path, family: int) -> None:
+    address = lab.address(family)
     assert ssh(PROVISIONER.namespace, address, lab.provisioning_key).returncode == 0
     refused = ssh(PROVISIONER.namespace, address, customer_key)
     assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
@@ -44,7 +45,7 @@ def test_without_customer_ssh_only_the_provisioning_key_works(lab: Lab, customer
 
 @pytest.mark.usefixtures("customer_ssh")
 def test_with_customer_ssh_the_customer_key_works_and_passwords_never(lab: Lab, customer_key: Path) -> None:
-    assert ssh(PROVISIONER.namespace, VPS_PEER.ipv4, customer_key).returncode == 0
-    password = ssh(PROVISIONER.namespace, VPS_PEER.ipv4, customer_key, *PASSWORD_ONLY)
+    assert ssh(PROVISIONER.namespace, lab.ipv4, customer_key).returncode == 0
+    password = ssh(PROVISIONER.namespace, lab.ipv4, customer_key, *PASSWORD_ONLY)
     # The server offers no password or keyboard-interactive method at all.
     assert password.returncode == 255 and "Permission denied (publickey)." in password.stderr

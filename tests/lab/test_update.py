@@ -1,5 +1,6 @@
-"""Updates of a deployed stack: only the commands whose inputs changed run, and unless the gateway
-itself changed, Docker and the gateway keep running; sessions, connections and bans survive."""
+"""Updates of a deployed stack through the real CLI: only the commands whose inputs changed run, and
+unless the gateway itself changed, Docker and the gateway keep running; sessions, connections and
+bans survive. A baseline change is a release of the program (lab.release), as a commit would be."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import pytest
 
 from config.customer import PlatformConfig
 from config.loader import StackSettings
-from lab.replay import Step, connect_from
-from lab.topology import ATTACKER, CLIENT, VPS_PEER
-from lab.world import GATEWAY_VERSIONS, Lab, wait_until
-from tests.lab.helpers import ssh
+from lab.netns import connect_from
+from lab.topology import ATTACKER, CLIENT
+from lab.world import GATEWAY_VERSIONS, Lab, Step, wait_until
+from tests.lab.helpers import provisioner_session, ssh
 
 pytestmark = pytest.mark.usefixtures("restore_settings")
 
@@ -37,9 +38,8 @@ def _runtime(lab: Lab) -> dict[str, str]:
 @contextmanager
 def _open_connections(lab: Lab) -> Iterator[tuple[object, socket.socket]]:
     """An SSH session of the provisioner and an idle TCP connection to the gateway, both open."""
-    connection = lab.stack.commands["customer-lab-gateway"].command.connection
-    gateway = connect_from(CLIENT.namespace, VPS_PEER.ipv4, lab.policy.inbound.gateway_port, 5)
-    with lab.runner.connect(connection) as transport, gateway:
+    gateway = connect_from(CLIENT.namespace, lab.ipv4, lab.policy.inbound.gateway_port, 5)
+    with provisioner_session(lab) as transport, gateway:
         yield transport, gateway
 
 
@@ -58,7 +58,7 @@ def _with_customer(lab: Lab, **changes: object) -> StackSettings:
 
 def test_a_baseline_tunable_reruns_only_the_baseline_and_keeps_bans_and_sessions(lab: Lab, stranger_key: Path) -> None:
     for _ in range(lab.policy.fail2ban.maxretry):
-        assert ssh(ATTACKER.namespace, VPS_PEER.ipv4, stranger_key).returncode == 255
+        assert ssh(ATTACKER.namespace, lab.ipv4, stranger_key).returncode == 255
     jail = lab.policy.fail2ban.jail
     wait_until("the ban", lambda: ATTACKER.ipv4 in lab.fail2ban("status", jail).stdout, timeout=20)
     try:
@@ -72,7 +72,7 @@ def test_a_baseline_tunable_reruns_only_the_baseline_and_keeps_bans_and_sessions
         assert _runtime(lab) == before
         assert f"--hashlimit-burst {guard.burst + 10}" in lab.vps("iptables-save").stdout
         assert ATTACKER.ipv4 in lab.fail2ban("status", jail).stdout
-        assert lab.http_status(VPS_PEER.ipv4, lab.policy.inbound.gateway_port, ATTACKER.namespace) == 0
+        assert lab.http_status(lab.ipv4, lab.policy.inbound.gateway_port, ATTACKER.namespace) == 0
     finally:
         lab.fail2ban("unban", "--all")
 
@@ -95,14 +95,14 @@ def test_host_settings_rerun_only_the_baseline(lab: Lab, customer_key: Path, cha
 
 def test_a_new_gateway_image_replaces_only_the_gateway_and_keeps_its_data(lab: Lab) -> None:
     port = lab.policy.inbound.gateway_port
-    instance = lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id")
+    instance = lab.http_get(lab.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id")
     docker = lab.host("systemctl", "show", "--property=MainPID", "docker.service").stdout
     steps = lab.deploy(_with_customer(lab, gateway_image=lab.gateway_image(GATEWAY_VERSIONS[1])))
     assert _changed(steps) == {"gateway": "replace"}
     lab.wait_for_gateway()
-    version = lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/version")
+    version = lab.http_get(lab.ipv4, port, CLIENT.namespace, auth=True, path="/version")
     assert version == (200, GATEWAY_VERSIONS[1] + "\n")
-    assert lab.http_get(VPS_PEER.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
+    assert lab.http_get(lab.ipv4, port, CLIENT.namespace, auth=True, path="/instance-id") == instance
     assert lab.host("systemctl", "show", "--property=MainPID", "docker.service").stdout == docker
 
 

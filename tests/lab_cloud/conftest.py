@@ -48,7 +48,7 @@ def internet() -> Iterator[None]:
         return
     lab = Lab()
     try:
-        lab.up(deploy=False)
+        lab.internet()
         yield
     finally:
         down(lab.state_dir)

@@ -23,7 +23,7 @@ func main() {
 		WithResources(infer.Resource(&remote.Command{})).
 		Build()
 	if err == nil {
-		err = p.RunProvider(context.Background(), "command", version, provider)
+		err = p.RunProvider(context.Background(), "command", version, remote.KeepUnknownConnection(provider))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
