@@ -158,7 +158,9 @@ class CustomerInstance(pulumi.ComponentResource):
         ssh_key = hcloud.SshKey(
             f"{name}-ssh-key",
             name=f"{customer.server_name}-provisioning",
-            public_key=provisioning_key.public_key_openssh,
+            # Hetzner keeps a key without the line end the tls provider writes; the key as given
+            # would differ from the state on every later `up` and replace the SSH key.
+            public_key=provisioning_key.public_key_openssh.apply(str.strip),
             opts=child,
         )
 

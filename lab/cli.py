@@ -10,6 +10,8 @@ socket, so this listens there too and relays each connection to the host's liste
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import signal
 import socket
 import subprocess
@@ -19,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.netns import listener  # noqa: E402
-from lab.topology import PROVISIONER  # noqa: E402
+from lab.netns import listener
+from lab.topology import PROVISIONER
 
 EVENT_LOG = "--event-log"
 LOOPBACK = "tcp://127.0.0.1:"
@@ -34,10 +36,8 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
         pass
     finally:
         for end in (source, target):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _relay(port: int) -> None:
@@ -56,7 +56,7 @@ def _relay(port: int) -> None:
 
 def main(argv: list[str]) -> int:
     pulumi, *arguments = argv
-    for flag, value in zip(arguments, arguments[1:], strict=False):
+    for flag, value in itertools.pairwise(arguments):
         if flag == EVENT_LOG and value.startswith(LOOPBACK):
             _relay(int(value.removeprefix(LOOPBACK)))
     child = subprocess.Popen(["ip", "netns", "exec", PROVISIONER.namespace, pulumi, *arguments])

@@ -34,7 +34,7 @@ from components.gateway import GATEWAY_USER
 from components.host_baseline import BUNDLE_DIR
 from config import BaselinePolicy
 from config.customer import CustomerConfig, PlatformConfig
-from config.loader import StackSettings, stack_config
+from config.loader import StackSettings, settings_from_mapping, stack_config
 from fleet import stacks
 from lab import servers, topology
 from lab.machine import Image, ensure_image
@@ -61,6 +61,8 @@ HETZNER_PROJECT = "lab"
 SERVICES = ("hetzner", "sink", "dns", "mirror", "registry")
 # Resource types whose steps are the deploy's own, not the engine's bookkeeping.
 BOOKKEEPING = re.compile(r"^(pulumi:pulumi:Stack|pulumi:providers:.*|clawhosters:.*)$")
+# The key that marks a secret in a stack's exported state (pulumi/sdk/go/common/resource/sig).
+SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # noqa: S105 (not a secret: a type marker)
 REPLACEMENT_OPS = {"replace", "create-replacement", "delete-replaced", "discard-replaced", "import-replacement"}
 
 
@@ -112,7 +114,8 @@ class StepRecorder:
     def __call__(self, event: EngineEvent) -> None:
         now = time.monotonic()
         for payload, ended in ((event.resource_pre_event, False), (event.res_outputs_event, True)):
-            if payload is None or BOOKKEEPING.match(payload.metadata.type):
+            # A gated `up` previews first: its planned steps are not what the `up` did.
+            if payload is None or payload.planning or BOOKKEEPING.match(payload.metadata.type):
                 continue
             urn = payload.metadata.urn
             self._types[urn] = payload.metadata.type
@@ -238,13 +241,21 @@ class Lab:
         """Whether a lab with a stack is up (from any process: its state is on disk)."""
         return (self.state_dir / "hetzner.token").exists() and (DATA_DIR / "pulumi" / ".pulumi" / "stacks").exists()
 
-    def destroy(self) -> None:
-        """`pulumi destroy` of the stack and `pulumi stack rm`."""
+    def destroy(self) -> list[Step]:
+        """What cancelling a customer does: an `up` with `decommission` (the server loses its
+        protection, a snapshot is taken), `pulumi destroy`, `pulumi stack rm`; the destroy's steps."""
         self._environment()
+        stored = {key: value.value for key, value in self.stack().get_all_config().items()}
+        settings = self.settings or settings_from_mapping(stored)
+        customer = settings.customer.model_copy(update={"decommission": True})
+        self.deploy(settings.model_copy(update={"customer": customer}))
+        recorder = StepRecorder()
         with (self.state_dir / "pulumi.log").open("a") as log:
             handle = self.stack()
-            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), color="never")
+            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), on_event=recorder, color="never")
             handle.workspace.remove_stack(STACK)
+        self.outputs = {}
+        return recorder.steps()
 
     # -- the customer's instance -------------------------------------------------------------------
     def gateway_image(self, version: str = GATEWAY_VERSIONS[0]) -> str:
@@ -322,7 +333,7 @@ class Lab:
     def resources(self) -> list[dict[str, Any]]:
         """The stack's resources from its state, secrets in plain text (the lab's own check only)."""
         deployment: dict[str, Any] = self.stack().export_stack().deployment
-        resources: list[dict[str, Any]] = deployment.get("resources", [])
+        resources: list[dict[str, Any]] = _reveal(deployment.get("resources", []))
         return resources
 
     def command_inputs(self, name: str) -> dict[str, Any]:
@@ -639,6 +650,18 @@ def down(state_dir: Path = STATE_DIR) -> None:
         NF_LOG_ALL_NETNS.write_text(saved.read_text())
     for directory in (state_dir, DATA_DIR / "hcloud", DATA_DIR / "pulumi"):
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reveal(value: Any) -> Any:
+    """A state value with every secret (`stack export --show-secrets` writes one as its signature
+    and its JSON-encoded `plaintext`) replaced by what it holds."""
+    if isinstance(value, dict):
+        if SECRET_SIGNATURE in value and "plaintext" in value:
+            return _reveal(json.loads(value["plaintext"]))
+        return {key: _reveal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_reveal(item) for item in value]
+    return value
 
 
 def _config_value(value: str) -> Any:

@@ -78,6 +78,8 @@ def test_server_is_created_with_its_firewall_labels_and_both_address_families(gr
     assert server.inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
     ssh_key = graph.one("hcloud:index/sshKey:SshKey")
     assert ssh_key.urn in server.dependencies
+    # As Hetzner stores it: a key ending in a line end would be replaced on the next `up`.
+    assert ssh_key.inputs["publicKey"] == ssh_key.inputs["publicKey"].strip()
     assert set(server.ignore_changes) >= {"image", "userData", "sshKeys"}
 
 
