@@ -161,6 +161,7 @@ class Lab:
         self.outputs: dict[str, Any] = {}
         self.first_steps: list[Step] = []
         self._saved_environment: dict[str, str | None] = {}
+        self._password: str | None = None
 
     # -- Hetzner and the stack ---------------------------------------------------------------------
     @property
@@ -186,12 +187,13 @@ class Lab:
         return Client(token=self.hetzner_token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
 
     def workspace(self, program_dir: Path | None = None) -> stacks.Workspace:
-        """The program (this checkout, or a release of it) with its own policy pack, on the lab's
-        file backend; the CLI runs in the provisioner's namespace."""
-        program = program_dir or release_dir(self.policy, self.state_dir / "releases")
+        """The program (by default this checkout, or the release of it with the lab's baseline),
+        judged by the platform's policy pack whatever program runs, on the lab's file backend; the
+        CLI runs in the provisioner's namespace."""
+        release = release_dir(self.policy, self.state_dir / "releases")
         return stacks.Workspace(
-            program_dir=program,
-            policy_pack=program / "policy",
+            program_dir=program_dir or release,
+            policy_pack=release / "policy",
             backend_url=f"file://{DATA_DIR / 'pulumi'}",
             stacks_dir=self.state_dir / "stacks",
             pulumi_root=self.state_dir / "cli",
@@ -237,25 +239,39 @@ class Lab:
     def stack(self, program_dir: Path | None = None) -> Stack:
         return stacks.open_stack(self.workspace(program_dir), STACK)
 
+    def stack_names(self) -> list[str]:
+        """The stacks the lab's backend holds."""
+        from pulumi import automation
+
+        workspace = self.workspace()
+        local = automation.LocalWorkspace(
+            work_dir=str(self.state_dir / "stacks" / STACK),
+            pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+            env_vars=workspace.env_vars(),
+        )
+        return [summary.name for summary in local.list_stacks()]
+
     def deployed(self) -> bool:
         """Whether a lab with a stack is up (from any process: its state is on disk)."""
         return (self.state_dir / "hetzner.token").exists() and (DATA_DIR / "pulumi" / ".pulumi" / "stacks").exists()
 
-    def destroy(self) -> list[Step]:
+    def destroy(self) -> int:
         """What cancelling a customer does: an `up` with `decommission` (the server loses its
-        protection, a snapshot is taken), `pulumi destroy`, `pulumi stack rm`; the destroy's steps."""
+        protection, a snapshot is taken), `pulumi destroy`, `pulumi stack rm`. The snapshot's id."""
         self._environment()
         stored = {key: value.value for key, value in self.stack().get_all_config().items()}
         settings = self.settings or settings_from_mapping(stored)
         customer = settings.customer.model_copy(update={"decommission": True})
         self.deploy(settings.model_copy(update={"customer": customer}))
-        recorder = StepRecorder()
+        snapshot_id = int(self.outputs["snapshot_id"])
         with (self.state_dir / "pulumi.log").open("a") as log:
             handle = self.stack()
-            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), on_event=recorder, color="never")
+            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), color="never")
             handle.workspace.remove_stack(STACK)
-        self.outputs = {}
-        return recorder.steps()
+        # The next deploy is a new customer's first, with the settings it had and new keys.
+        self.settings, self.outputs = settings, {}
+        (self.state_dir / "provisioning_key").unlink(missing_ok=True)
+        return snapshot_id
 
     # -- the customer's instance -------------------------------------------------------------------
     def gateway_image(self, version: str = GATEWAY_VERSIONS[0]) -> str:
@@ -280,6 +296,7 @@ class Lab:
         if policy is not None:
             self.policy = policy
         recorder = StepRecorder()
+        self._password = None
         with (self.state_dir / "pulumi.log").open("a") as log:
             self.outputs = stacks.up(
                 self.workspace(program_dir),
@@ -296,12 +313,16 @@ class Lab:
         CLI's output lines. Raises the Automation API's CommandError when the preview fails."""
         handle = self.stack(program_dir)
         previous = handle.get_all_config()
+        wanted = stack_config(settings)
         lines: list[str] = []
         try:
-            handle.set_all_config({key: _config_value(value) for key, value in stack_config(settings).items()})
+            if stale := sorted(set(previous) - set(wanted)):
+                handle.remove_all_config(stale)
+            handle.set_all_config({key: _config_value(value) for key, value in wanted.items()})
             stacks.preview(self.workspace(program_dir), STACK, lambda _event: None, on_output=lines.append)
         finally:
-            handle.remove_all_config(sorted(set(handle.get_all_config()) - set(previous)))
+            if added := sorted(set(handle.get_all_config()) - set(previous)):
+                handle.remove_all_config(added)
             handle.set_all_config(previous)
         return lines
 
@@ -347,7 +368,10 @@ class Lab:
 
     @property
     def password(self) -> str:
-        return str(self.stack().outputs()["gateway_password"].value)
+        """The gateway's password, a secret output of the stack (read once per deploy)."""
+        if self._password is None:
+            self._password = str(self.stack().outputs()["gateway_password"].value)
+        return self._password
 
     @property
     def provisioning_key(self) -> Path:
