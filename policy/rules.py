@@ -231,7 +231,13 @@ def server_firewalls(resources: Iterable[Resource], canon: Canon) -> list[str]:
     """Every server is created attached to what the stack's settings call for: the allow-listed
     shared firewall (`platform:shared_firewall_id`) and/or the stack's own firewall, which must pass
     the firewall rules. The own firewall's id is unknown until it exists; the property's dependencies
-    say where a value comes from."""
+    say where a value comes from.
+
+    The hcloud provider previews `firewallIds` as a Terraform set, which is wholly unknown as soon as
+    one member is: in `both` mode, before the own firewall exists (a new stack, or the step from
+    `shared` to `both`), even the shared id in it cannot be seen. Such a value is accepted when it is
+    derived from the stack's own passing firewall alone, as in `dedicated` mode; the next preview,
+    with every id known, checks the shared firewall is among them."""
     resources = list(resources)
     platform = canon.settings.platform
     shared = platform.shared_firewall_id
@@ -244,9 +250,9 @@ def server_firewalls(resources: Iterable[Resource], canon: Canon) -> list[str]:
         own = [firewalls[urn] for urn in sources if urn in firewalls]
         derived = len(own) == 1 and len(sources) == 1
         if is_unknown(value):
-            if shared is not None or not (own_expected and derived):
+            if not (own_expected and derived):
                 raise UnknownInput("the server's firewallIds")
-            ids: list[Any] = [value]
+            ids: list[Any] = [value] if shared is None else [value, shared]
         else:
             ids = [item if is_unknown(item) else _as_int(item) for item in value or []]
         if not ids:

@@ -325,6 +325,20 @@ def test_a_fresh_stack_passes_although_its_firewall_id_is_not_known_yet(acme: Pa
         assert acme.analyze(resources) == []
 
 
+def test_in_both_modes_a_firewall_set_unknown_as_a_whole_passes_when_derived_from_the_own_firewall(
+    packs: Callable[..., Pack],
+) -> None:
+    """What the hcloud provider previews for a new stack in `both` mode, and for the step from
+    `shared` to `both`: the set with the own firewall's unknown id in it, unknown as a whole."""
+    both = {**SHARED, "platform:firewall_mode": "both"}
+    shared_firewall = Cloud(firewalls=(baseline_firewall(SHARED_ID, POLICY),))
+    pack, resources = packs("customer-acme", both), graph_of(both, shared_firewall)
+    one(resources, SERVER).props["firewallIds"] = UNKNOWN_ARRAY_VALUE
+    assert pack.analyze(resources) == []
+    one(resources, FIREWALL).props["rules"][0]["port"] = str(METRICS)
+    assert any("which fails the baseline" in f.message for f in mandatory(pack.analyze(resources)))
+
+
 @pytest.mark.parametrize(
     "edit,policy,what",
     [
