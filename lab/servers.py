@@ -325,6 +325,24 @@ class ServerBackend:
             if pid is not None and _alive(pid, _service_marker(self.directory, "dhcp")):
                 os.kill(pid, signal.SIGHUP)
 
+    def _release_lease(self, ipv4: str) -> None:
+        """Forget a deleted server's DHCP lease, so that its address serves the next server: dnsmasq
+        does not hand a configured address to a MAC while another MAC's lease holds it, and it reads
+        its lease file only when it starts."""
+        with self._lock:
+            services = self._services()
+            pid = services.get("dhcp")
+            if pid is None:
+                return
+            _stop(pid, _service_marker(self.directory, "dhcp"))
+            leases = self.directory / "dhcp.leases"
+            if leases.exists():
+                kept = [line for line in leases.read_text().splitlines(keepends=True) if line.split()[2:3] != [ipv4]]
+                leases.write_text("".join(kept))
+            services["dhcp"] = self._spawn("dhcp", self._dhcp_command())
+            self._services_file.write_text(json.dumps(services))
+        self._wait_listening(67, "udp")
+
     # --- the MachineBackend hooks -----------------------------------------------------------
 
     @contextlib.contextmanager
@@ -417,6 +435,8 @@ class ServerBackend:
         with self._server(machine) as server:
             _remove_server(server)
             self._write_dhcp_hosts()
+            if machine.ipv4 is not None:
+                self._release_lease(machine.ipv4)
         with self._lock:
             self._machines.pop(machine.server_id, None)
 

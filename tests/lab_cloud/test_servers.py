@@ -125,6 +125,13 @@ def test_servers_run_at_once_a_snapshot_becomes_a_server_and_delete_removes_them
         assert not Path(f"/proc/{pids[server.id]}").exists()
         assert f" cs{server.id}@" not in links
     assert cloud.client.servers.get_all() == []
+    # An address a deleted server had serves the next one (DHCP hands it to the new machine).
+    reused = cloud.create("web-d", ssh_keys=[key], user_data=user_data(markers["web-a"]))
+    assert reused.public_net.ipv4.ip in {server.public_net.ipv4.ip for server in everything}
+    ssh = session(cloud, reused, keys)
+    assert ssh.run("cat /root/marker") == markers["web-a"]
+    ssh.close()
+    reused.delete().wait_until_finished()
 
 
 def test_reboot_a_shutdown_the_emulator_restarts_in_and_rebuild(cloud: Cloud, keys: KeyPair) -> None:
