@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -10,10 +11,19 @@ from pathlib import Path
 from pulumi import automation
 
 from fleet import preview, resize, rollout, stacks
+from fleet.desired import DesiredConfig, FromStore
+from provisioner.settings import SettingsError, StoreSettings
 
 
 def _workspace(args: argparse.Namespace) -> stacks.Workspace:
-    return stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
+    # Settings from the store are written into workspaces of their own, never into the checkout.
+    stacks_dir = Path(tempfile.mkdtemp(prefix="fleet-stacks-")) if args.settings_from_store else None
+    return stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack, stacks_dir=stacks_dir)
+
+
+def _desired(args: argparse.Namespace) -> DesiredConfig | None:
+    """Each stack's whole config from the provisioner's store (CLAW_QUEUE_URL, CLAW_PLATFORM)."""
+    return FromStore.of(StoreSettings.from_env(os.environ)) if args.settings_from_store else None
 
 
 def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> None:
@@ -24,13 +34,18 @@ def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> 
     )
     parser.add_argument("--concurrency", type=int, default=concurrency, choices=range(1, 65), metavar="1-64")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per stack before it is killed")
+    parser.add_argument(
+        "--settings-from-store",
+        action="store_true",
+        help="write each stack's whole config from the provisioner's store (CLAW_QUEUE_URL, CLAW_PLATFORM) first",
+    )
 
 
 def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     previews, findings = preview.preview_fleet(
         args.stack,
-        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans),
+        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans, desired=args.desired),
         workspace=workspace,
         concurrency=args.concurrency,
         timeout=args.timeout,
@@ -66,7 +81,7 @@ def _rollout(args: argparse.Namespace) -> int:
     state = rollout.rollout(
         state,
         args.state,
-        rollout.DeployStack(_workspace(args), plans),
+        rollout.DeployStack(_workspace(args), plans, desired=args.desired),
         concurrency=args.concurrency,
         timeout=args.timeout,
     )
@@ -133,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
 
     args = parser.parse_args(argv)
+    if args.command in ("preview", "rollout"):
+        try:
+            args.desired = _desired(args)
+        except SettingsError as error:
+            print(error, file=sys.stderr)
+            return 2
     if args.command == "up":
         return _up(args)
     if args.command == "list":

@@ -22,6 +22,7 @@ from typing import Any
 from pulumi.automation import EngineEvent, OpType
 
 from fleet import stacks
+from fleet.desired import DesiredConfig, MissingSettings
 from fleet.workers import Operation, Outcome, run_each
 
 SERVER = "hcloud:index/server:Server"
@@ -117,6 +118,9 @@ class PreviewStack:
     workspace: stacks.Workspace
     canary: str | None = None
     plans: Path | None = None
+    # Each stack's whole config, written before its preview (fleet.desired); without it, the stack's
+    # settings file in the workspace must already hold it.
+    desired: DesiredConfig | None = None
 
     def __call__(self, stack: str) -> StackPreview:
         from pulumi import automation
@@ -124,7 +128,10 @@ class PreviewStack:
         events: list[EngineEvent] = []
         plan = self.plans / f"{stack}.plan.json" if self.plans else None
         try:
-            stacks.preview(self.workspace, stack, events.append, plan=plan)
+            config = self.desired(stack) if self.desired else None
+            stacks.preview(self.workspace, stack, events.append, plan=plan, config=config)
+        except MissingSettings as error:
+            return StackPreview(stack, blocking=[str(error)])
         except automation.CommandError as error:
             preview = summarize(stack, events, detailed=stack == self.canary)
             lines = str(error).strip().splitlines()

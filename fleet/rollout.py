@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet import health, stacks
+from fleet.desired import DesiredConfig
 from fleet.workers import Operation, Outcome, run_each
 
 # A fresh server needs a moment after `up` before everything answers.
@@ -136,11 +137,13 @@ class DeployStack:
 
     workspace: stacks.Workspace
     plans: Path
+    desired: DesiredConfig | None = None
 
     def __call__(self, stack: str) -> dict[str, object]:
         from fleet.preview import PreviewStack
 
-        preview = PreviewStack(self.workspace, plans=self.plans)(stack)
+        # The preview writes the stack's whole config; the `up` is held to its plan.
+        preview = PreviewStack(self.workspace, plans=self.plans, desired=self.desired)(stack)
         if preview.blocking:
             raise DeployFailed("the preview has blocking findings: " + "; ".join(preview.blocking)[:2000])
         outputs = stacks.up(self.workspace, stack, plan=self.plans / f"{stack}.plan.json")

@@ -121,9 +121,25 @@ def preview(
     on_event: Callable[[EngineEvent], None],
     plan: Path | None = None,
     on_output: Callable[[str], None] | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> None:
-    """Preview with the policy pack; `plan` saves the update plan that `up` can be held to."""
-    _preview(open_stack(workspace, stack), workspace, on_event, plan, on_output)
+    """Preview with the policy pack; `plan` saves the update plan that `up` can be held to.
+    `config`, when given, becomes the stack's whole config first (as for `up`)."""
+    handle = open_stack(workspace, stack)
+    if config is not None:
+        write_config(handle, config)
+    _preview(handle, workspace, on_event, plan, on_output)
+
+
+def write_config(handle: Stack, config: Mapping[str, str]) -> None:
+    """Make the stack's config exactly `config`: keys it does not name are removed."""
+    from pulumi import automation
+
+    # set_all_config only adds and updates.
+    stale = sorted(set(handle.get_all_config()) - set(config))
+    if stale:
+        handle.remove_all_config(stale)
+    handle.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
 
 
 def _preview(
@@ -162,15 +178,9 @@ def up(
     and the engine judges stack policies only after every step ran, so a mandatory violation must stop
     the operation here, before anything changes. `config`, when given, becomes the stack's whole
     config: keys it does not name are removed."""
-    from pulumi import automation
-
     handle = open_stack(workspace, stack, create=create)
     if config is not None:
-        # set_all_config only adds and updates.
-        stale = sorted(set(handle.get_all_config()) - set(config))
-        if stale:
-            handle.remove_all_config(stale)
-        handle.set_all_config({key: automation.ConfigValue(value=value) for key, value in config.items()})
+        write_config(handle, config)
     with tempfile.TemporaryDirectory(prefix="plan-") as scratch:
         if plan is None:
             plan = Path(scratch) / f"{stack}.plan.json"

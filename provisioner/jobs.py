@@ -33,6 +33,7 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
+from fleet.desired import stack_config
 from provisioner.runner import StackRunner
 from provisioner.settings import ProvisionerSettings
 from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
@@ -113,7 +114,7 @@ def enqueue(job: Job) -> None:
 
 def desired_config(job: Job, config: ProvisionerSettings, *, decommission: bool = False) -> dict[str, str]:
     """The stack's complete config: the customer's settings, the platform's, and the decommission flag."""
-    desired = {**job.config, **config.stack_platform_config()}
+    desired = stack_config(job.config, config.platform)
     if decommission:
         desired["clawhosters:decommission"] = "true"
     return desired

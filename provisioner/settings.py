@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from config.customer import PlatformConfig
-from config.loader import PLATFORM_NAMESPACE, namespace_config
 
 PREFIX = "CLAW_"
 
@@ -19,40 +18,17 @@ class SettingsError(ValueError):
     """A bad or missing environment variable; the message names it."""
 
 
-class ProvisionerSettings(BaseModel):
+class StoreSettings(BaseModel):
+    """Where the customers' desired settings are (the job store) and the platform's: what any worker
+    needs to write a stack's whole config, whichever operation it runs."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    webhook_secret: SecretStr = Field(min_length=16)
-    operator_token: SecretStr = Field(min_length=16)
     # sqlite:///path (embedded default) or redis://host:port/db (several workers on several machines).
     queue_url: str = "sqlite:///var/lib/clawhosters/provisioner.sqlite3"
-    # Per-stack workspaces (project and stack settings files) live here, never in the checkout.
-    state_dir: Path = Path("/var/lib/clawhosters")
     # The platform settings written into every stack (`platform:*`), as a JSON object; they are
     # validated by the program's own model when the provisioner starts.
     platform: PlatformConfig
-    bind: str = "127.0.0.1:8787"
-    signature_tolerance_seconds: int = Field(default=300, ge=1)
-    cancellation_grace_seconds: int = Field(default=7 * 24 * 3600, ge=0)
-    max_attempts: int = Field(default=5, ge=1)
-    retry_base_seconds: float = Field(default=30, gt=0)
-    # A job runs only while its worker holds this lease; a worker that cannot renew it for half of
-    # it cancels its operation, so the operation has stopped before anyone else can take the stack.
-    lease_seconds: float = Field(default=120, gt=0)
-    # After asking the CLI to cancel (SIGINT), how long to wait before killing it.
-    cancel_seconds: float = Field(default=20, gt=0)
-    # On SIGTERM: how long running operations may go on before they are cancelled.
-    stop_grace_seconds: float = Field(default=60, ge=0)
-    max_body_bytes: int = Field(default=65536, ge=1024)
-    # HTTP front: threads that touch the store, how long a client may take to send its body.
-    http_threads: int = Field(default=16, ge=1, le=256)
-    http_body_timeout_seconds: float = Field(default=10, gt=0)
-    http_max_connections: int = Field(default=2000, ge=16)
-    # Where customer stacks keep their state, and how their secrets are encrypted.
-    pulumi_backend_url: str = "file:///var/lib/clawhosters/pulumi-state"
-    pulumi_secrets_provider: str = "passphrase"
-    # module:attribute of the StackRunner factory; the Automation API by default.
-    runner: str = "provisioner.runner:AutomationRunner"
 
     @field_validator("queue_url")
     @classmethod
@@ -79,18 +55,8 @@ class ProvisionerSettings(BaseModel):
             raise ValueError("provisioner_cidrs must name where the provisioner connects from")
         return platform
 
-    @model_validator(mode="after")
-    def _cancel_within_lease(self) -> ProvisionerSettings:
-        if self.cancel_seconds >= self.lease_seconds / 2:
-            raise ValueError("CLAW_CANCEL_SECONDS must be under half of CLAW_LEASE_SECONDS")
-        return self
-
-    def stack_platform_config(self) -> dict[str, str]:
-        """The `platform:*` stack config, every field spelled out, in the text form Pulumi config uses."""
-        return namespace_config(self.platform, PLATFORM_NAMESPACE)
-
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ProvisionerSettings:
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
         values = {
             name.lower(): environ[PREFIX + name.upper()]
             for name in cls.model_fields
@@ -106,3 +72,38 @@ class ProvisionerSettings(BaseModel):
                 message = problem["msg"].removeprefix("Value error, ")
                 problems.append(f"{where}{'.' + nested if nested else ''}: {message}")
             raise SettingsError("invalid provisioner settings:\n  " + "\n  ".join(problems)) from None
+
+
+class ProvisionerSettings(StoreSettings):
+    webhook_secret: SecretStr = Field(min_length=16)
+    operator_token: SecretStr = Field(min_length=16)
+    # Per-stack workspaces (project and stack settings files) live here, never in the checkout.
+    state_dir: Path = Path("/var/lib/clawhosters")
+    bind: str = "127.0.0.1:8787"
+    signature_tolerance_seconds: int = Field(default=300, ge=1)
+    cancellation_grace_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=30, gt=0)
+    # A job runs only while its worker holds this lease; a worker that cannot renew it for half of
+    # it cancels its operation, so the operation has stopped before anyone else can take the stack.
+    lease_seconds: float = Field(default=120, gt=0)
+    # After asking the CLI to cancel (SIGINT), how long to wait before killing it.
+    cancel_seconds: float = Field(default=20, gt=0)
+    # On SIGTERM: how long running operations may go on before they are cancelled.
+    stop_grace_seconds: float = Field(default=60, ge=0)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    # HTTP front: threads that touch the store, how long a client may take to send its body.
+    http_threads: int = Field(default=16, ge=1, le=256)
+    http_body_timeout_seconds: float = Field(default=10, gt=0)
+    http_max_connections: int = Field(default=2000, ge=16)
+    # Where customer stacks keep their state, and how their secrets are encrypted.
+    pulumi_backend_url: str = "file:///var/lib/clawhosters/pulumi-state"
+    pulumi_secrets_provider: str = "passphrase"
+    # module:attribute of the StackRunner factory; the Automation API by default.
+    runner: str = "provisioner.runner:AutomationRunner"
+
+    @model_validator(mode="after")
+    def _cancel_within_lease(self) -> ProvisionerSettings:
+        if self.cancel_seconds >= self.lease_seconds / 2:
+            raise ValueError("CLAW_CANCEL_SECONDS must be under half of CLAW_LEASE_SECONDS")
+        return self

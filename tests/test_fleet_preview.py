@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi.automation import EngineEvent
 
+from config.customer import PlatformConfig
 from fleet import stacks
+from fleet.desired import FromStore
 from fleet.preview import (
     COMMENT_LIMIT,
     MARKER,
@@ -23,6 +26,7 @@ from fleet.preview import (
     render,
     summarize,
 )
+from provisioner.store import Job, JobStore, key_value
 from tests.fleet_standin import StandInPreview, recorded
 from tests.hcloud_api.conftest import Emulator
 
@@ -202,3 +206,73 @@ def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pyte
     monkeypatch.chdir(REPO / "policy")
     workspace = stacks.Workspace(program_dir=Path(".."), policy_pack=Path())
     assert workspace.policy_pack == REPO / "policy" and workspace.program_dir == REPO
+
+
+def _provisioned(store_url: str, customer_id: str) -> JobStore:
+    """The provisioner's store after one completed signup of `customer_id`."""
+    store = JobStore(key_value(store_url))
+    example = yaml.safe_load((REPO / "Pulumi.customer-example.yaml").read_text())["config"]
+    customer = {key: str(value) for key, value in example.items() if key.startswith("clawhosters:")}
+    customer["clawhosters:customer_id"] = customer_id
+    job = Job(event_id="evt_signup", kind="provision", customer_id=customer_id, created=1, config=customer)
+    store.accept(job.model_copy(update={"state": "done"}))
+    return store
+
+
+def _with_a_secret_in_its_state(workspace: stacks.Workspace, stack: str) -> None:
+    """The stack created by a first update whose state holds a secret, encrypted with the salt in
+    that workspace's settings file (as the provisioner's stacks are)."""
+    from pulumi import automation
+
+    def program() -> None:
+        import pulumi
+
+        pulumi.export("gateway_password", pulumi.Output.secret("only-in-the-state"))
+
+    stacks.open_stack(workspace, stack, create=True)
+    handle = automation.select_stack(
+        stack_name=stack,
+        project_name="clawhosters",
+        program=program,
+        opts=automation.LocalWorkspaceOptions(
+            work_dir=str(workspace.stacks_dir / stack),
+            pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+            env_vars=workspace.env_vars(),
+        ),
+    )
+    handle.up(color="never")
+
+
+@pytest.mark.pulumi_cli
+def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the_store(
+    tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the fleet tooling runs, a provisioned stack has no settings file: its config comes
+    from the provisioner's store, written whole before the preview, through the real CLI."""
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
+    (tmp_path / "state").mkdir()
+    backend = f"file://{tmp_path / 'state'}"
+    # Created where the provisioner runs (its settings file stays there), previewed elsewhere.
+    provisioner = stacks.Workspace(backend_url=backend, stacks_dir=tmp_path / "provisioner")
+    _with_a_secret_in_its_state(provisioner, "customer-example")
+    workspace = stacks.Workspace(backend_url=backend, stacks_dir=tmp_path / "fleet")
+    platform = PlatformConfig(provisioner_cidrs=("203.0.113.0/28",))
+    desired = FromStore(_provisioned(f"sqlite:///{tmp_path / 'store.sqlite3'}", "example"), platform)
+
+    # Without the store the stack has no settings at all: every preview would block.
+    without = PreviewStack(workspace)("customer-example")
+    assert any("clawhosters:customer_id: required setting is missing" in finding for finding in without.blocking)
+
+    preview = PreviewStack(workspace, plans=tmp_path / "plans", desired=desired)("customer-example")
+    # Everything of the example's 16 but the stack itself, which its first update created; the
+    # state's secret is read with the provider the state records, whatever the workspace's salt.
+    assert preview.blocking == [] and dict(preview.counts) == {"create": 15}
+    assert stacks.open_stack(workspace, "customer-example").get_config("platform:provisioner_cidrs").value == (
+        '["203.0.113.0/28"]'
+    )
+
+    unknown = PreviewStack(workspace, desired=desired)("customer-nobody")
+    assert unknown.blocking == [
+        "customer-nobody: the provisioner's store has no completed provision of customer 'nobody', "
+        "so the stack's settings are unknown"
+    ]

@@ -12,6 +12,7 @@ import pytest
 
 import toolchain
 from components.instance import PROVIDERS
+from fleet.desired import stack_config
 from provisioner.runner import REPO
 from provisioner.settings import ProvisionerSettings, SettingsError
 
@@ -31,7 +32,7 @@ def test_defaults_are_the_embedded_queue_and_the_automation_api() -> None:
 
 def test_every_platform_setting_is_written_into_the_stack() -> None:
     shared = '{"firewall_mode": "shared", "shared_firewall_id": 7, "provisioner_cidrs": ["203.0.113.0/28"]}'
-    config = ProvisionerSettings.from_env({**GOOD, "CLAW_PLATFORM": shared}).stack_platform_config()
+    config = stack_config({}, ProvisionerSettings.from_env({**GOOD, "CLAW_PLATFORM": shared}).platform)
     assert config["platform:firewall_mode"] == "shared"
     assert config["platform:shared_firewall_id"] == "7"
     assert config["platform:provisioner_cidrs"] == '["203.0.113.0/28"]'
