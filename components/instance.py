@@ -50,6 +50,12 @@ cloud-init status --long || true
 """
 
 
+# The remote steps that run once per server: an edit of their scripts reaches new servers only.
+WAIT_STEP = "wait-cloud-init"
+PACKAGES_STEP = "packages"
+ONCE_PER_SERVER_STEPS = (WAIT_STEP, PACKAGES_STEP)
+
+
 def _install_packages_script() -> str:
     # policy-rc.d keeps dpkg from starting the new services: Docker must not run before the
     # baseline exists, and Debian 12's fail2ban fails to start until its jail reads the journal.
@@ -243,14 +249,14 @@ class CustomerInstance(pulumi.ComponentResource):
         # existing server must get later belongs in the baseline or gateway step.
         once_per_server = ["create"]
         wait = command.remote.Command(
-            f"{name}-wait-cloud-init",
+            f"{name}-{WAIT_STEP}",
             connection=connection,
             create=scripts.wait_for_cloud_init,
             triggers=[server.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[server], ignore_changes=once_per_server),
         )
         packages = command.remote.Command(
-            f"{name}-packages",
+            f"{name}-{PACKAGES_STEP}",
             connection=connection,
             create=scripts.packages,
             triggers=[server.id],

@@ -30,6 +30,16 @@ def release_dir(policy: BaselinePolicy, root: Path) -> Path:
     target = root / hashlib.sha256(text.encode()).hexdigest()[:16]
     if (target / "complete").exists():
         return target
+    copy_program(target)
+    with (target / "config" / "policy.py").open("a") as module:
+        module.write(_override(policy))
+    (target / "complete").touch()
+    return target
+
+
+def copy_program(target: Path) -> None:
+    """A fresh copy of the program and its pack at `target`, on this checkout's virtualenv and
+    toolchain: what a commit ships, before its change is made to it."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in PROGRAM_FILES:
@@ -40,10 +50,6 @@ def release_dir(policy: BaselinePolicy, root: Path) -> Path:
             shutil.copy2(source, target / name)
     for name in SHARED:
         (target / name).symlink_to(REPO / name)
-    with (target / "config" / "policy.py").open("a") as module:
-        module.write(_override(policy))
-    (target / "complete").touch()
-    return target
 
 
 def _override(policy: BaselinePolicy) -> str:

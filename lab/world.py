@@ -187,13 +187,16 @@ class Lab:
         return Client(token=self.hetzner_token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
 
     def workspace(self, program_dir: Path | None = None) -> stacks.Workspace:
-        """The program (by default this checkout, or the release of it with the lab's baseline),
-        judged by the platform's policy pack whatever program runs, on the lab's file backend; the
-        CLI runs in the provisioner's namespace."""
+        """The program (by default this checkout, or the release of it with the lab's baseline) on
+        the lab's file backend, judged by its own policy pack as a commit ships them together; a
+        program without one (a tampered copy) by the platform's. The CLI runs in the provisioner's
+        namespace."""
         release = release_dir(self.policy, self.state_dir / "releases")
+        program = program_dir or release
+        own_pack = program / "policy"
         return stacks.Workspace(
-            program_dir=program_dir or release,
-            policy_pack=release / "policy",
+            program_dir=program,
+            policy_pack=own_pack if own_pack.is_dir() else release / "policy",
             backend_url=f"file://{DATA_DIR / 'pulumi'}",
             stacks_dir=self.state_dir / "stacks",
             pulumi_root=self.state_dir / "cli",

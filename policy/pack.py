@@ -92,6 +92,7 @@ def stack_resources(args: StackValidationArgs) -> list[rules.Resource]:
             property_dependencies={
                 key: tuple(dependency.urn for dependency in value) for key, value in r.property_dependencies.items()
             },
+            ignore_changes=tuple(r.opts.ignore_changes or ()),
         )
         for r in args.resources
     ]

@@ -27,7 +27,7 @@ from pulumi_policy.proxy import (
     UNKNOWN_STRING_VALUE,
 )
 
-from components.instance import COMPONENT_TYPE, RemoteScripts, remote_scripts
+from components.instance import COMPONENT_TYPE, ONCE_PER_SERVER_STEPS, RemoteScripts, remote_scripts
 from components.safety import MANAGED_BY
 from config.customer import DEFAULT_SERVER_TYPES, HETZNER_LOCATIONS
 from config.loader import ConfigError, StackSettings, settings_from_mapping
@@ -89,6 +89,8 @@ class Resource:
     dependencies: tuple[str, ...] = field(default=())
     # Which resources each input was computed from (property name -> urns).
     property_dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Inputs whose changes the engine ignores for this resource (its `ignore_changes` option).
+    ignore_changes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,12 @@ def _as_int(value: Any) -> Any:
 
 
 def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> list[str]:
-    """Every remote command runs exactly a script the program renders for this stack."""
+    """Every remote command runs exactly a script the program renders for this stack.
+
+    A once-per-server step of a server that exists keeps the script it ran when the server was
+    created: the engine ignores changes of its `create` and its trigger (the server's id) stays the
+    same, so it runs nothing, whatever the current rendering. Only such a step may hold another
+    script; a new server's steps, or a step whose `create` changes are not ignored, must match."""
     scripts = {
         "wait-for-cloud-init": canon.scripts.wait_for_cloud_init,
         "packages": canon.scripts.packages,
@@ -310,7 +317,7 @@ def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> lis
                 violations.append(
                     f"command {command.name} has an {hook} script; the program renders create scripts only"
                 )
-        if create in scripts.values():
+        if create in scripts.values() or _runs_nothing(command, canon, servers):
             continue
         role, text = max(scripts.items(), key=lambda item: difflib.SequenceMatcher(None, item[1], create).quick_ratio())
         violations.append(
@@ -318,6 +325,19 @@ def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> lis
             f"{role} script, which differs:\n{_diff(text, str(create))}"
         )
     return violations
+
+
+def _runs_nothing(command: Resource, canon: Canon, servers: Mapping[str, Resource]) -> bool:
+    """A once-per-server step of an existing server, which the engine will not run again."""
+    if command.name not in {f"{canon.stack}-{step}" for step in ONCE_PER_SERVER_STEPS}:
+        return False
+    if "create" not in command.ignore_changes:
+        return False
+    # Its trigger is the server's id: unknown before a new or replacing server exists, and then
+    # the step runs and its script must match.
+    from_server = any(urn in servers for urn in command.property_dependencies.get("triggers", ()))
+    triggers = command.props.get("triggers")
+    return from_server and isinstance(triggers, list) and len(triggers) == 1 and not is_unknown(triggers[0])
 
 
 def _connects_to_the_server(command: Resource, servers: Mapping[str, Resource]) -> list[str]:

@@ -53,6 +53,7 @@ class Wire:
     props: dict[str, Any]
     dependencies: list[str] = field(default_factory=list)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Pack:
                         key: analyzer_pb2.AnalyzerPropertyDependencies(urns=urns)
                         for key, urns in r.property_dependencies.items()
                     },
+                    options=analyzer_pb2.AnalyzerResourceOptions(ignoreChanges=r.ignore_changes),
                 )
                 for r in resources
             ]
@@ -151,6 +153,7 @@ def graph_of(config: dict[str, str], cloud: Cloud | None = None) -> list[Wire]:
             props=copy.deepcopy(r.wire_inputs),
             dependencies=list(r.dependencies),
             property_dependencies=copy.deepcopy(r.property_dependencies),
+            ignore_changes=list(r.ignore_changes),
         )
         for r in graph.registrations
     ]
@@ -337,6 +340,36 @@ def test_in_both_modes_a_firewall_set_unknown_as_a_whole_passes_when_derived_fro
     assert pack.analyze(resources) == []
     one(resources, FIREWALL).props["rules"][0]["port"] = str(METRICS)
     assert any("which fails the baseline" in f.message for f in mandatory(pack.analyze(resources)))
+
+
+def _edited_packages_script(resources: list[Wire]) -> Wire:
+    packages = one(resources, COMMAND, "-packages")
+    packages.props["create"] += ": the script a later commit renders differently\n"
+    return packages
+
+
+def test_an_existing_servers_once_per_server_step_may_keep_the_script_it_ran(acme: Pack, resources: list[Wire]) -> None:
+    """After an edit of the packages script, every existing stack still holds (and never reruns)
+    the old one: a rollout must not be blocked by it."""
+    _edited_packages_script(resources)
+    assert acme.analyze(resources) == []
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda packages: packages.ignore_changes.clear(),  # an edit would run on every server
+        lambda packages: packages.props.update(triggers=[UNKNOWN_STRING_VALUE]),  # a new server runs it
+        lambda packages: packages.property_dependencies.update(triggers=[]),  # not the server's step
+    ],
+    ids=["create-changes-not-ignored", "new-server", "trigger-not-from-the-server"],
+)
+def test_a_once_per_server_step_that_will_run_must_match_the_rendering(
+    acme: Pack, resources: list[Wire], edit: Callable[[Wire], object]
+) -> None:
+    edit(_edited_packages_script(resources))
+    found = mandatory(acme.analyze(resources))
+    assert any(f.policy == "commands-match-rendering" and "customer-acme-packages" in f.message for f in found), found
 
 
 @pytest.mark.parametrize(

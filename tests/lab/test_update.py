@@ -14,6 +14,7 @@ import pytest
 from config.customer import PlatformConfig
 from config.loader import StackSettings
 from lab.netns import connect_from
+from lab.release import copy_program
 from lab.topology import ATTACKER, CLIENT
 from lab.world import GATEWAY_VERSIONS, Lab, Step, wait_until
 from tests.lab.helpers import provisioner_session, ssh
@@ -108,3 +109,29 @@ def test_a_new_gateway_image_replaces_only_the_gateway_and_keeps_its_data(lab: L
 
 def test_an_unchanged_stack_runs_nothing(lab: Lab) -> None:
     assert _changed(lab.deploy(lab.default_settings())) == {}
+
+
+EDIT_ONCE_PER_SERVER_SCRIPTS = """
+
+# A later commit's edit of the once-per-server scripts.
+WAIT_FOR_CLOUD_INIT = WAIT_FOR_CLOUD_INIT + ": edited\\n"
+_rendered_packages = _install_packages_script
+
+
+def _install_packages_script() -> str:
+    return _rendered_packages() + ": edited\\n"
+"""
+
+
+def test_an_edit_of_the_once_per_server_scripts_reaches_no_existing_server(lab: Lab, tmp_path: Path) -> None:
+    """The stated choice (components/instance.py): wait-cloud-init and packages run once per
+    server; an edit of their scripts is for new servers. A rollout of it runs nothing on an existing
+    one, and the policy pack lets it through although the stack keeps the scripts it ran."""
+    program = tmp_path / "edited"
+    copy_program(program)
+    with (program / "components" / "instance.py").open("a") as module:
+        module.write(EDIT_ONCE_PER_SERVER_SCRIPTS)
+    before = {step: lab.command_inputs(step)["create"] for step in ("wait-cloud-init", "packages")}
+    assert _changed(lab.deploy(program_dir=program)) == {}
+    assert {step: lab.command_inputs(step)["create"] for step in before} == before
+    assert ": edited" not in before["packages"]
