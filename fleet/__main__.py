@@ -60,6 +60,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
     if args.resume:
         state = rollout.RolloutState.load(args.state)
     else:
@@ -67,7 +68,7 @@ def _rollout(args: argparse.Namespace) -> int:
             print(f"{args.state} holds a halted rollout; continue it with --resume", file=sys.stderr)
             return 2
         try:
-            names = args.stack or stacks.list_customer_stacks(_workspace(args))
+            names = args.stack or stacks.list_customer_stacks(workspace)
         except stacks.StackListError as error:
             print(error, file=sys.stderr)
             return 2
@@ -81,7 +82,7 @@ def _rollout(args: argparse.Namespace) -> int:
     state = rollout.rollout(
         state,
         args.state,
-        rollout.DeployStack(_workspace(args), plans, desired=args.desired),
+        rollout.DeployStack(workspace, plans, desired=args.desired),
         concurrency=args.concurrency,
         timeout=args.timeout,
     )

@@ -65,16 +65,21 @@ class Workspace(BaseModel):
 def list_customer_stacks(workspace: Workspace, list_names: Callable[[Workspace], list[str]] | None = None) -> list[str]:
     """Every customer stack in the backend, sorted; raises StackListError when the backend cannot tell."""
     try:
-        names = (list_names or _backend_stack_names)(workspace)
+        names = (list_names or backend_stack_names)(workspace)
     except Exception as error:
         raise StackListError(f"could not list the stacks: {str(error).strip() or type(error).__name__}") from error
     return sorted(name for name in names if name.startswith(CUSTOMER_PREFIX))
 
 
-def _backend_stack_names(workspace: Workspace) -> list[str]:
+def backend_stack_names(workspace: Workspace) -> list[str]:
+    """Every stack the workspace's backend holds, through the workspace's CLI."""
     from pulumi import automation
 
-    local = automation.LocalWorkspace(work_dir=str(workspace.program_dir), env_vars=workspace.env_vars())
+    local = automation.LocalWorkspace(
+        work_dir=str(workspace.program_dir),
+        pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+        env_vars=workspace.env_vars(),
+    )
     return [summary.name for summary in local.list_stacks(include_all=True)]
 
 

@@ -3,7 +3,9 @@ the machine's uplink.
 
     client ─┐
   attacker ─┼─ net (router: "the internet", sinks on SINK_V4/SINK_V6) ── s<id> (the cloud's servers)
-provisioner─┘
+provisioner─┤
+  worker-a ─┤
+  worker-b ─┘
 """
 
 from __future__ import annotations
@@ -49,10 +51,16 @@ class Peer:
 
 CLIENT = Peer(f"{PREFIX}-client", "203.0.113.2", "203.0.113.1", "2001:db8:20::2", "2001:db8:20::1", 28)
 ATTACKER = Peer(f"{PREFIX}-attacker", "203.0.113.18", "203.0.113.17", "2001:db8:30::2", "2001:db8:30::1", 28)
-PROVISIONER = Peer(f"{PREFIX}-prov", "203.0.113.34", "203.0.113.33", "2001:db8:40::2", "2001:db8:40::1", 28)
-PEERS = (CLIENT, ATTACKER, PROVISIONER)
-# What the baseline is told never to ban.
-PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/64")
+# The platform's own hosts: the provisioner's (its API, Redis, the state backend's object store,
+# the operator's CLI) and the worker hosts that share them, each a /30 of the platform's /28.
+PROVISIONER = Peer(f"{PREFIX}-prov", "203.0.113.34", "203.0.113.33", "2001:db8:40::2", "2001:db8:40::1", 30)
+WORKER_HOSTS = (
+    Peer(f"{PREFIX}-wa", "203.0.113.38", "203.0.113.37", "2001:db8:40:1::2", "2001:db8:40:1::1", 30),
+    Peer(f"{PREFIX}-wb", "203.0.113.42", "203.0.113.41", "2001:db8:40:2::2", "2001:db8:40:2::1", 30),
+)
+PEERS = (CLIENT, ATTACKER, PROVISIONER, *WORKER_HOSTS)
+# What the baseline is told never to ban: every platform host.
+PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/48")
 NAMESPACES = (ROUTER, *(peer.namespace for peer in PEERS))
 
 # The servers of the emulated Hetzner Cloud (lab/servers.py): each in a namespace of its own, on a

@@ -25,7 +25,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from lab import servers, topology
 from lab.machine import Image, ensure_image
 from lab.release import release_dir
 from lab.servers import ServerBackend, ServerMachine
-from lab.topology import PEERS, PROVISIONER, ROUTER, Peer
+from lab.topology import PEERS, PROVISIONER, ROUTER, WORKER_HOSTS, Peer
 
 if TYPE_CHECKING:
     from hcloud import Client
@@ -57,8 +57,6 @@ GATEWAY_VERSIONS = ("1.0", "1.1")
 # CLI and its providers).
 HETZNER_PORT = 47180
 HETZNER_PROJECT = "lab"
-# Daemons of the emulated internet and Hetzner, stopped by their recorded PIDs.
-SERVICES = ("hetzner", "sink", "dns", "mirror", "registry")
 # Resource types whose steps are the deploy's own, not the engine's bookkeeping.
 BOOKKEEPING = re.compile(r"^(pulumi:pulumi:Stack|pulumi:providers:.*|clawhosters:.*)$")
 # The key that marks a secret in a stack's exported state (pulumi/sdk/go/common/resource/sig).
@@ -168,7 +166,8 @@ class Lab:
     def hetzner_endpoint(self) -> str:
         return f"http://127.0.0.1:{HETZNER_PORT}/v1"
 
-    def _secret_file(self, name: str, length: int) -> str:
+    def secret(self, name: str, length: int) -> str:
+        """A secret of the lab's, made on first use and kept (mode 0600) in its state directory."""
         path = self.state_dir / name
         if not path.exists():
             path.touch(mode=0o600)
@@ -176,9 +175,14 @@ class Lab:
         return path.read_text()
 
     @property
+    def passphrase(self) -> str:
+        """Of the stacks' secrets (the passphrase secrets provider)."""
+        return self.secret("pulumi.passphrase", 32)
+
+    @property
     def hetzner_token(self) -> str:
         # The provider insists on 64 characters.
-        return self._secret_file("hetzner.token", 64)
+        return self.secret("hetzner.token", 64)
 
     def hetzner(self) -> Client:
         """Hetzner's own client on the lab's project."""
@@ -220,7 +224,7 @@ class Lab:
         values = {
             "HCLOUD_TOKEN": self.hetzner_token,
             "HCLOUD_ENDPOINT": self.hetzner_endpoint,
-            "PULUMI_CONFIG_PASSPHRASE": self._secret_file("pulumi.passphrase", 32),
+            "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
         }
         for name, value in values.items():
             self._saved_environment.setdefault(name, os.environ.get(name))
@@ -244,15 +248,7 @@ class Lab:
 
     def stack_names(self) -> list[str]:
         """The stacks the lab's backend holds."""
-        from pulumi import automation
-
-        workspace = self.workspace()
-        local = automation.LocalWorkspace(
-            work_dir=str(self.state_dir / "stacks" / STACK),
-            pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
-            env_vars=workspace.env_vars(),
-        )
-        return [summary.name for summary in local.list_stacks()]
+        return stacks.backend_stack_names(self.workspace())
 
     def deployed(self) -> bool:
         """Whether a lab with a stack is up (from any process: its state is on disk)."""
@@ -262,8 +258,9 @@ class Lab:
         """What cancelling a customer does: an `up` with `decommission` (the server loses its
         protection, a snapshot is taken), `pulumi destroy`, `pulumi stack rm`. The snapshot's id."""
         self._environment()
-        stored = {key: value.value for key, value in self.stack().get_all_config().items()}
-        settings = self.settings or settings_from_mapping(stored)
+        settings = self.settings or settings_from_mapping(
+            {key: value.value for key, value in self.stack().get_all_config().items()}
+        )
         customer = settings.customer.model_copy(update={"decommission": True})
         self.deploy(settings.model_copy(update={"customer": customer}))
         snapshot_id = int(self.outputs["snapshot_id"])
@@ -315,18 +312,18 @@ class Lab:
         """`pulumi preview --policy-pack` of the stack with other settings, which are not kept: the
         CLI's output lines. Raises the Automation API's CommandError when the preview fails."""
         handle = self.stack(program_dir)
-        previous = handle.get_all_config()
-        wanted = stack_config(settings)
+        previous = {key: value.value for key, value in handle.get_all_config().items()}
         lines: list[str] = []
         try:
-            if stale := sorted(set(previous) - set(wanted)):
-                handle.remove_all_config(stale)
-            handle.set_all_config({key: _config_value(value) for key, value in wanted.items()})
-            stacks.preview(self.workspace(program_dir), STACK, lambda _event: None, on_output=lines.append)
+            stacks.preview(
+                self.workspace(program_dir),
+                STACK,
+                lambda _event: None,
+                on_output=lines.append,
+                config=stack_config(settings),
+            )
         finally:
-            if added := sorted(set(handle.get_all_config()) - set(previous)):
-                handle.remove_all_config(added)
-            handle.set_all_config(previous)
+            stacks.write_config(handle, previous)
         return lines
 
     @property
@@ -442,11 +439,12 @@ class Lab:
         port = self.policy.inbound.gateway_port
         wait_until("the gateway", lambda: self.http_status("127.0.0.1", port) == 401, timeout=timeout)
 
-    def _spawn(self, name: str, command: Sequence[str], log: Path) -> None:
+    def spawn(self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         """Start a daemon in its own process group and record its PID for `down`."""
         with log.open("ab") as output:
             process = subprocess.Popen(
                 list(command),
+                env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -495,12 +493,11 @@ class Lab:
             str(DATA_DIR / "hcloud"),
             "--listen",
             f"127.0.0.1:{HETZNER_PORT}",
-            "--listen-in",
-            PROVISIONER.namespace,
+            *(f"--listen-in={peer.namespace}" for peer in (PROVISIONER, *WORKER_HOSTS)),
             "--token",
             f"{HETZNER_PROJECT}={self.hetzner_token}",
         ]
-        self._spawn("hetzner", command, self.state_dir / "hetzner.log")
+        self.spawn("hetzner", command, self.state_dir / "hetzner.log")
         wait_until("Hetzner's API", lambda: _listening(PROVISIONER.namespace, HETZNER_PORT), timeout=60)
 
     def _network(self) -> None:
@@ -549,7 +546,7 @@ class Lab:
         assert self.image is not None
         addresses = (topology.SINK_V4, topology.SINK_V6)
         sink = in_ns(ROUTER, sys.executable, "-m", "lab.sink", *addresses, "--ports", *map(str, topology.SINK_PORTS))
-        self._spawn("sink", sink, self.state_dir / "sink.log")
+        self.spawn("sink", sink, self.state_dir / "sink.log")
         dns = [
             "dnsmasq",
             "--keep-in-foreground",
@@ -565,9 +562,9 @@ class Lab:
             # Every other name: an immediate NXDOMAIN, as for a name that does not exist.
             "--address=/#/",
         ]
-        self._spawn("dns", in_ns(ROUTER, *dns), self.state_dir / "dns.log")
+        self.spawn("dns", in_ns(ROUTER, *dns), self.state_dir / "dns.log")
         mirror = [sys.executable, "-m", "http.server", "80", "--bind", topology.MIRROR_V4, "--directory"]
-        self._spawn("mirror", in_ns(ROUTER, *mirror, str(self.image.mirror)), self.state_dir / "mirror.log")
+        self.spawn("mirror", in_ns(ROUTER, *mirror, str(self.image.mirror)), self.state_dir / "mirror.log")
         config = self.state_dir / "registry.yml"
         storage = self.state_dir / "registry"
         config.write_text(
@@ -586,7 +583,7 @@ class Lab:
                 }
             )
         )
-        self._spawn("registry", in_ns(ROUTER, "docker-registry", "serve", str(config)), self.state_dir / "registry.log")
+        self.spawn("registry", in_ns(ROUTER, "docker-registry", "serve", str(config)), self.state_dir / "registry.log")
         for name, port, address in (
             ("the sinks", 443, topology.SINK_V4),
             ("the resolver", 53, topology.DNS_V4),
@@ -665,12 +662,16 @@ def down(state_dir: Path = STATE_DIR) -> None:
     state = state_dir / "state.json"
     pids: dict[str, Any] = json.loads(state.read_text())["pids"] if state.exists() else {}
     # The emulator first: no action may boot a machine while the servers go.
-    _stop(pids.get("hetzner"))
+    _stop(pids.pop("hetzner", None))
     servers.down()
-    for name in SERVICES:
-        _stop(pids.get(name))
+    for pid in pids.values():
+        _stop(pid)
     for namespace in topology.NAMESPACES:
         if Path(f"/run/netns/{namespace}").exists():
+            # What the daemons left running there (a killed worker host's CLIs) goes with it.
+            for pid in run(["ip", "netns", "pids", namespace], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "delete", namespace], check=False)
     saved = state_dir / "nf_log_all_netns"
     if saved.exists():
@@ -689,9 +690,3 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, list):
         return [_reveal(item) for item in value]
     return value
-
-
-def _config_value(value: str) -> Any:
-    from pulumi.automation import ConfigValue
-
-    return ConfigValue(value=value)

@@ -1,0 +1,193 @@
+"""The platform's control plane in the lab, as production runs it on several machines.
+
+On the provisioner's host: the provisioner's API (`serve`), Redis (jobs, leases, the queue) and an
+S3-compatible object store holding the stacks' state, as Hetzner's Object Storage does in
+production. On each worker host (a namespace with a hostname of its own): `provisioner worker`,
+which drives the real CLI and providers against the lab's Hetzner and reaches the servers over SSH.
+Billing's events arrive signed, as Stripe sends them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import toolchain
+from lab.netns import connect_from
+from lab.topology import PROVISIONER, Peer
+from lab.world import HETZNER_PORT, Lab, LabError, in_ns, run, wait_until
+from provisioner.webhook import sign
+
+REDIS_PORT = 6379
+OBJECT_STORE_PORT = 9000
+API_PORT = 8787
+BUCKET = "clawhosters-state"
+REGION = "fsn1"
+
+
+class _NamespacedConnection(http.client.HTTPConnection):
+    """An HTTP connection made from inside a namespace: the lab's addresses are reachable only there."""
+
+    def __init__(self, namespace: str, host: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.namespace = namespace
+
+    def connect(self) -> None:
+        self.sock = connect_from(self.namespace, self.host, self.port, self.timeout or 10)
+
+
+def request(
+    namespace: str, host: str, port: int, method: str, path: str, body: bytes | None = None, **headers: str
+) -> tuple[int, bytes]:
+    connection = _NamespacedConnection(namespace, host, port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@dataclass
+class ControlPlane:
+    lab: Lab
+    # Short, so that a dead worker host's stack is taken over within a test's patience.
+    lease_seconds: float = 30
+    cancel_seconds: float = 10
+
+    @property
+    def backend_url(self) -> str:
+        endpoint = f"http://{PROVISIONER.ipv4}:{OBJECT_STORE_PORT}"
+        return f"s3://{BUCKET}?endpoint={endpoint}&region={REGION}&use_path_style=true"
+
+    @property
+    def directory(self) -> Path:
+        return self.lab.state_dir / "control-plane"
+
+    def environment(self, host: Peer) -> dict[str, str]:
+        """What a platform host's service unit sets: the provisioner's settings and the secrets."""
+        platform = self.lab.default_settings().platform.model_dump(mode="json", exclude_defaults=True)
+        return {
+            **os.environ,
+            "CLAW_WEBHOOK_SECRET": self.lab.secret("webhook.secret", 32),
+            "CLAW_OPERATOR_TOKEN": self.lab.secret("operator.token", 32),
+            "CLAW_PLATFORM": json.dumps(platform),
+            "CLAW_QUEUE_URL": f"redis://{PROVISIONER.ipv4}:{REDIS_PORT}/0",
+            "CLAW_STATE_DIR": str(self.directory / host.link),
+            "CLAW_BIND": f"{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_PULUMI_BACKEND_URL": self.backend_url,
+            "CLAW_LEASE_SECONDS": str(self.lease_seconds),
+            "CLAW_CANCEL_SECONDS": str(self.cancel_seconds),
+            "CLAW_CANCELLATION_GRACE_SECONDS": "0",
+            "CLAW_RETRY_BASE_SECONDS": "5",
+            "HCLOUD_TOKEN": self.lab.hetzner_token,
+            # The emulator serves inside every platform host's namespace.
+            "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
+            "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
+            "AWS_ACCESS_KEY_ID": "clawhosters-lab",
+            "AWS_SECRET_ACCESS_KEY": self.lab.secret("object-store.secret", 40),
+            # The object store, like many S3-compatible ones, sends no CRC checksums.
+            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        }
+
+    def start(self) -> None:
+        """Redis, the object store with the state bucket, and the provisioner's API."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        redis = [
+            "redis-server",
+            *("--bind", PROVISIONER.ipv4, "--port", str(REDIS_PORT), "--protected-mode", "no"),
+            *("--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+        ]
+        self.lab.spawn("redis", in_ns(PROVISIONER.namespace, *redis), self.directory / "redis.log")
+        store = [str(Path(sys.executable).parent / "moto_server"), "-H", PROVISIONER.ipv4, "-p", str(OBJECT_STORE_PORT)]
+        self.lab.spawn("object-store", in_ns(PROVISIONER.namespace, *store), self.directory / "object-store.log")
+        for name, port in (("Redis", REDIS_PORT), ("the object store", OBJECT_STORE_PORT)):
+            wait_until(name, lambda port=port: _answers(PROVISIONER.ipv4, port), timeout=30)
+        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "PUT", f"/{BUCKET}")
+        assert status == 200, f"the state bucket was not created: {status} {answer[:200]!r}"
+        self._provisioner("api", PROVISIONER, "serve")
+        wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
+
+    def start_worker(self, host: Peer) -> None:
+        self._provisioner(f"worker-{host.link}", host, "worker", "--workers", "1")
+
+    def _provisioner(self, name: str, host: Peer, *arguments: str) -> None:
+        # A host of its own: its own network and hostname (the job history names the worker by it).
+        command = in_ns(
+            host.namespace,
+            *("unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host.link),
+            *(sys.executable, "-m", "provisioner", *arguments),
+        )
+        self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host))
+
+    def kill_host(self, host: Peer) -> None:
+        """A host that dies at once: every process on it, the CLIs and providers too, by SIGKILL."""
+        for pid in run(["ip", "netns", "pids", host.namespace]).stdout.split():
+            with suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_until(f"{host.link} to die", lambda: not run(["ip", "netns", "pids", host.namespace]).stdout.strip())
+
+    # -- billing and the operator ---------------------------------------------------------------
+    def post_event(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        signature = sign(body, self.lab.secret("webhook.secret", 32), int(time.time()))
+        status, answer = request(
+            PROVISIONER.namespace,
+            PROVISIONER.ipv4,
+            API_PORT,
+            "POST",
+            "/webhooks/billing",
+            body,
+            **{"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        return status, json.loads(answer or b"{}")
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        token = self.lab.secret("operator.token", 32)
+        status, answer = request(
+            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=f"Bearer {token}"
+        )
+        return status, json.loads(answer or b"{}")
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        status, view = self.get(f"/customers/{customer_id}")
+        return view if status == 200 else {}
+
+    def pulumi(self, *arguments: str) -> str:
+        """The pinned CLI in an operator's shell on the provisioner's host, on the shared backend."""
+        environment = {
+            **self.environment(PROVISIONER),
+            **toolchain.cli_environment(backend_url=self.backend_url),
+        }
+        binary = str(toolchain.LINK.resolve() / "bin" / "pulumi")
+        done = subprocess.run(
+            in_ns(PROVISIONER.namespace, binary, *arguments),
+            env=environment,
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LabError(f"pulumi {' '.join(arguments)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    def stack_names(self) -> list[str]:
+        return [stack["name"] for stack in json.loads(self.pulumi("stack", "ls", "--all", "--json"))]
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        connect_from(PROVISIONER.namespace, address, port, 1).close()
+    except OSError:
+        return False
+    return True
