@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import toolchain
-from components.instance import PROVIDERS
 from fleet.desired import stack_config
 from provisioner.runner import REPO
 from provisioner.settings import ProvisionerSettings, SettingsError
@@ -88,27 +86,3 @@ def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         ProvisionerSettings.from_env(environment)
-
-
-@pytest.mark.pulumi_cli
-@pytest.mark.skipif(
-    bool(toolchain.missing_providers(*PROVIDERS)),
-    reason=f"the program needs the {', '.join(toolchain.missing_providers(*PROVIDERS))} provider(s), "
-    "which the Go module proxy does not serve (README: 'The Pulumi toolchain')",
-)
-@pytest.mark.skipif("HCLOUD_TOKEN" not in os.environ, reason="an up needs HCLOUD_TOKEN")
-def test_the_automation_runner_brings_a_stack_up_and_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisioner.runner import AutomationRunner
-
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "provisioner-test")
-    settings = ProvisionerSettings.from_env({**GOOD, "CLAW_PULUMI_BACKEND_URL": f"file://{tmp_path}"})
-    runner = AutomationRunner(settings)
-    lines: list[str] = []
-    image = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
-    outputs = runner.up(
-        "ci-check", {"clawhosters:customer_id": "ci-check", "clawhosters:gateway_image": image}, lines.append
-    )
-    try:
-        assert "gateway_password" not in outputs and outputs["gateway_url"].startswith("http://")
-    finally:
-        runner.destroy("ci-check", lines.append)
