@@ -53,8 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 CUSTOMER_ID = "lab"
 STACK = f"customer-{CUSTOMER_ID}"
 GATEWAY_VERSIONS = ("1.0", "1.1")
-# The emulator answers here in the host's namespace (the lab itself) and in the provisioner's (the
-# CLI and its providers).
+# The emulator answers here in the host's namespace (the lab itself) and in every platform host's
+# (the provisioner's and the worker hosts': the CLI and its providers).
 HETZNER_PORT = 47180
 HETZNER_PROJECT = "lab"
 # Resource types whose steps are the deploy's own, not the engine's bookkeeping.
