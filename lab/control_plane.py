@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from contextlib import suppress
@@ -69,14 +70,6 @@ class ControlPlane:
         return f"s3://{BUCKET}?endpoint={endpoint}&region={REGION}&use_path_style=true"
 
     @property
-    def webhook_secret(self) -> str:
-        return self.lab.secret("webhook.secret", 32)
-
-    @property
-    def operator_token(self) -> str:
-        return self.lab.secret("operator.token", 32)
-
-    @property
     def directory(self) -> Path:
         return self.lab.state_dir / "control-plane"
 
@@ -85,8 +78,8 @@ class ControlPlane:
         platform = self.lab.default_settings().platform.model_dump(mode="json", exclude_defaults=True)
         return {
             **os.environ,
-            "CLAW_WEBHOOK_SECRET": self.webhook_secret,
-            "CLAW_OPERATOR_TOKEN": self.operator_token,
+            "CLAW_WEBHOOK_SECRET": self.lab.secret("webhook.secret", 32),
+            "CLAW_OPERATOR_TOKEN": self.lab.secret("operator.token", 32),
             "CLAW_PLATFORM": json.dumps(platform),
             "CLAW_QUEUE_URL": f"redis://{PROVISIONER.ipv4}:{REDIS_PORT}/0",
             "CLAW_STATE_DIR": str(self.directory / host.link),
@@ -120,8 +113,7 @@ class ControlPlane:
         for name, port in (("Redis", REDIS_PORT), ("the object store", OBJECT_STORE_PORT)):
             wait_until(name, lambda port=port: _answers(PROVISIONER.ipv4, port), timeout=30)
         status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "PUT", f"/{BUCKET}")
-        if status != 200:
-            raise LabError(f"the state bucket was not created: {status} {answer[:200]!r}")
+        assert status == 200, f"the state bucket was not created: {status} {answer[:200]!r}"
         self._provisioner("api", PROVISIONER, "serve")
         wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
 
@@ -146,7 +138,7 @@ class ControlPlane:
 
     # -- billing and the operator ---------------------------------------------------------------
     def post_event(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        signature = sign(body, self.webhook_secret, int(time.time()))
+        signature = sign(body, self.lab.secret("webhook.secret", 32), int(time.time()))
         status, answer = request(
             PROVISIONER.namespace,
             PROVISIONER.ipv4,
@@ -159,9 +151,9 @@ class ControlPlane:
         return status, json.loads(answer or b"{}")
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
-        authorization = f"Bearer {self.operator_token}"
+        token = self.lab.secret("operator.token", 32)
         status, answer = request(
-            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=authorization
+            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=f"Bearer {token}"
         )
         return status, json.loads(answer or b"{}")
 
@@ -176,7 +168,18 @@ class ControlPlane:
             **toolchain.cli_environment(backend_url=self.backend_url),
         }
         binary = str(toolchain.LINK.resolve() / "bin" / "pulumi")
-        return run(in_ns(PROVISIONER.namespace, binary, *arguments), env=environment).stdout
+        done = subprocess.run(
+            in_ns(PROVISIONER.namespace, binary, *arguments),
+            env=environment,
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LabError(f"pulumi {' '.join(arguments)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
 
     def stack_names(self) -> list[str]:
         return [stack["name"] for stack in json.loads(self.pulumi("stack", "ls", "--all", "--json"))]
