@@ -13,10 +13,11 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from contextlib import suppress
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,14 @@ class ControlPlane:
         return f"s3://{BUCKET}?endpoint={endpoint}&region={REGION}&use_path_style=true"
 
     @property
+    def webhook_secret(self) -> str:
+        return self.lab.secret("webhook.secret", 32)
+
+    @property
+    def operator_token(self) -> str:
+        return self.lab.secret("operator.token", 32)
+
+    @property
     def directory(self) -> Path:
         return self.lab.state_dir / "control-plane"
 
@@ -78,8 +87,8 @@ class ControlPlane:
         platform = self.lab.default_settings().platform.model_dump(mode="json", exclude_defaults=True)
         return {
             **os.environ,
-            "CLAW_WEBHOOK_SECRET": self.lab.secret("webhook.secret", 32),
-            "CLAW_OPERATOR_TOKEN": self.lab.secret("operator.token", 32),
+            "CLAW_WEBHOOK_SECRET": self.webhook_secret,
+            "CLAW_OPERATOR_TOKEN": self.operator_token,
             "CLAW_PLATFORM": json.dumps(platform),
             "CLAW_QUEUE_URL": f"redis://{PROVISIONER.ipv4}:{REDIS_PORT}/0",
             "CLAW_STATE_DIR": str(self.directory / host.link),
@@ -102,20 +111,39 @@ class ControlPlane:
     def start(self) -> None:
         """Redis, the object store with the state bucket, and the provisioner's API."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._start_redis()
+        store = [str(Path(sys.executable).parent / "moto_server"), "-H", PROVISIONER.ipv4, "-p", str(OBJECT_STORE_PORT)]
+        self.lab.spawn("object-store", in_ns(PROVISIONER.namespace, *store), self.directory / "object-store.log")
+        for name, port in (("Redis", REDIS_PORT), ("the object store", OBJECT_STORE_PORT)):
+            wait_until(name, lambda port=port: _answers(PROVISIONER.ipv4, port), timeout=30)
+        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "PUT", f"/{BUCKET}")
+        if status != 200:
+            raise LabError(f"the state bucket was not created: {status} {answer[:200]!r}")
+        self._provisioner("api", PROVISIONER, "serve")
+        wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
+
+    def _start_redis(self) -> None:
+        # Every write on disk before it is answered: a Redis that dies loses no accepted event.
         redis = [
             "redis-server",
             *("--bind", PROVISIONER.ipv4, "--port", str(REDIS_PORT), "--protected-mode", "no"),
             *("--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"),
         ]
         self.lab.spawn("redis", in_ns(PROVISIONER.namespace, *redis), self.directory / "redis.log")
-        store = [str(Path(sys.executable).parent / "moto_server"), "-H", PROVISIONER.ipv4, "-p", str(OBJECT_STORE_PORT)]
-        self.lab.spawn("object-store", in_ns(PROVISIONER.namespace, *store), self.directory / "object-store.log")
-        for name, port in (("Redis", REDIS_PORT), ("the object store", OBJECT_STORE_PORT)):
-            wait_until(name, lambda port=port: _answers(PROVISIONER.ipv4, port), timeout=30)
-        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "PUT", f"/{BUCKET}")
-        assert status == 200, f"the state bucket was not created: {status} {answer[:200]!r}"
-        self._provisioner("api", PROVISIONER, "serve")
-        wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
+
+    @contextmanager
+    def redis_down(self) -> Iterator[None]:
+        """Redis killed (SIGKILL) and, when the block ends, started again on its append-only file."""
+        redis = self.lab.pids["redis"]  # `ip netns exec` execs the server: the same process
+        os.kill(redis, signal.SIGKILL)
+        wait_until("Redis to stop", lambda: not _answers(PROVISIONER.ipv4, REDIS_PORT))
+        try:
+            yield
+        finally:
+            with suppress(ChildProcessError):
+                os.waitpid(redis, 0)
+            self._start_redis()
+            wait_until("Redis", lambda: _answers(PROVISIONER.ipv4, REDIS_PORT), timeout=30)
 
     def start_worker(self, host: Peer) -> None:
         self._provisioner(f"worker-{host.link}", host, "worker", "--workers", "1")
@@ -136,9 +164,37 @@ class ControlPlane:
                 os.kill(int(pid), signal.SIGKILL)
         wait_until(f"{host.link} to die", lambda: not run(["ip", "netns", "pids", host.namespace]).stdout.strip())
 
+    def log(self, name: str) -> str:
+        """What a control-plane process (`api`, `worker-<host>`, `redis`, `object-store`) wrote so far."""
+        path = self.directory / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @contextmanager
+    def object_store_down(self) -> Iterator[None]:
+        """The object store refuses every connection, also those already open, until the block ends."""
+        rule = ["INPUT", "-p", "tcp", "--dport", str(OBJECT_STORE_PORT), "-j", "REJECT", "--reject-with", "tcp-reset"]
+        run(in_ns(PROVISIONER.namespace, "iptables", "-I", *rule))
+        try:
+            yield
+        finally:
+            run(in_ns(PROVISIONER.namespace, "iptables", "-D", *rule))
+
+    def objects(self, prefix: str) -> list[str]:
+        """The keys in the state bucket under `prefix` (the lab's object store answers unsigned reads)."""
+        query = f"/{BUCKET}?list-type=2&prefix={prefix}"
+        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "GET", query)
+        if status != 200:
+            raise LabError(f"listing the state bucket answered {status}: {answer[:200]!r}")
+        listing = ET.fromstring(answer)  # noqa: S314 (the lab's own object store, not outside input)
+        return [element.text or "" for element in listing.iter() if element.tag.endswith("}Key")]
+
+    def stack_locks(self, customer_id: str) -> list[str]:
+        """The lock files a self-managed backend keeps for the customer's stack (pkg/backend/diy/lock.go)."""
+        return self.objects(f".pulumi/locks/organization/clawhosters/customer-{customer_id}/")
+
     # -- billing and the operator ---------------------------------------------------------------
     def post_event(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        signature = sign(body, self.lab.secret("webhook.secret", 32), int(time.time()))
+        signature = sign(body, self.webhook_secret, int(time.time()))
         status, answer = request(
             PROVISIONER.namespace,
             PROVISIONER.ipv4,
@@ -151,9 +207,9 @@ class ControlPlane:
         return status, json.loads(answer or b"{}")
 
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
-        token = self.lab.secret("operator.token", 32)
+        authorization = f"Bearer {self.operator_token}"
         status, answer = request(
-            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=f"Bearer {token}"
+            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=authorization
         )
         return status, json.loads(answer or b"{}")
 
@@ -168,18 +224,8 @@ class ControlPlane:
             **toolchain.cli_environment(backend_url=self.backend_url),
         }
         binary = str(toolchain.LINK.resolve() / "bin" / "pulumi")
-        done = subprocess.run(
-            in_ns(PROVISIONER.namespace, binary, *arguments),
-            env=environment,
-            cwd=self.directory,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise LabError(f"pulumi {' '.join(arguments)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
-        return done.stdout
+        # Outside any project directory: there `stack ls` would name the project's stacks by short names.
+        return run(in_ns(PROVISIONER.namespace, binary, *arguments), env=environment, cwd=self.directory).stdout
 
     def stack_names(self) -> list[str]:
         return [stack["name"] for stack in json.loads(self.pulumi("stack", "ls", "--all", "--json"))]

@@ -69,9 +69,17 @@ class LabError(RuntimeError):
 
 
 def run(
-    command: Sequence[str], *, check: bool = True, timeout: float = 60, stdin: str | None = None
+    command: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 60,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, input=stdin, check=False)
+    result = subprocess.run(
+        list(command), capture_output=True, text=True, timeout=timeout, input=stdin, env=env, cwd=cwd, check=False
+    )
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()}")
     return result

@@ -8,8 +8,9 @@ Fencing: a job runs only while its worker holds the stack lease. A heartbeat ren
 store errors; a watchdog cancels the operation (SIGINT to the CLI, then SIGKILL after
 CLAW_CANCEL_SECONDS) once the lease has gone unrenewed for half its length, so the operation has
 stopped before the lease can lapse and another worker can take the stack. The stack's own lock is
-the second fence: a worker that takes over a stack whose last operation did not end cleanly clears
-the stale lock and pending operations first, and says so in the job's history.
+the second fence: a worker that takes over a stack whose last operation did not end cleanly (its
+CLI killed, or exited unable to delete its lock) clears the stale lock and pending operations first,
+and says so in the job's history; until that has succeeded the stack counts as not cleanly ended.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
 from fleet.desired import stack_config
-from provisioner.runner import StackRunner
+from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
 from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
 
@@ -248,12 +249,15 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
     _event("started", job, attempt=job.attempts)
     started = time.time()
     failure: Exception | None = None
+    # Until cleared, a stack whose last operation did not end cleanly may still hold its stack lock.
+    stale = claim.previous is not None
     with Fence(job.customer_id, owner, config) as fence:
         try:
             if claim.previous is not None:
                 cleared = runner().clear_stale_lock(job.customer_id, output)
+                stale = False
                 job.note(
-                    "took over",
+                    "took over" if claim.previous.worker != owner else "recovered",
                     worker=owner,
                     detail=f"{claim.previous.event_id} on {claim.previous.worker} did not end cleanly; "
                     f"cleared: {', '.join(cleared) or 'nothing'}",
@@ -264,12 +268,13 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
                 _deprovision(job, config, output)
         except Exception as error:
             failure = error
+            stale = stale or left_its_lock(error)
     seconds = time.time() - started
     if fence.reason is not None and failure is not None:
         job.state, job.run_after = "queued", time.time()
         job.note("cancelled", attempt=job.attempts, worker=owner, detail=fence.reason, seconds=seconds)
         _event("cancelled", job, reason=fence.reason)
-        if _record(job, owner, config, operation_ended=not fence.killed) and not STOP.is_set():
+        if _record(job, owner, config, operation_ended=not (fence.killed or stale)) and not STOP.is_set():
             _requeue(job)
         return
     if failure is not None:
@@ -277,13 +282,13 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
         if job.attempts >= config.max_attempts:
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
-            _record(job, owner, config, operation_ended=True)
+            _record(job, owner, config, operation_ended=not stale)
             _event("failed", job, error=job.last_error)
             return
         job.state = "queued"
         job.run_after = time.time() + config.retry_base_seconds * 2 ** (job.attempts - 1)
         job.note("will retry", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
-        if _record(job, owner, config, operation_ended=True):
+        if _record(job, owner, config, operation_ended=not stale):
             _event("will retry", job, error=job.last_error, at=job.run_after)
             _requeue(job)
         return
@@ -297,7 +302,11 @@ def _describe(error: Exception) -> str:
     """The error for the job's history: for a failed CLI command, what the CLI said on stderr."""
     message = str(error)
     _, marker, stderr = message.partition("\n stderr: ")
-    return f"{type(error).__name__}: {(stderr if marker else message).strip()[-500:]}"
+    # The CLI prefixes each of its errors with "error:"; several can follow one another (a failed
+    # state write, then the lock it could not delete), and each is worth a line of its own.
+    errors = [line.strip()[:450] for line in stderr.splitlines() if line.strip().startswith("error:")]
+    said = " | ".join(errors) if errors else (stderr if marker else message).strip()
+    return f"{type(error).__name__}: {said[-900:]}"
 
 
 def _deprovision(job: Job, config: ProvisionerSettings, output: Callable[[str], None]) -> None:

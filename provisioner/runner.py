@@ -27,6 +27,14 @@ POLICY_PACK = REPO / "policy"
 # bin/pulumi: the CLI, cancelled when the process that started it dies.
 CLI_ROOT = Path(__file__).resolve().parent
 Log = Callable[[str], None]
+# What the CLI says when it exits on its own but could not delete its stack lock (a self-managed
+# backend's object store down past its retries: pkg/backend/diy/lock.go, Unlock).
+LOCK_LEFT_BEHIND = "there was a problem deleting the lock at"
+
+
+def left_its_lock(error: BaseException) -> bool:
+    """Whether a failed CLI command left its stack lock behind (then the stack needs clearing first)."""
+    return LOCK_LEFT_BEHIND in str(error)
 
 
 def stack_name(customer_id: str) -> str:
@@ -82,12 +90,10 @@ class AutomationRunner:
 
     def clear_stale_lock(self, customer_id: str, log: Log) -> list[str]:
         stack = self._stack(customer_id)
-        cleared: list[str] = []
-        try:
-            stack.cancel()  # on a self-managed backend: deletes the stack's lock files
-            cleared.append("stack lock")
-        except Exception as error:  # no lock to clear is the common case
-            log(f"pulumi cancel: {str(error)[-200:]}")
+        # On a self-managed backend: deletes the stack's lock files, and succeeds when there are none; it
+        # fails only when the backend cannot be read, and then the lock may still be there.
+        stack.cancel()
+        cleared = ["stack locks, if any"]
         state = stack.export_stack()
         deployment = state.deployment or {}
         pending = deployment.get("pending_operations") or []

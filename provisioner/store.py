@@ -7,8 +7,8 @@ recorded as stale and never runs, and a newer event supersedes a queued older on
 
 Jobs take a per-stack lease while they run, and every write a running job makes is fenced by it:
 it commits only while no other worker holds the lease. `holder:<customer>` names the operation that
-is running on the stack; it is cleared only when that operation's CLI exited on its own, so the
-next worker to take the stack knows when it has to clear a stale stack lock first.
+is running on the stack; it is cleared only when that operation's CLI exited on its own and left no
+lock, so the next worker to take the stack knows when it has to clear a stale stack lock first.
 """
 
 from __future__ import annotations
@@ -462,7 +462,7 @@ class JobStore:
 
     def update(self, job: Job, owner: str, seconds: float, *, operation_ended: bool) -> bool:
         """Write a running job's progress, fenced by its stack lease; `operation_ended` says the CLI
-        exited on its own, so the stack holds no lock of ours any more."""
+        exited on its own and left no lock, so the stack holds no lock of ours any more."""
 
         def change(read: Reader) -> dict[str, str | None]:
             writes: dict[str, str | None] = {f"job:{job.event_id}": job.model_dump_json()}

@@ -4,8 +4,10 @@ real CLI and providers against the lab's Hetzner."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 from hcloud.servers import BoundServer
 
@@ -26,6 +28,14 @@ def plane(lab: Lab) -> ControlPlane:
     return control
 
 
+@pytest.fixture
+def hosts(plane: ControlPlane) -> Iterator[tuple[Peer, ...]]:
+    """The worker hosts, each test starting its own workers; none runs after the test."""
+    yield WORKER_HOSTS
+    for host in WORKER_HOSTS:
+        plane.kill_host(host)
+
+
 def _servers(lab: Lab, customer: str) -> list[BoundServer]:
     return [server for server in lab.hetzner().servers.get_all() if server.labels.get("customer") == customer]
 
@@ -33,6 +43,22 @@ def _servers(lab: Lab, customer: str) -> list[BoundServer]:
 def _ssh_session_from(host: Peer, server_id: int) -> bool:
     established = ["ss", "-Htn", "state", "established", "( sport = :22 )"]
     return f"{host.ipv4}:" in run(in_ns(servers.namespace(server_id), *established), check=False).stdout
+
+
+def _wait_for_a_remote_command(lab: Lab, customer: str, host: Peer) -> None:
+    def running() -> bool:
+        made = _servers(lab, customer)
+        return bool(made) and _ssh_session_from(host, made[0].id)
+
+    wait_until(f"an SSH session from {host.link} to the new server", running, timeout=180)
+
+
+def _cli_running(host: Peer) -> bool:
+    return any(
+        process.name() == "pulumi"
+        for process in psutil.process_iter()
+        if str(process.pid) in run(["ip", "netns", "pids", host.namespace]).stdout.split()
+    )
 
 
 def _status(plane: ControlPlane, customer: str, wanted: str, timeout: float) -> dict[str, Any]:
@@ -47,21 +73,45 @@ def _status(plane: ControlPlane, customer: str, wanted: str, timeout: float) -> 
     return views[-1]
 
 
-def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_snapshot(
-    lab: Lab, plane: ControlPlane
-) -> None:
-    first, second = WORKER_HOSTS
-    plane.start_worker(first)
-    status, answer = plane.post_event(signup(CUSTOMER, gateway_image=lab.gateway_image()))
+def _events(plane: ControlPlane, customer: str) -> list[str]:
+    return [entry["event"] for entry in plane.customer(customer).get("history", [])]
+
+
+def _cancel(lab: Lab, plane: ControlPlane, customer: str) -> list[int]:
+    """Cancel the customer; the ids of the servers their snapshots were taken from."""
+    status, answer = plane.post_event(cancellation(customer))
+    assert (status, list(answer)) == (200, ["accepted"])
+    _status(plane, customer, "deprovisioned", timeout=300)
+    assert _servers(lab, customer) == []
+    snapshots = lab.hetzner().images.get_all(type="snapshot")
+    return [image.created_from.id for image in snapshots if image.labels.get("customer") == customer]
+
+
+def _sign_up(lab: Lab, plane: ControlPlane, customer: str, host: Peer) -> None:
+    plane.start_worker(host)
+    status, answer = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
     assert (status, list(answer)) == (200, ["accepted"])
 
-    # The first host dies while its CLI runs the new server's first remote command over SSH.
-    def running_a_command() -> bool:
-        made = _servers(lab, CUSTOMER)
-        return bool(made) and _ssh_session_from(first, made[0].id)
 
-    wait_until("the first host's SSH session to the new server", running_a_command, timeout=180)
+def _serves_then_cancels(lab: Lab, plane: ControlPlane, customer: str, view: dict[str, Any]) -> None:
+    """One server, no lock left, the gateway serving; then a cancellation leaves only its snapshot."""
+    assert plane.stack_locks(customer) == []
+    [server] = _servers(lab, customer)
+    assert view["outputs"]["server_id"] == str(server.id)
+    assert lab.http_status(view["outputs"]["ipv4_address"], 8080, namespace=CLIENT.namespace) == 401
+    assert _cancel(lab, plane, customer) == [server.id]
+
+
+def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_snapshot(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    first, second = hosts
+    _sign_up(lab, plane, CUSTOMER, first)
+
+    # The first host dies while its CLI runs the new server's first remote command over SSH.
+    _wait_for_a_remote_command(lab, CUSTOMER, first)
     plane.kill_host(first)
+    assert len(plane.stack_locks(CUSTOMER)) == 1, "the dead CLI's lock is still in the object store"
     plane.start_worker(second)
 
     # Its lease lapses, the sweep queues the job again, and the second host clears the stack lock
@@ -71,18 +121,50 @@ def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_sn
     assert takeover["worker"].startswith(f"{second.link}:"), takeover
     assert "stack lock" in takeover["detail"], takeover
     assert view["worker"].startswith(f"{second.link}:")
-    # One server, the one the first host created: the state in the object store kept it.
-    [server] = _servers(lab, CUSTOMER)
-    assert view["outputs"]["server_id"] == str(server.id)
-    assert lab.http_status(view["outputs"]["ipv4_address"], 8080, namespace=CLIENT.namespace) == 401
     assert plane.stack_names() == [f"organization/clawhosters/customer-{CUSTOMER}"]
-
-    status, answer = plane.post_event(cancellation(CUSTOMER))
-    assert (status, list(answer)) == (200, ["accepted"])
-    _status(plane, CUSTOMER, "deprovisioned", timeout=300)
-    assert _servers(lab, CUSTOMER) == []
-    snapshots = [
-        image for image in lab.hetzner().images.get_all(type="snapshot") if image.labels.get("customer") == CUSTOMER
-    ]
-    assert [image.created_from.id for image in snapshots] == [server.id]
+    # One server, the one the first host created: the state in the object store kept it.
+    _serves_then_cancels(lab, plane, CUSTOMER, view)
     assert plane.stack_names() == []
+
+
+def test_an_object_store_outage_across_a_state_write_costs_attempts_and_no_server(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    customer, host = "globex", hosts[0]
+    _sign_up(lab, plane, customer, host)
+    step = f"customer-{customer}-packages creating"
+    wait_until("the packages step", lambda: step in plane.log(f"worker-{host.link}"), timeout=240)
+    with plane.object_store_down():
+        # The CLI retries the state write after the step for about a minute, then gives up, unable to
+        # delete its stack lock either; the next attempt cannot clear that lock while the store is down.
+        wait_until("two failed attempts", lambda: _events(plane, customer).count("will retry") == 2, timeout=300)
+    view = _status(plane, customer, "ready", timeout=300)
+    first, second = [entry for entry in view["history"] if entry["event"] == "will retry"]
+    assert "problem deleting the lock" in first["detail"], view["history"]
+    assert second["attempt"] == 2, view["history"]
+    [recovered] = [entry for entry in view["history"] if entry["event"] == "recovered"]
+    assert f"customer-{customer}-packages" in recovered["detail"], view["history"]
+    assert view["attempts"] == 3
+    _serves_then_cancels(lab, plane, customer, view)
+
+
+def test_redis_down_mid_up_cancels_the_operation_and_the_signup_finishes_after(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    customer, host = "initech", hosts[1]
+    _sign_up(lab, plane, customer, host)
+    _wait_for_a_remote_command(lab, customer, host)
+    with plane.redis_down():
+        # Billing is told to deliver again later: nothing was stored, nothing half-created.
+        status, _ = plane.post_event(signup("hooli", gateway_image=lab.gateway_image()))
+        assert status == 503
+        # The lease cannot be renewed: the watchdog cancels the CLI before the lease could lapse.
+        worker_log = f"worker-{host.link}"
+        wait_until("the cancellation", lambda: "cancelling the operation" in plane.log(worker_log), timeout=60)
+        wait_until("the CLI to stop", lambda: not _cli_running(host), timeout=plane.cancel_seconds + 10)
+    view = _status(plane, customer, "ready", timeout=300)
+    [cancelled] = [entry for entry in view["history"] if entry["event"] == "cancelled"]
+    assert "could not be renewed" in (cancelled["detail"] or ""), view["history"]
+    assert view["attempts"] == 2
+    assert plane.customer("hooli") == {}
+    _serves_then_cancels(lab, plane, customer, view)
