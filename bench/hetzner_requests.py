@@ -9,34 +9,25 @@ providers (root needed). Then what that means for a fleet in one Hetzner project
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 
 from bench.common import table, write_section
 from config.policy import BaselinePolicy
-from lab.world import HETZNER_PORT, Lab, down
+from lab.world import Lab, down
 
 FLEET = 5_000
 BUCKET = 3_600  # requests a project's bucket holds, and refills per hour
-REQUESTS_URL = f"http://127.0.0.1:{HETZNER_PORT}/_lab/requests"
 
 
-def _counts() -> Counter[str]:
-    """Requests so far of the lab's one token, by route."""
-    with urllib.request.urlopen(REQUESTS_URL, timeout=10) as answer:
-        (token,) = json.load(answer)["tokens"]
-    return Counter(token["by_route"])
-
-
-def _measure(operation: Callable[[], object]) -> Counter[str]:
-    before = _counts()
+def _measure(lab: Lab, operation: Callable[[], object]) -> Counter[str]:
+    """The requests of the lab's own project's token that `operation` made, by route."""
+    before = Counter(lab.hetzner_usage()["by_route"])
     operation()
-    return _counts() - before
+    return Counter(lab.hetzner_usage()["by_route"]) - before
 
 
 def _routes(counts: Counter[str]) -> str:
@@ -54,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         guard = lab.policy.syn_guard
         changed = BaselinePolicy().model_copy(update={"syn_guard": guard.model_copy(update={"burst": guard.burst + 1})})
         measured = {
-            "first `up` (gated preview, then `up --plan`)": _measure(lab.deploy),
-            "preview with the policy pack": _measure(lambda: lab.preview(lab.default_settings())),
-            "no-op `up` (gated preview, then `up --plan`)": _measure(lab.deploy),
-            "baseline-change `up` (baseline command replaced)": _measure(lambda: lab.deploy(policy=changed)),
+            "first `up` (gated preview, then `up --plan`)": _measure(lab, lab.deploy),
+            "preview with the policy pack": _measure(lab, lambda: lab.preview(lab.default_settings())),
+            "no-op `up` (gated preview, then `up --plan`)": _measure(lab, lab.deploy),
+            "baseline-change `up` (baseline command replaced)": _measure(lab, lambda: lab.deploy(policy=changed)),
         }
     finally:
         lab.close()

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,16 +46,18 @@ def resized_servers(plan: Path) -> list[str]:
     )
 
 
-def hetzner_client() -> Client:
-    """Hetzner's own client, on the token and endpoint the hcloud provider reads from the environment."""
+def hetzner_client(environment: Mapping[str, str] | None = None) -> Client:
+    """Hetzner's own client, on the token and endpoint the hcloud provider reads from its environment
+    (this process's, with `environment` over it: the variables the CLI runs with)."""
     from hcloud import Client
 
-    token = os.environ.get("HCLOUD_TOKEN")
+    variables = {**os.environ, **(environment or {})}
+    token = variables.get("HCLOUD_TOKEN")
     if not token:
         raise ResizeError("a resize shuts the server down through Hetzner's API: HCLOUD_TOKEN is not set")
     return Client(
         token=token,
-        api_endpoint=os.environ.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT,
+        api_endpoint=variables.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT,
         application_name="clawhosters-fleet",
     )
 
@@ -75,13 +77,14 @@ def graceful_resize(
     *,
     shutdown_seconds: float,
     on_output: Say | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[None]:
     """Around the `up` of `plan`: every server it resizes shut down gracefully before, and running after."""
     server_ids = _server_ids(handle, resized_servers(plan))
     if not server_ids:
         yield
         return
-    hetzner = hetzner_client()
+    hetzner = hetzner_client(environment)
     say = on_output or (lambda _line: None)
     try:
         for server_id in server_ids:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, field_validator
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, field_validator
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
@@ -48,6 +48,9 @@ class Workspace(BaseModel):
     pulumi_root: Path = toolchain.LINK
     # How long a server may take to shut down gracefully before a resize (fleet.resize).
     shutdown_seconds: float = Field(default=180.0, gt=0)
+    # The Hetzner project's token the stack's operations use, when not the process's HCLOUD_TOKEN
+    # (the provisioner spreads customers over several projects).
+    hetzner_token: SecretStr | None = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -59,7 +62,10 @@ class Workspace(BaseModel):
     def env_vars(self) -> dict[str, str]:
         # `up` below shuts a server down gracefully before resizing it (fleet.resize), so the program
         # may plan a resize of a running server.
-        return {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
+        variables = {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
+        if self.hetzner_token is not None:
+            variables["HCLOUD_TOKEN"] = self.hetzner_token.get_secret_value()
+        return variables
 
 
 def list_customer_stacks(workspace: Workspace, list_names: Callable[[Workspace], list[str]] | None = None) -> list[str]:
@@ -190,7 +196,14 @@ def up(
         if plan is None:
             plan = Path(scratch) / f"{stack}.plan.json"
             _preview(handle, workspace, on_event or (lambda _event: None), plan, on_output)
-        with graceful_resize(handle, plan, shutdown_seconds=workspace.shutdown_seconds, on_output=on_output):
+        resize = graceful_resize(
+            handle,
+            plan,
+            shutdown_seconds=workspace.shutdown_seconds,
+            on_output=on_output,
+            environment=workspace.env_vars(),
+        )
+        with resize:
             result = handle.up(
                 policy_packs=[str(workspace.policy_pack)],
                 plan=str(plan),

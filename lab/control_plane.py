@@ -25,7 +25,7 @@ from typing import Any
 import toolchain
 from lab.netns import connect_from
 from lab.topology import PROVISIONER, Peer
-from lab.world import HETZNER_PORT, Lab, LabError, in_ns, run, wait_until
+from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, Lab, LabError, in_ns, run, wait_until
 from provisioner.webhook import sign
 
 REDIS_PORT = 6379
@@ -82,7 +82,7 @@ class ControlPlane:
     def directory(self) -> Path:
         return self.lab.state_dir / "control-plane"
 
-    def environment(self, host: Peer) -> dict[str, str]:
+    def environment(self, host: Peer, projects: tuple[str, ...] = HETZNER_PROJECTS) -> dict[str, str]:
         """What a platform host's service unit sets: the provisioner's settings and the secrets."""
         platform = self.lab.default_settings().platform.model_dump(mode="json", exclude_defaults=True)
         return {
@@ -98,7 +98,11 @@ class ControlPlane:
             "CLAW_CANCEL_SECONDS": str(self.cancel_seconds),
             "CLAW_CANCELLATION_GRACE_SECONDS": "0",
             "CLAW_RETRY_BASE_SECONDS": "5",
-            "HCLOUD_TOKEN": self.lab.hetzner_token,
+            # The fleet spans two of the lab cloud's projects, each with its own token and budget.
+            "CLAW_HETZNER_PROJECTS": json.dumps(
+                [{"name": project, "token_env": _token_variable(project)} for project in projects]
+            ),
+            **{_token_variable(project): self.lab.project_token(project) for project in HETZNER_PROJECTS},
             # The emulator serves inside every platform host's namespace.
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
@@ -145,17 +149,20 @@ class ControlPlane:
             self._start_redis()
             wait_until("Redis", lambda: _answers(PROVISIONER.ipv4, REDIS_PORT), timeout=30)
 
-    def start_worker(self, host: Peer) -> None:
-        self._provisioner(f"worker-{host.link}", host, "worker", "--workers", "1")
+    def start_worker(self, host: Peer, projects: tuple[str, ...] = HETZNER_PROJECTS) -> None:
+        """One worker process on the host, spreading new customers over `projects`."""
+        self._provisioner(f"worker-{host.link}", host, "worker", "--workers", "1", projects=projects)
 
-    def _provisioner(self, name: str, host: Peer, *arguments: str) -> None:
+    def _provisioner(
+        self, name: str, host: Peer, *arguments: str, projects: tuple[str, ...] = HETZNER_PROJECTS
+    ) -> None:
         # A host of its own: its own network and hostname (the job history names the worker by it).
         command = in_ns(
             host.namespace,
             *("unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host.link),
             *(sys.executable, "-m", "provisioner", *arguments),
         )
-        self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host))
+        self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host, projects))
 
     def kill_host(self, host: Peer) -> None:
         """A host that dies at once: every process on it, the CLIs and providers too, by SIGKILL."""
@@ -229,6 +236,11 @@ class ControlPlane:
 
     def stack_names(self) -> list[str]:
         return [stack["name"] for stack in json.loads(self.pulumi("stack", "ls", "--all", "--json"))]
+
+
+def _token_variable(project: str) -> str:
+    # The first project's token is the one every other tool reads, HCLOUD_TOKEN.
+    return "HCLOUD_TOKEN" if project == HETZNER_PROJECT else f"HCLOUD_TOKEN_{project.upper().replace('-', '_')}"
 
 
 def _answers(address: str, port: int) -> bool:

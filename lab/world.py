@@ -57,6 +57,9 @@ GATEWAY_VERSIONS = ("1.0", "1.1")
 # (the provisioner's and the worker hosts': the CLI and its providers).
 HETZNER_PORT = 47180
 HETZNER_PROJECT = "lab"
+# A second project of the lab's cloud, for the control plane's fleet spanning projects.
+SECOND_HETZNER_PROJECT = "lab-2"
+HETZNER_PROJECTS = (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
 # Resource types whose steps are the deploy's own, not the engine's bookkeeping.
 BOOKKEEPING = re.compile(r"^(pulumi:pulumi:Stack|pulumi:providers:.*|clawhosters:.*)$")
 # The key that marks a secret in a stack's exported state (pulumi/sdk/go/common/resource/sig).
@@ -192,11 +195,24 @@ class Lab:
         # The provider insists on 64 characters.
         return self.secret("hetzner.token", 64)
 
-    def hetzner(self) -> Client:
-        """Hetzner's own client on the lab's project."""
+    def project_token(self, project: str) -> str:
+        return self.hetzner_token if project == HETZNER_PROJECT else self.secret(f"hetzner.{project}.token", 64)
+
+    def hetzner_usage(self, project: str = HETZNER_PROJECT) -> dict[str, Any]:
+        """The emulator's count of the project's token's requests: in all, refused (429), by route."""
+        import urllib.request
+
+        url = self.hetzner_endpoint.removesuffix("/v1") + "/_lab/requests"
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (the lab's own emulator)
+            usage: dict[str, Any] = next(t for t in json.load(answer)["tokens"] if t["project"] == project)
+        return usage
+
+    def hetzner(self, project: str = HETZNER_PROJECT) -> Client:
+        """Hetzner's own client on one of the lab's projects (the lab's own by default)."""
         from hcloud import Client
 
-        return Client(token=self.hetzner_token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
+        token = self.project_token(project)
+        return Client(token=token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
 
     def workspace(self, program_dir: Path | None = None) -> stacks.Workspace:
         """The program (by default this checkout, or the release of it with the lab's baseline) on
@@ -491,7 +507,7 @@ class Lab:
         return self.first_steps
 
     def _hetzner(self) -> None:
-        """The API emulator with booted servers, one project whose token the lab keeps."""
+        """The API emulator with booted servers; two projects whose tokens the lab keeps."""
         command = [
             sys.executable,
             "-m",
@@ -502,8 +518,10 @@ class Lab:
             "--listen",
             f"127.0.0.1:{HETZNER_PORT}",
             *(f"--listen-in={peer.namespace}" for peer in (PROVISIONER, *WORKER_HOSTS)),
-            "--token",
-            f"{HETZNER_PROJECT}={self.hetzner_token}",
+            *(
+                f"--token={project}={self.project_token(project)}"
+                for project in (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
+            ),
         ]
         self.spawn("hetzner", command, self.state_dir / "hetzner.log")
         wait_until("Hetzner's API", lambda: _listening(PROVISIONER.namespace, HETZNER_PORT), timeout=60)

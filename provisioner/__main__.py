@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         from provisioner import jobs
 
         settings, store = jobs.settings(), jobs.store()
+        if args.command == "worker":
+            settings.hetzner_tokens(os.environ)  # a missing token stops the worker here, naming it
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2

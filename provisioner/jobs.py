@@ -228,11 +228,13 @@ def run_job(event_id: str) -> None:
     if not store().lock(job.customer_id, owner, config.lease_seconds):
         raise RetryTask(delay=LOCKED_RETRY_SECONDS)  # another operation on this stack is running
     try:
+        project = _admit(job, config)
         claim = store().claim(event_id, owner, config.lease_seconds, time.time())
         if isinstance(claim, float):
             raise RetryTask(delay=claim)  # a duplicate queue entry, still inside its backoff
         if claim is not None:
-            _run(claim, config, owner)
+            claim.job.project = project
+            _run(claim, config, owner, project)
     finally:
         try:
             store().unlock(job.customer_id, owner)
@@ -240,7 +242,25 @@ def run_job(event_id: str) -> None:
             log.warning("could not release the stack lease", extra={"event_id": event_id, "error": str(error)})
 
 
-def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
+def _admit(job: Job, config: ProvisionerSettings) -> str:
+    """The job's Hetzner project, once its request budget can pay for the operation; until then the
+    job waits in the queue (its stack lease released), so no CLI ever waits for a token."""
+    projects = {project.name: project for project in config.hetzner_projects}
+    name = store().project_of(job.customer_id, list(projects))
+    project = projects.get(name)
+    if project is None:
+        log.error(
+            "the customer's Hetzner project is not configured", extra={"customer": job.customer_id, "project": name}
+        )
+        raise RetryTask(delay=60)
+    wait = store().take_requests(name, config.hetzner_requests_per_operation, project.requests_per_hour, time.time())
+    if wait > 0:
+        _event("waiting for the Hetzner budget", job, project=name, seconds=round(wait, 1))
+        raise RetryTask(delay=wait)
+    return name
+
+
+def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) -> None:
     job = claim.job
 
     def output(line: str) -> None:
@@ -254,7 +274,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
     with Fence(job.customer_id, owner, config) as fence:
         try:
             if claim.previous is not None:
-                cleared = runner().clear_stale_lock(job.customer_id, output)
+                cleared = runner().clear_stale_lock(project, job.customer_id, output)
                 stale = False
                 job.note(
                     "took over" if claim.previous.worker != owner else "recovered",
@@ -263,9 +283,9 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str) -> None:
                     f"cleared: {', '.join(cleared) or 'nothing'}",
                 )
             if job.kind == "provision":
-                job.outputs = runner().up(job.customer_id, desired_config(job, config), output)
+                job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
             else:
-                _deprovision(job, config, output)
+                _deprovision(job, config, project, output)
         except Exception as error:
             failure = error
             stale = stale or left_its_lock(error)
@@ -309,17 +329,17 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {said[-900:]}"
 
 
-def _deprovision(job: Job, config: ProvisionerSettings, output: Callable[[str], None]) -> None:
+def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> None:
     """Snapshot (an up with `clawhosters:decommission`), destroy, remove the stack."""
     last = store().last_provisioned(job.customer_id)
     if last is not None:
         # The program snapshots the server (kept for platform:snapshot_retention_days) and lifts
         # the protections that would otherwise stop the destroy.
-        runner().up(job.customer_id, desired_config(last, config, decommission=True), output)
+        runner().up(project, job.customer_id, desired_config(last, config, decommission=True), output)
         job.note("snapshot", attempt=job.attempts, detail="up with clawhosters:decommission=true")
-    runner().destroy(job.customer_id, output)
+    runner().destroy(project, job.customer_id, output)
     job.note("destroyed", attempt=job.attempts)
-    runner().remove(job.customer_id, output)
+    runner().remove(project, job.customer_id, output)
 
 
 def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ended: bool) -> bool:

@@ -14,6 +14,7 @@ program, and the stack's settings file), never the checkout.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,20 +43,22 @@ def stack_name(customer_id: str) -> str:
 
 
 class StackRunner(Protocol):
-    def up(self, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+    """Every operation runs in `project`, the Hetzner project the customer's servers live in."""
+
+    def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
         """Make the stack's config exactly `config` (every other key removed), run `up` with the
         repository's policy pack, and return the stack's outputs without secrets."""
         ...
 
-    def destroy(self, customer_id: str, log: Log) -> None:
+    def destroy(self, project: str, customer_id: str, log: Log) -> None:
         """Destroy the stack's resources (the stack itself stays)."""
         ...
 
-    def remove(self, customer_id: str, log: Log) -> None:
+    def remove(self, project: str, customer_id: str, log: Log) -> None:
         """Remove the stack and its settings file."""
         ...
 
-    def clear_stale_lock(self, customer_id: str, log: Log) -> list[str]:
+    def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
         """Clear the lock and pending operations a stopped CLI left on the stack; say what was cleared.
         Called only by a worker holding the stack's lease after the previous operation's owner is gone."""
         ...
@@ -65,31 +68,37 @@ class AutomationRunner:
     """The provisioner's stack operations, through `fleet.stacks` like every other Automation API use."""
 
     def __init__(self, settings: ProvisionerSettings) -> None:
-        self.workspace = stacks.Workspace(
-            policy_pack=POLICY_PACK,
-            backend_url=settings.pulumi_backend_url,
-            secrets_provider=settings.pulumi_secrets_provider,
-            stacks_dir=settings.state_dir / "stacks",
-            pulumi_root=CLI_ROOT,
-        )
+        # One workspace per Hetzner project: the CLI (and a resize) runs with that project's token.
+        self.workspaces = {
+            project: stacks.Workspace(
+                policy_pack=POLICY_PACK,
+                backend_url=settings.pulumi_backend_url,
+                secrets_provider=settings.pulumi_secrets_provider,
+                stacks_dir=settings.state_dir / "stacks",
+                pulumi_root=CLI_ROOT,
+                hetzner_token=token,
+            )
+            for project, token in settings.hetzner_tokens(os.environ).items()
+        }
 
-    def _stack(self, customer_id: str) -> Any:
-        return stacks.open_stack(self.workspace, stack_name(customer_id), create=True)
+    def _stack(self, project: str, customer_id: str) -> Any:
+        return stacks.open_stack(self.workspaces[project], stack_name(customer_id), create=True)
 
-    def up(self, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
-        return stacks.up(self.workspace, stack_name(customer_id), config=config, on_output=log, create=True)
+    def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+        workspace = self.workspaces[project]
+        return stacks.up(workspace, stack_name(customer_id), config=config, on_output=log, create=True)
 
-    def destroy(self, customer_id: str, log: Log) -> None:
-        self._stack(customer_id).destroy(on_output=log, color="never")
+    def destroy(self, project: str, customer_id: str, log: Log) -> None:
+        self._stack(project, customer_id).destroy(on_output=log, color="never")
 
-    def remove(self, customer_id: str, log: Log) -> None:
-        stack = self._stack(customer_id)
+    def remove(self, project: str, customer_id: str, log: Log) -> None:
+        stack = self._stack(project, customer_id)
         stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
         shutil.rmtree(stack.workspace.work_dir, ignore_errors=True)
         log(f"removed stack {stack.name}")
 
-    def clear_stale_lock(self, customer_id: str, log: Log) -> list[str]:
-        stack = self._stack(customer_id)
+    def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
+        stack = self._stack(project, customer_id)
         # On a self-managed backend: deletes the stack's lock files, and succeeds when there are none; it
         # fails only when the backend cannot be read, and then the lock may still be there.
         stack.cancel()

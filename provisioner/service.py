@@ -53,6 +53,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "outputs": job.outputs,
         "worker": job.worker,
+        "project": job.project,
         "received": job.received,
         "updated": job.updated,
         "history": [entry.model_dump(exclude_none=True) for entry in job.history],

@@ -18,6 +18,16 @@ class SettingsError(ValueError):
     """A bad or missing environment variable; the message names it."""
 
 
+def _from_json(value: Any, kind: str) -> Any:
+    """A setting given as JSON text in its environment variable, parsed for its model."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"must be {kind}: {error}") from None
+    return value
+
+
 class StoreSettings(BaseModel):
     """Where the customers' desired settings are (the job store) and the platform's: what any worker
     needs to write a stack's whole config, whichever operation it runs."""
@@ -40,12 +50,7 @@ class StoreSettings(BaseModel):
     @field_validator("platform", mode="before")
     @classmethod
     def _platform_json(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"must be a JSON object: {error}") from None
-        return value
+        return _from_json(value, "a JSON object")
 
     @field_validator("platform")
     @classmethod
@@ -74,6 +79,18 @@ class StoreSettings(BaseModel):
             raise SettingsError("invalid provisioner settings:\n  " + "\n  ".join(problems)) from None
 
 
+class HetznerProject(BaseModel):
+    """A Hetzner Cloud project the fleet's servers live in: its token and the request budget the
+    engine keeps it under (Hetzner allows 3,600 requests an hour per project; leave room for others)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    # The environment variable that holds the project's token: the token itself is never in settings.
+    token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    requests_per_hour: int = Field(default=3000, ge=1, le=3600)
+
+
 class ProvisionerSettings(StoreSettings):
     webhook_secret: SecretStr = Field(min_length=16)
     operator_token: SecretStr = Field(min_length=16)
@@ -99,11 +116,43 @@ class ProvisionerSettings(StoreSettings):
     # Where customer stacks keep their state, and how their secrets are encrypted.
     pulumi_backend_url: str = "file:///var/lib/clawhosters/pulumi-state"
     pulumi_secrets_provider: str = "passphrase"
+    # New customers go to the project with the fewest customers; a customer stays in its project.
+    hetzner_projects: list[HetznerProject] = Field(
+        default_factory=lambda: [HetznerProject(name="default", token_env="HCLOUD_TOKEN")],  # noqa: S106 (a name)
+        min_length=1,
+    )
+    # What one stack operation may spend of its project's budget, taken before its CLI starts: an
+    # operation waits in the queue for it, never inside the CLI (no preview times out on a token).
+    hetzner_requests_per_operation: int = Field(default=25, ge=1)
     # module:attribute of the StackRunner factory; the Automation API by default.
     runner: str = "provisioner.runner:AutomationRunner"
+
+    @field_validator("hetzner_projects", mode="before")
+    @classmethod
+    def _projects_json(cls, value: Any) -> Any:
+        return _from_json(value, "a JSON list")
 
     @model_validator(mode="after")
     def _cancel_within_lease(self) -> ProvisionerSettings:
         if self.cancel_seconds >= self.lease_seconds / 2:
             raise ValueError("CLAW_CANCEL_SECONDS must be under half of CLAW_LEASE_SECONDS")
         return self
+
+    @model_validator(mode="after")
+    def _projects_usable(self) -> ProvisionerSettings:
+        names = [project.name for project in self.hetzner_projects]
+        if len(set(names)) != len(names):
+            raise ValueError("CLAW_HETZNER_PROJECTS: project names must be unique")
+        for project in self.hetzner_projects:
+            if self.hetzner_requests_per_operation > project.requests_per_hour:
+                raise ValueError(
+                    f"CLAW_HETZNER_REQUESTS_PER_OPERATION is more than project {project.name}'s requests_per_hour"
+                )
+        return self
+
+    def hetzner_tokens(self, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+        """Each project's token from the environment; a worker checks them when it starts."""
+        missing = [project.token_env for project in self.hetzner_projects if not environ.get(project.token_env)]
+        if missing:
+            raise SettingsError(f"CLAW_HETZNER_PROJECTS: token variable not set: {', '.join(missing)}")
+        return {project.name: SecretStr(environ[project.token_env]) for project in self.hetzner_projects}

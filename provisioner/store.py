@@ -57,6 +57,8 @@ class Job(BaseModel):
     last_error: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
     worker: str | None = None
+    # The Hetzner project the customer's servers live in, once a worker has run the job.
+    project: str | None = None
     received: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
     history: list[HistoryEntry] = Field(default_factory=list)
@@ -402,6 +404,46 @@ class JobStore:
             if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
         ]
         return max(done, key=lambda job: job.order, default=None)
+
+    def project_of(self, customer_id: str, projects: list[str]) -> str:
+        """The Hetzner project the customer's servers live in: assigned once, to the project with the
+        fewest customers so far, and kept (a server cannot move between projects)."""
+        chosen: list[str] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            chosen.clear()
+            assigned = read(f"project:{customer_id}")
+            if assigned is not None:
+                chosen.append(assigned)
+                return None
+            counts = {name: int(read(f"project-customers:{name}") or 0) for name in projects}
+            least = min(projects, key=lambda name: (counts[name], projects.index(name)))
+            chosen.append(least)
+            return {f"project:{customer_id}": least, f"project-customers:{least}": str(counts[least] + 1)}
+
+        self.kv.transact(change)
+        return chosen[0]
+
+    def take_requests(self, project: str, requests: int, per_hour: int, now: float) -> float:
+        """Spend `requests` of the project's hourly budget, shared by every worker: 0 when granted, else
+        the seconds until the budget has them (nothing is spent then). A token bucket as Hetzner's own:
+        full at `per_hour`, refilling at `per_hour` an hour."""
+        wait: list[float] = []
+        refill = per_hour / 3600
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            wait.clear()
+            raw = read(f"budget:{project}")
+            tokens, updated = (float(part) for part in raw.split()) if raw else (float(per_hour), now)
+            tokens = min(float(per_hour), tokens + max(0.0, now - updated) * refill)
+            if tokens < requests:
+                wait.append((requests - tokens) / refill)
+                return None
+            wait.append(0.0)
+            return {f"budget:{project}": f"{tokens - requests} {now}"}
+
+        self.kv.transact(change)
+        return wait[0]
 
     def lock(self, customer_id: str, owner: str, seconds: float) -> bool:
         """Take or renew the customer's stack lease."""

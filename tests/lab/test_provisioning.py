@@ -4,17 +4,21 @@ real CLI and providers against the lab's Hetzner."""
 
 from __future__ import annotations
 
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import psutil
 import pytest
+from hcloud import APIException
 from hcloud.servers import BoundServer
 
 from lab import servers
 from lab.control_plane import ControlPlane
 from lab.topology import CLIENT, WORKER_HOSTS, Peer
-from lab.world import Lab, in_ns, run, wait_until
+from lab.world import HETZNER_PROJECTS, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
 from tests.provisioner.events import cancellation, signup
 
 CUSTOMER = "acme"
@@ -36,8 +40,13 @@ def hosts(plane: ControlPlane) -> Iterator[tuple[Peer, ...]]:
         plane.kill_host(host)
 
 
-def _servers(lab: Lab, customer: str) -> list[BoundServer]:
-    return [server for server in lab.hetzner().servers.get_all() if server.labels.get("customer") == customer]
+def _servers(lab: Lab, customer: str, projects: tuple[str, ...] = HETZNER_PROJECTS) -> list[BoundServer]:
+    return [
+        server
+        for project in projects
+        for server in lab.hetzner(project).servers.get_all()
+        if server.labels.get("customer") == customer
+    ]
 
 
 def _ssh_session_from(host: Peer, server_id: int) -> bool:
@@ -77,29 +86,34 @@ def _events(plane: ControlPlane, customer: str) -> list[str]:
     return [entry["event"] for entry in plane.customer(customer).get("history", [])]
 
 
-def _cancel(lab: Lab, plane: ControlPlane, customer: str) -> list[int]:
-    """Cancel the customer; the ids of the servers their snapshots were taken from."""
+def _cancel(lab: Lab, plane: ControlPlane, customer: str, project: str) -> list[int]:
+    """Cancel the customer; the ids of the servers their snapshots (in their project) were taken from."""
     status, answer = plane.post_event(cancellation(customer))
     assert (status, list(answer)) == (200, ["accepted"])
     _status(plane, customer, "deprovisioned", timeout=300)
     assert _servers(lab, customer) == []
-    snapshots = lab.hetzner().images.get_all(type="snapshot")
+    snapshots = lab.hetzner(project).images.get_all(type="snapshot")
     return [image.created_from.id for image in snapshots if image.labels.get("customer") == customer]
 
 
-def _sign_up(lab: Lab, plane: ControlPlane, customer: str, host: Peer) -> None:
-    plane.start_worker(host)
+def _sign_up(
+    lab: Lab, plane: ControlPlane, customer: str, host: Peer, projects: tuple[str, ...] = HETZNER_PROJECTS
+) -> None:
+    plane.start_worker(host, projects)
     status, answer = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
     assert (status, list(answer)) == (200, ["accepted"])
 
 
 def _serves_then_cancels(lab: Lab, plane: ControlPlane, customer: str, view: dict[str, Any]) -> None:
-    """One server, no lock left, the gateway serving; then a cancellation leaves only its snapshot."""
+    """One server, in the customer's Hetzner project, no lock left, the gateway serving; then a
+    cancellation leaves only its snapshot."""
     assert plane.stack_locks(customer) == []
     [server] = _servers(lab, customer)
+    in_project = _servers(lab, customer, (view["project"],))
+    assert [made.id for made in in_project] == [server.id], "made with its project's token"
     assert view["outputs"]["server_id"] == str(server.id)
     assert lab.http_status(view["outputs"]["ipv4_address"], 8080, namespace=CLIENT.namespace) == 401
-    assert _cancel(lab, plane, customer) == [server.id]
+    assert _cancel(lab, plane, customer, view["project"]) == [server.id]
 
 
 def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_snapshot(
@@ -167,4 +181,52 @@ def test_redis_down_mid_up_cancels_the_operation_and_the_signup_finishes_after(
     assert "could not be renewed" in (cancelled["detail"] or ""), view["history"]
     assert view["attempts"] == 2
     assert plane.customer("hooli") == {}
+    _serves_then_cancels(lab, plane, customer, view)
+
+
+def _drain(lab: Lab, project: str, stop: threading.Event) -> None:
+    """Another client of the project spending every request its rate limit refills, until `stop`
+    (bounded: at most 5,000 requests a round, rounds half a second apart)."""
+    request = urllib.request.Request(
+        f"{lab.hetzner_endpoint}/locations", headers={"Authorization": f"Bearer {lab.project_token(project)}"}
+    )
+    while not stop.is_set():
+        for _ in range(5000):
+            try:
+                urllib.request.urlopen(request, timeout=5).close()
+            except urllib.error.HTTPError as refused:
+                if refused.code == 429:
+                    break
+                raise
+        stop.wait(0.5)
+
+
+def _made_at_the_limit(lab: Lab, customer: str, project: str) -> bool:
+    try:
+        return bool(_servers(lab, customer, (project,)))
+    except APIException as error:  # the lab's own look is refused as well
+        if error.code == "rate_limit_exceeded":
+            return False
+        raise
+
+
+def test_a_signup_in_a_project_at_its_rate_limit_finishes_on_the_providers_retries(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    customer, project = "umbrella", SECOND_HETZNER_PROJECT
+    stop = threading.Event()
+    drainer = threading.Thread(target=_drain, args=(lab, project, stop), daemon=True)
+    drainer.start()
+    try:
+        wait_until("the project's rate limit", lambda: lab.hetzner_usage(project)["rate_limited"] > 0, timeout=120)
+        refused = lab.hetzner_usage(project)["rate_limited"]
+        _sign_up(lab, plane, customer, hosts[0], projects=(project,))
+        # The project stays at its limit until the server is created: the CLI meets 429s throughout.
+        wait_until("the server", lambda: _made_at_the_limit(lab, customer, project), timeout=240)
+    finally:
+        stop.set()
+        drainer.join(timeout=10)
+    assert lab.hetzner_usage(project)["rate_limited"] > refused + 1, "the CLI's requests were refused too"
+    view = _status(plane, customer, "ready", timeout=300)
+    assert view["project"] == project
     _serves_then_cancels(lab, plane, customer, view)

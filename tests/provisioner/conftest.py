@@ -198,6 +198,8 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         "CLAW_MAX_ATTEMPTS": "2",
         "CLAW_CANCELLATION_GRACE_SECONDS": "2",
         "CLAW_STANDIN_DIR": str(records),
+        # A worker needs its Hetzner projects' tokens; the stand-in CLI never calls Hetzner.
+        "HCLOUD_TOKEN": "stand-in",
         "PYTHONPATH": str(REPO),
     }
     deployment = Provisioner(env, records, backend, server)
