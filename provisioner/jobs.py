@@ -256,6 +256,7 @@ def _admit(job: Job, config: ProvisionerSettings) -> str:
     wait = store().take_requests(name, config.hetzner_requests_per_operation, project.requests_per_hour, time.time())
     if wait > 0:
         _event("waiting for the Hetzner budget", job, project=name, seconds=round(wait, 1))
+        store().defer(job.event_id, time.time() + wait)  # or the minutely sweep would queue it again
         raise RetryTask(delay=wait)
     return name
 

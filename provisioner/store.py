@@ -538,6 +538,19 @@ class JobStore:
         self.kv.transact(change)
         return refusal[0] if refusal else None
 
+    def defer(self, event_id: str, until: float) -> None:
+        """Hold a queued job back until `until` (the sweep queues it again only once it is due)."""
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            raw = read(f"job:{event_id}")
+            job = Job.model_validate_json(raw) if raw else None
+            if job is None or job.state != "queued" or job.run_after >= until:
+                return None
+            job.run_after = until
+            return {f"job:{event_id}": job.model_dump_json()}
+
+        self.kv.transact(change)
+
     def runnable(self, now: float) -> list[Job]:
         """Jobs that should be in the queue: not finished, and due."""
         return [job for job in self.jobs() if job.state in ("queued", "running") and job.run_after <= now]

@@ -102,3 +102,5 @@ def test_an_operation_waits_in_the_queue_for_its_projects_budget(provisioner: Pr
     time.sleep(1)
     assert provisioner.status("globex") == "queued"
     assert [record.name for record in provisioner.records.glob("globex.*")] == []
+    _, view = provisioner.get("/customers/globex")
+    assert view["next_attempt"] > time.time() + 3000, "held back until the budget can pay"
