@@ -1,4 +1,5 @@
-"""python -m fleet list | preview | rollout | up (see fleet/preview.py, fleet/rollout.py, fleet/stacks.py)."""
+"""python -m fleet list | preview | rollout | up (see fleet/preview.py, fleet/rollout.py, fleet/control.py,
+fleet/stacks.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import os
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from pulumi import automation
+from pydantic import ValidationError
 
-from fleet import preview, resize, rollout, stacks
+from fleet import control, preview, resize, rollout, stacks
 from fleet.desired import DesiredConfig, FromStore
+from fleet.workers import Operation
 from provisioner.settings import SettingsError, StoreSettings
 
 
@@ -61,6 +65,13 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _rollout(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
+    provisioner: control.Provisioner | None = None
+    if args.provisioner:
+        try:
+            provisioner = control.Provisioner.from_env(os.environ)
+        except (control.ProvisionerError, ValidationError) as error:
+            print(f"--provisioner: {error}", file=sys.stderr)
+            return 2
     if args.resume:
         state = rollout.RolloutState.load(args.state)
     else:
@@ -68,8 +79,8 @@ def _rollout(args: argparse.Namespace) -> int:
             print(f"{args.state} holds a halted rollout; continue it with --resume", file=sys.stderr)
             return 2
         try:
-            names = args.stack or stacks.list_customer_stacks(workspace)
-        except stacks.StackListError as error:
+            names = args.stack or (provisioner.stacks() if provisioner else stacks.list_customer_stacks(workspace))
+        except (stacks.StackListError, control.ProvisionerError) as error:
             print(error, file=sys.stderr)
             return 2
         waves = rollout.Waves(
@@ -78,13 +89,17 @@ def _rollout(args: argparse.Namespace) -> int:
         if args.seed is not None:
             waves = waves.model_copy(update={"seed": args.seed})
         state = rollout.RolloutState(waves=rollout.plan_waves(names, waves), failure_budget=args.failure_budget)
-    plans = args.plans or Path(tempfile.mkdtemp(prefix="fleet-plans-"))
+    deploy: Operation[object]
+    if provisioner is not None:
+        deploy = control.SubmittedDeploy(provisioner, request_id=uuid.uuid4().hex)
+        timed_out = "the deploy goes on in the provisioner; a resumed rollout deploys the stack again after it"
+    else:
+        deploy = rollout.DeployStack(
+            workspace, args.plans or Path(tempfile.mkdtemp(prefix="fleet-plans-")), args.desired
+        )
+        timed_out = rollout.KILLED_UP
     state = rollout.rollout(
-        state,
-        args.state,
-        rollout.DeployStack(workspace, plans, desired=args.desired),
-        concurrency=args.concurrency,
-        timeout=args.timeout,
+        state, args.state, deploy, concurrency=args.concurrency, timeout=args.timeout, timed_out=timed_out
     )
     total = sum(len(wave) for wave in state.waves)
     print(f"{len(state.done)} of {total} stacks deployed; {len(state.failed)} failed in this run")
@@ -140,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     deploying.add_argument("--failure-budget", type=float, default=0.02, help="fraction of stacks that may fail")
     deploying.add_argument("--seed", type=int, help="shuffle seed (default: random, recorded in the state)")
     deploying.add_argument("--plans", type=Path, help="where each stack's reviewed plan is kept")
+    deploying.add_argument(
+        "--provisioner",
+        action="store_true",
+        help="deploy each stack as a job on the provisioner (CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN) and follow it",
+    )
 
     one = commands.add_parser(
         "up", help="one stack: preview with the pack, then up held to that plan; a resize shuts down gracefully"
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
 
     args = parser.parse_args(argv)
-    if args.command in ("preview", "rollout"):
+    if args.command == "preview" or (args.command == "rollout" and not args.provisioner):
         try:
             args.desired = _desired(args)
         except SettingsError as error:
@@ -166,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "preview":
         return _preview(args)
+    if args.provisioner:
+        args.desired = None  # the provisioner's workers write each stack's config from its store
     return _rollout(args)
 
 

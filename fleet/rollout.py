@@ -20,7 +20,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +92,16 @@ def plan_waves(stack_names: Sequence[str], waves: Waves) -> list[list[str]]:
 
 
 def rollout(
-    state: RolloutState, state_path: Path, deploy: Operation[object], *, concurrency: int, timeout: float
+    state: RolloutState,
+    state_path: Path,
+    deploy: Operation[object],
+    *,
+    concurrency: int,
+    timeout: float,
+    timed_out: str = KILLED_UP,
 ) -> RolloutState:
-    """Run the waves from `state`, saving it after every stack; stops at the failure budget."""
+    """Run the waves from `state`, saving it after every stack; stops at the failure budget.
+    `timed_out` is what a stack whose deploy was killed at `timeout` is left needing."""
     state.halted = None
     state.failed = {}
     state.save(state_path)
@@ -103,7 +110,7 @@ def rollout(
         if outcome.failure is None:
             state.done.append(outcome.stack)
         elif outcome.timed_out:
-            state.failed[outcome.stack] = f"{outcome.failure}; {KILLED_UP}"
+            state.failed[outcome.stack] = f"{outcome.failure}; {timed_out}"
         else:
             state.failed[outcome.stack] = str(outcome.failure)
         state.save(state_path)
@@ -138,6 +145,9 @@ class DeployStack:
     workspace: stacks.Workspace
     plans: Path
     desired: DesiredConfig | None = None
+    # The health gate's view of the host; by default the gateway over HTTP and the bundle over SSH.
+    probe: health.Probe | None = None
+    on_output: Callable[[str], None] | None = None
 
     def __call__(self, stack: str) -> dict[str, object]:
         from fleet.preview import PreviewStack
@@ -146,8 +156,10 @@ class DeployStack:
         preview = PreviewStack(self.workspace, plans=self.plans, desired=self.desired)(stack)
         if preview.blocking:
             raise DeployFailed("the preview has blocking findings: " + "; ".join(preview.blocking)[:2000])
-        outputs = stacks.up(self.workspace, stack, plan=self.plans / f"{stack}.plan.json")
-        probe = health.LiveProbe(lambda name: stacks.open_stack(self.workspace, name).export_stack().deployment)
+        outputs = stacks.up(self.workspace, stack, plan=self.plans / f"{stack}.plan.json", on_output=self.on_output)
+        probe = self.probe or health.LiveProbe(
+            lambda name: stacks.open_stack(self.workspace, name).export_stack().deployment
+        )
         for attempt in range(HEALTH_ATTEMPTS):
             problems = health.check_health(stack, outputs, probe)
             if not problems:

@@ -35,6 +35,7 @@ from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
 from fleet.desired import stack_config
+from fleet.rollout import DeployFailed
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
 from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
@@ -285,6 +286,8 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                 )
             if job.kind == "provision":
                 job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
+            elif job.kind == "deploy":
+                job.outputs = _deploy(job, config, project, output)
             else:
                 _deprovision(job, config, project, output)
         except Exception as error:
@@ -300,7 +303,8 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
         return
     if failure is not None:
         job.last_error = _describe(failure)
-        if job.attempts >= config.max_attempts:
+        # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
+        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed):
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
             _record(job, owner, config, operation_ended=not stale)
@@ -328,6 +332,15 @@ def _describe(error: Exception) -> str:
     errors = [line.strip()[:450] for line in stderr.splitlines() if line.strip().startswith("error:")]
     said = " | ".join(errors) if errors else (stderr if marker else message).strip()
     return f"{type(error).__name__}: {said[-900:]}"
+
+
+def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
+    """The customer's last provisioned settings, previewed with the pack, `up` held to that plan, then
+    the health gate (fleet.rollout.DeployStack)."""
+    last = store().last_provisioned(job.customer_id)
+    if last is None:
+        raise DeployFailed(f"customer {job.customer_id} has no completed provision, so its settings are unknown")
+    return runner().deploy(project, job.customer_id, desired_config(last, config), output)
 
 
 def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> None:

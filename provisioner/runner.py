@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleet import stacks
+from fleet import health, rollout, stacks
 from provisioner.settings import ProvisionerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +49,12 @@ class StackRunner(Protocol):
     def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
         """Make the stack's config exactly `config` (every other key removed), run `up` with the
         repository's policy pack, and return the stack's outputs without secrets."""
+        ...
+
+    def deploy(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+        """A rollout's step: write `config` as for `up`, preview with the policy pack (a blocking finding
+        raises fleet.rollout.DeployFailed), `up` held to that plan, then the health gate (DeployFailed
+        when it fails); returns the stack's outputs without secrets."""
         ...
 
     def destroy(self, project: str, customer_id: str, log: Log) -> None:
@@ -80,6 +87,8 @@ class AutomationRunner:
             )
             for project, token in settings.hetzner_tokens(os.environ).items()
         }
+        # A deploy's saved plans, deleted after it (they hold the stack's encrypted config).
+        self.plans = settings.state_dir / "plans"
 
     def _stack(self, project: str, customer_id: str) -> Any:
         return stacks.open_stack(self.workspaces[project], stack_name(customer_id), create=True)
@@ -87,6 +96,22 @@ class AutomationRunner:
     def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
         workspace = self.workspaces[project]
         return stacks.up(workspace, stack_name(customer_id), config=config, on_output=log, create=True)
+
+    def deploy(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+        self.plans.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryDirectory(prefix="deploy-", dir=self.plans) as plans:
+            deploy = rollout.DeployStack(
+                self.workspaces[project],
+                Path(plans),
+                desired=lambda _stack: config,
+                probe=self.probe(project),
+                on_output=log,
+            )
+            return deploy(stack_name(customer_id))
+
+    def probe(self, project: str) -> health.Probe | None:
+        """The health gate's view of a host; None: the gateway over HTTP and the bundle over SSH."""
+        return None
 
     def destroy(self, project: str, customer_id: str, log: Log) -> None:
         self._stack(project, customer_id).destroy(on_output=log, color="never")

@@ -3,6 +3,10 @@
 POST /webhooks/billing      billing events (signed); 200 once stored, 4xx with the reason, 503 when the store is down
 GET  /customers/<id>        status of a customer's stack, with its job history   (Authorization: Bearer <token>)
 GET  /jobs                  every job, oldest first                              (Authorization: Bearer <token>)
+GET  /jobs/<event id>       one job                                              (Authorization: Bearer <token>)
+GET  /stacks                the fleet: customers provisioned and not cancelled   (Authorization: Bearer <token>)
+POST /deploys               {"customer_id", "request_id"}: deploy a stack (a rollout's step); 404 unknown
+                            customer, 409 cancelled                              (Authorization: Bearer <token>)
 GET  /healthz               the process answers
 GET  /readyz                the store and the queue answer (503 otherwise)
 GET  /metrics               Prometheus: jobs by state, attempt latency, queue depth, deliveries
@@ -17,6 +21,7 @@ import asyncio
 import hmac
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,20 +29,37 @@ from typing import Any
 import anyio.to_thread
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from provisioner.runner import stack_name
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import Job, JobStore, StoreUnavailable
+from provisioner.store import DeployRefused, Job, JobStore, StoreUnavailable
 from provisioner.webhook import Delivery, WebhookError, parse, verify
 
 log = logging.getLogger("provisioner")
 _CUSTOMER = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
 ATTEMPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 STATES = ("queued", "running", "done", "failed", "superseded", "stale")
+
+
+class DeployOrder(BaseModel):
+    """A deploy of one customer's stack; `request_id` makes a resubmission a duplicate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str = Field(pattern=f"^{_CUSTOMER.pattern}$")
+    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "body"
+    return f"{field}: {problem['msg']}"
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -174,6 +196,60 @@ def make_app(
             return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
         return JSONResponse({"jobs": [job_view(job) for job in found]})
 
+    async def one_job(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "operator token required"}, status_code=401)
+        try:
+            found = await run_in_threadpool(store.get, request.path_params["event_id"])
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+        if found is None:
+            return JSONResponse({"error": "unknown job"}, status_code=404)
+        return JSONResponse(job_view(found))
+
+    async def fleet_stacks(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "operator token required"}, status_code=401)
+        try:
+            customers = await run_in_threadpool(store.deployable)
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+        return JSONResponse({"stacks": [stack_name(customer) for customer in customers]})
+
+    def submit_deploy(order: DeployOrder) -> JSONResponse:
+        job = Job(
+            event_id=f"deploy-{order.request_id}-{order.customer_id}",
+            kind="deploy",
+            customer_id=order.customer_id,
+            created=int(time.time()),
+        )
+        try:
+            accepted = store.accept_deploy(job)
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable; submit again later"}, status_code=503)
+        if isinstance(accepted, DeployRefused):
+            return JSONResponse({"error": accepted.reason}, status_code=404 if accepted.unknown else 409)
+        outcome, stored = accepted
+        log.info(f"deploy {outcome}", extra={"event_id": stored.event_id, "customer": stored.customer_id})
+        if stored.state == "queued":
+            try:
+                enqueue(stored)
+            except Exception as error:  # stored is what counts: the sweep queues it
+                log.error("enqueue failed", extra={"event_id": stored.event_id, "error": repr(error)})
+        return JSONResponse({outcome: stored.event_id})
+
+    async def deploys(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "operator token required"}, status_code=401)
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            order = DeployOrder.model_validate_json(body)
+        except ValidationError as error:
+            return JSONResponse({"error": _first_problem(error)}, status_code=400)
+        return await run_in_threadpool(submit_deploy, order)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -204,6 +280,9 @@ def make_app(
             Route("/webhooks/billing", webhook, methods=["POST"]),
             Route("/customers/{customer_id}", customer, methods=["GET"]),
             Route("/jobs", jobs, methods=["GET"]),
+            Route("/jobs/{event_id}", one_job, methods=["GET"]),
+            Route("/stacks", fleet_stacks, methods=["GET"]),
+            Route("/deploys", deploys, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -3,7 +3,9 @@
 An event is stored before the webhook answers 2xx, so it is never lost. Every change that reads
 before it writes is one transaction (SQLite `BEGIN IMMEDIATE`, Redis `WATCH`/`MULTI`). Per
 customer, the newest event by (`created`, event id) wins: an older event that arrives late is
-recorded as stale and never runs, and a newer event supersedes a queued older one.
+recorded as stale and never runs, and a newer event supersedes a queued older one. A deploy (a
+rollout's step for one stack) is ordered apart from billing's events: it waits while the customer's
+newest event is still to run, a newer deploy of the stack supersedes it, and a cancellation ends it.
 
 Jobs take a per-stack lease while they run, and every write a running job makes is fenced by it:
 it commits only while no other worker holds the lease. `holder:<customer>` names the operation that
@@ -25,7 +27,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Kind = Literal["provision", "deprovision"]
+# provision and deprovision come from billing; a deploy re-applies the customer's last provisioned
+# settings with the workers' program (a rollout's per-stack step).
+Kind = Literal["provision", "deprovision", "deploy"]
+BILLING_KINDS: tuple[Kind, ...] = ("provision", "deprovision")
 State = Literal["queued", "running", "done", "failed", "superseded", "stale"]
 FINISHED: tuple[State, ...] = ("done", "failed", "superseded", "stale")
 
@@ -49,7 +54,8 @@ class Job(BaseModel):
     customer_id: str
     # When the billing provider created the event: what orders a customer's events.
     created: int
-    # The customer's stack config (`clawhosters:*` keys), already validated; empty for a deprovision.
+    # The customer's stack config (`clawhosters:*` keys), already validated; empty for a deprovision
+    # and a deploy (which runs the settings of the customer's last completed provision).
     config: dict[str, str] = Field(default_factory=dict)
     state: State = "queued"
     attempts: int = 0
@@ -70,15 +76,21 @@ class Job(BaseModel):
     @property
     def status(self) -> str:
         """What an operator sees for the customer."""
-        if self.state == "done":
-            return "ready" if self.kind == "provision" else "deprovisioned"
-        if self.state == "running":
-            return "provisioning" if self.kind == "provision" else "deprovisioning"
+        if self.state in ("done", "running"):
+            return _STATUS[self.kind][self.state == "running"]
         return self.state
 
     def note(self, event: str, **fields: Any) -> None:
         self.updated = time.time()
         self.history.append(HistoryEntry(at=self.updated, event=event, **fields))
+
+
+# (done, running) by kind.
+_STATUS = {
+    "provision": ("ready", "provisioning"),
+    "deprovision": ("deprovisioned", "deprovisioning"),
+    "deploy": ("deployed", "deploying"),
+}
 
 
 class Holder(BaseModel):
@@ -87,6 +99,14 @@ class Holder(BaseModel):
     worker: str
     event_id: str
     started: float
+
+
+@dataclass(frozen=True)
+class DeployRefused:
+    """Why a stack cannot be deployed: no such customer, or one that has cancelled."""
+
+    reason: str
+    unknown: bool = False
 
 
 class StoreUnavailable(RuntimeError):
@@ -332,6 +352,9 @@ def key_value(queue_url: str) -> KeyValue:
 
 
 AcceptOutcome = Literal["accepted", "duplicate", "stale"]
+DeployOutcome = Literal["accepted", "duplicate"]
+# While the customer's billing event is still to run, a deploy waits for it this long between tries.
+DEPLOY_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -383,6 +406,45 @@ class JobStore:
         self.kv.transact(change)
         return result[0]
 
+    def accept_deploy(self, job: Job) -> tuple[DeployOutcome, Job] | DeployRefused:
+        """Store a deploy of a customer's stack; the reason when there is no stack to deploy (then
+        nothing changes). A newer deploy of the same stack supersedes a queued older one; a deploy
+        never touches the customer's billing events."""
+        result: list[tuple[DeployOutcome, Job] | DeployRefused] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            result.clear()
+            existing = read(f"job:{job.event_id}")
+            if existing is not None:
+                result.append(("duplicate", Job.model_validate_json(existing)))
+                return None
+            latest = self._read_job(read, read(f"customer:{job.customer_id}"))
+            if latest is None:
+                result.append(DeployRefused(f"unknown customer {job.customer_id}", unknown=True))
+                return None
+            if latest.kind == "deprovision":
+                result.append(DeployRefused(f"customer {job.customer_id} has cancelled ({latest.event_id})"))
+                return None
+            fresh = job.model_copy(deep=True)
+            fresh.note("accepted")
+            writes: dict[str, str | None] = {f"job:{fresh.event_id}": fresh.model_dump_json()}
+            earlier = self._read_job(read, read(f"deploy:{job.customer_id}"))
+            if earlier is not None and earlier.state == "queued":
+                earlier.state = "superseded"
+                earlier.note("superseded", detail=f"by {fresh.event_id}")
+                writes[f"job:{earlier.event_id}"] = earlier.model_dump_json()
+            writes[f"deploy:{job.customer_id}"] = fresh.event_id
+            result.append(("accepted", fresh))
+            return writes
+
+        self.kv.transact(change)
+        return result[0]
+
+    @staticmethod
+    def _read_job(read: Reader, event_id: str | None) -> Job | None:
+        raw = read(f"job:{event_id}") if event_id else None
+        return Job.model_validate_json(raw) if raw else None
+
     def get(self, event_id: str) -> Job | None:
         raw = self.kv.get(f"job:{event_id}")
         return None if raw is None else Job.model_validate_json(raw)
@@ -404,6 +466,20 @@ class JobStore:
             if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
         ]
         return max(done, key=lambda job: job.order, default=None)
+
+    def deployable(self) -> list[str]:
+        """Every customer with a completed provision whose newest event is not a cancellation, sorted:
+        the fleet's stacks."""
+        jobs = {job.event_id: job for job in self.jobs()}
+        keys = self.kv.keys("customer:")
+        pointers = zip(keys, self.kv.many(keys), strict=True)
+        newest = {key.removeprefix("customer:"): jobs.get(event_id or "") for key, event_id in pointers}
+        provisioned = {job.customer_id for job in jobs.values() if job.kind == "provision" and job.state == "done"}
+        return sorted(
+            customer
+            for customer in provisioned
+            if (latest := newest.get(customer)) is not None and latest.kind != "deprovision"
+        )
 
     def project_of(self, customer_id: str, projects: list[str]) -> str:
         """The Hetzner project the customer's servers live in: assigned once, to the project with the
@@ -464,11 +540,18 @@ class JobStore:
             if job is None or job.state in FINISHED:
                 outcome.append(None)
                 return None
-            if read(f"customer:{job.customer_id}") != event_id:
+            superseded_by = self._newer_than(read, job)
+            if superseded_by is not None:
                 job.state = "superseded"
-                job.note("superseded", detail="a newer event for this customer arrived")
+                job.note("superseded", detail=superseded_by)
                 outcome.append(None)
                 return {f"job:{event_id}": job.model_dump_json()}
+            if job.kind == "deploy":
+                billing = self._read_job(read, read(f"customer:{job.customer_id}"))
+                if billing is not None and billing.state not in FINISHED:
+                    # The customer's own change goes first; the deploy then runs on what it left.
+                    outcome.append(DEPLOY_WAIT_SECONDS)
+                    return None
             if job.run_after > now:
                 outcome.append(job.run_after - now)
                 return None
@@ -497,6 +580,19 @@ class JobStore:
         if not self.kv.transact(change, Fence(self._lock(customer), owner, seconds)):
             return outcome[0] if outcome else None
         return outcome[0]
+
+    def _newer_than(self, read: Reader, job: Job) -> str | None:
+        """Why `job` must not run any more, if something newer replaced it."""
+        if job.kind in BILLING_KINDS:
+            if read(f"customer:{job.customer_id}") != job.event_id:
+                return "a newer event for this customer arrived"
+            return None
+        if read(f"deploy:{job.customer_id}") != job.event_id:
+            return "a newer deploy of this stack arrived"
+        billing = self._read_job(read, read(f"customer:{job.customer_id}"))
+        if billing is not None and billing.kind == "deprovision":
+            return f"the customer cancelled ({billing.event_id})"
+        return None
 
     def _customer_of(self, event_id: str) -> str | None:
         job = self.get(event_id)
@@ -527,9 +623,9 @@ class JobStore:
             if job is None or job.state != "failed":
                 refusal.append(f"{event_id} is not a failed job")
                 return None
-            newest = read(f"customer:{job.customer_id}")
-            if newest != event_id:
-                refusal.append(f"{event_id} is not {job.customer_id}'s newest event ({newest} is): it would undo it")
+            newer = self._newer_than(read, job)
+            if newer is not None:
+                refusal.append(f"{event_id} may not run again, it would undo what followed it: {newer}")
                 return None
             job.state, job.attempts, job.run_after, job.last_error = "queued", 0, 0, None
             job.note("retried", detail="by an operator")

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from provisioner.store import JobStore, key_value
 from provisioner.webhook import sign
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +145,13 @@ class Provisioner:
         return _call(request)
 
     def get(self, path: str, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(f"{self.url}{path}")
+        return self.call("GET", path, None, token)
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN
+    ) -> tuple[int, dict[str, Any]]:
+        """The operator API."""
+        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method)
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         return _call(request)
@@ -188,8 +195,10 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         "CLAW_STATE_DIR": str(tmp_path / "state"),
         "CLAW_PLATFORM": PLATFORM,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
-        # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi).
+        # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi); a
+        # deploy's health gate asks the stand-in's hosts (tests/provisioner/hosts.py).
         "CLAW_PULUMI_BINARY": str(Path(__file__).parent / "bin" / "pulumi"),
+        "CLAW_RUNNER": "tests.provisioner.hosts:RunnerWithStandInHosts",
         "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
         "CLAW_CANCEL_SECONDS": "0.5",
@@ -247,3 +256,17 @@ def redis_provisioner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     """For what only Redis can show here: the queue's server going away."""
     with running(request, tmp_path, "redis") as deployment:
         yield deployment
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[JobStore, JobStore]]:
+    """Two workers' views of one store."""
+    if request.param == "redis":
+        import redis
+
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(server.url).flushall()
+        url = server.url + "/0"
+    else:
+        url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+    yield JobStore(key_value(url)), JobStore(key_value(url))

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.bundle import Bundle
+
 RECORDS = "CLAW_STANDIN_DIR"
 SECONDS = "CLAW_STANDIN_SECONDS"
 VERSION = "v3.272.0"
@@ -38,6 +40,11 @@ LOCKED = "error: the stack is currently locked by 1 lock(s). Either wait for the
 _WITH_VALUE = {"--stack", "--policy-pack", "--color", "--exec-kind", "--page-size", "--page", "--file"}
 _WITH_VALUE |= {"--secrets-provider", "--plaintext", "--secret", "--event-log", "--client", "--config-file"}
 _WITH_VALUE |= {"--save-plan", "--plan"}
+
+
+# The digest `up` reports for the baseline: what the health gate compares the host's bundle with (the
+# stand-in's hosts, tests/provisioner/hosts.py, have an empty one installed).
+EMPTY_BASELINE = Bundle(files=()).digest
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
@@ -95,9 +102,12 @@ class _Stack:
     def locked(self) -> bool:
         return self.locks.exists() and any(self.locks.iterdir())
 
-    def operation(self, action: str, argv: list[str]) -> int:
+    def operation(self, action: str, argv: list[str], plans: list[str]) -> int:
         if self.locked():
             print(LOCKED, file=sys.stderr)
+            return 255
+        if any(not Path(plan).is_file() for plan in plans):
+            print(f"error: could not read the plan {plans[-1]}", file=sys.stderr)
             return 255
         self.locks.mkdir(parents=True, exist_ok=True)
         lock = self.locks / f"{uuid.uuid4()}.json"
@@ -123,7 +133,11 @@ class _Stack:
             _write(marker, record)
             if not error:
                 state["outputs"] = (
-                    {"server_id": "4711", "gateway_url": f"http://{self.customer}.example:8080/"}
+                    {
+                        "server_id": "4711",
+                        "gateway_url": f"http://{self.customer}.example:8080/",
+                        "baseline_digest": EMPTY_BASELINE,
+                    }
                     if action == "up"
                     else {}
                 )
@@ -214,7 +228,7 @@ def main(argv: list[str]) -> int:
         case ["preview"]:
             return stack.preview(flags)
         case ["up"] | ["destroy"]:
-            return stack.operation(words[0], argv)
+            return stack.operation(words[0], argv, flags.get("--plan", []))
         case ["stack", "output"]:
             print(json.dumps(stack.state()["outputs"]))
         case ["stack", "history"]:

@@ -4,29 +4,14 @@ projects the customers are spread over: on SQLite and on a real Redis."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from provisioner.settings import ProvisionerSettings, SettingsError
-from provisioner.store import JobStore, key_value
-from tests.provisioner.conftest import Provisioner, RedisServer, wait_for
+from provisioner.store import JobStore
+from tests.provisioner.conftest import Provisioner, wait_for
 from tests.provisioner.events import signup
 from tests.provisioner.test_settings_and_runner import GOOD
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[JobStore, JobStore]]:
-    """Two workers' views of one store."""
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis.Redis.from_url(server.url).flushall()
-        url = server.url + "/0"
-    else:
-        url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
-    yield JobStore(key_value(url)), JobStore(key_value(url))
 
 
 def test_the_budget_is_shared_by_every_worker_and_refills_at_its_hourly_rate(

@@ -9,7 +9,7 @@ import time
 from provisioner.webhook import sign
 from tests.provisioner.conftest import SECRET, TOKEN, Provisioner, wait_for
 from tests.provisioner.events import IMAGE, signup
-from tests.provisioner.standin import records
+from tests.provisioner.standin import EMPTY_BASELINE, records
 
 
 def _jobs(provisioner: Provisioner) -> list[dict[str, object]]:
@@ -24,7 +24,11 @@ def test_a_signup_is_provisioned_and_its_status_is_visible(provisioner: Provisio
     assert (code, body["accepted"][:4]) == (200, "evt_")
     wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
     _, view = provisioner.get("/customers/acme")
-    assert view["outputs"] == {"server_id": "4711", "gateway_url": "http://acme.example:8080/"}
+    assert view["outputs"] == {
+        "server_id": "4711",
+        "gateway_url": "http://acme.example:8080/",
+        "baseline_digest": EMPTY_BASELINE,
+    }
     assert "config" not in view and "gateway_image" not in json.dumps(view)
     assert [record["customer"] for record in records(provisioner.records)] == ["acme"]
     cli = provisioner.cli("status", "acme")

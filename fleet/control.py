@@ -1,0 +1,101 @@
+"""The provisioner's API as the fleet tooling uses it: list the fleet, submit a stack's deploy, follow it.
+
+With `python -m fleet rollout --provisioner`, every stack's deploy runs on the provisioner's
+workers, under its fencing (one operation per stack, platform-wide, billing's changes first) and
+its Hetzner budgets; the rollout only decides the waves and the verdict. It needs the provisioner's
+URL and operator token (CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN), never a Hetzner token, the
+state backend or its passphrase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from fleet.rollout import DeployFailed
+from fleet.stacks import CUSTOMER_PREFIX
+
+# A deploy job's statuses once it will not change any more (provisioner.store).
+FINISHED = ("deployed", "failed", "superseded", "stale")
+URL_VARIABLE, TOKEN_VARIABLE = "CLAW_PROVISIONER_URL", "CLAW_OPERATOR_TOKEN"
+
+
+class ProvisionerError(RuntimeError):
+    """The provisioner refused a call, or did not answer within the retry window."""
+
+
+class Provisioner(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$")
+    token: SecretStr = Field(min_length=16)
+    # How often a deploy's job is looked at, and how long an unavailable provisioner (a restart, its
+    # store briefly down: connection errors and 503s) is waited out before the call fails.
+    poll_seconds: float = Field(default=2.0, gt=0)
+    unavailable_seconds: float = Field(default=120.0, gt=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Provisioner:
+        missing = [name for name in (URL_VARIABLE, TOKEN_VARIABLE) if not environ.get(name)]
+        if missing:
+            raise ProvisionerError(f"not set: {', '.join(missing)}")
+        return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[TOKEN_VARIABLE]))
+
+    def _call(self, method: str, path: str, body: Mapping[str, str] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+        deadline = time.monotonic() + self.unavailable_seconds
+        while True:
+            try:
+                response = requests.request(method, self.url + path, json=body, headers=headers, timeout=30)
+            except requests.RequestException as error:
+                problem = f"{type(error).__name__}"
+            else:
+                if response.status_code != 503:
+                    answer: dict[str, Any] = response.json()
+                    if response.status_code != 200:
+                        raise ProvisionerError(f"{method} {path}: {response.status_code} {answer.get('error')}")
+                    return answer
+                problem = "503 " + str(response.json().get("error"))
+            if time.monotonic() > deadline:
+                raise ProvisionerError(f"{method} {path}: unavailable for {self.unavailable_seconds:g} s ({problem})")
+            time.sleep(self.poll_seconds)
+
+    def stacks(self) -> list[str]:
+        """The fleet: every provisioned customer's stack that has not cancelled, sorted."""
+        return list(self._call("GET", "/stacks")["stacks"])
+
+    def submit_deploy(self, customer_id: str, request_id: str) -> str:
+        """The deploy job's id; the same request again is the same job."""
+        answer = self._call("POST", "/deploys", {"customer_id": customer_id, "request_id": request_id})
+        return str(answer.get("accepted") or answer["duplicate"])
+
+    def job(self, event_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{event_id}")
+
+
+@dataclass(frozen=True)
+class SubmittedDeploy:
+    """The rollout's per-stack operation on the provisioner: submit the deploy and wait for its end."""
+
+    provisioner: Provisioner
+    # One per rollout run: a resubmission in the same run is the same job, a resumed run deploys anew.
+    request_id: str
+
+    def __call__(self, stack: str) -> dict[str, Any]:
+        event_id = self.provisioner.submit_deploy(stack.removeprefix(CUSTOMER_PREFIX), self.request_id)
+        while True:
+            view = self.provisioner.job(event_id)
+            if view["status"] in FINISHED:
+                break
+            time.sleep(self.provisioner.poll_seconds)
+        if view["status"] == "deployed":
+            return dict(view["outputs"])
+        last = view["history"][-1] if view["history"] else {}
+        reason = view["last_error"] or last.get("detail") or "no reason recorded"
+        # One line: the rollout's state and summary keep the last line of an error.
+        raise DeployFailed(f"{event_id} {view['status']}: {' '.join(str(reason).split())}")

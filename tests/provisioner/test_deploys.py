@@ -1,0 +1,158 @@
+"""Deploys, a rollout's per-stack step, as provisioner jobs: ordered with billing's events in the store
+(on SQLite and a real Redis), submitted and followed through the API, and a whole rollout in waves
+driven by `python -m fleet rollout --provisioner` against real workers and the stand-in CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from provisioner.store import DEPLOY_WAIT_SECONDS, Claim, DeployRefused, Job, JobStore
+from provisioner.webhook import parse
+from tests.provisioner.conftest import REPO, TOKEN, Provisioner, wait_for
+from tests.provisioner.events import cancellation, signup
+from tests.provisioner.standin import records
+
+LEASE = 30.0
+
+
+def _deploy(customer: str, request: str) -> Job:
+    return Job(event_id=f"deploy-{request}-{customer}", kind="deploy", customer_id=customer, created=int(time.time()))
+
+
+def _finish(store: JobStore, event_id: str) -> None:
+    """Run a job to done, as a worker would."""
+    job = store.get(event_id)
+    assert job is not None
+    assert store.lock(job.customer_id, "worker", LEASE)
+    claim = store.claim(event_id, "worker", LEASE, time.time())
+    assert isinstance(claim, Claim)
+    claim.job.state = "done"
+    assert store.update(claim.job, "worker", LEASE, operation_ended=True)
+    store.unlock(job.customer_id, "worker")
+
+
+def _claim(store: JobStore, event_id: str) -> Claim | float | None:
+    job = store.get(event_id)
+    assert job is not None and store.lock(job.customer_id, "worker", LEASE)
+    try:
+        return store.claim(event_id, "worker", LEASE, time.time())
+    finally:
+        store.unlock(job.customer_id, "worker")
+
+
+def test_a_deploy_waits_for_the_customers_own_change_and_a_newer_deploy_replaces_it(
+    stores: tuple[JobStore, JobStore],
+) -> None:
+    store, _ = stores
+    assert store.accept_deploy(_deploy("acme", "r1")) == DeployRefused("unknown customer acme", unknown=True)
+    _, provision = store.accept(parse(signup("acme"), 0))
+    outcome = store.accept_deploy(_deploy("acme", "r1"))
+    assert not isinstance(outcome, DeployRefused) and outcome[0] == "accepted"
+    assert _claim(store, "deploy-r1-acme") == DEPLOY_WAIT_SECONDS, "the signup is still to run"
+    _finish(store, provision.event_id)
+    newer = store.accept_deploy(_deploy("acme", "r2"))
+    assert not isinstance(newer, DeployRefused) and newer[0] == "accepted"
+    assert store.accept_deploy(_deploy("acme", "r2")) == ("duplicate", store.get("deploy-r2-acme"))
+    assert _claim(store, "deploy-r1-acme") is None
+    older = store.get("deploy-r1-acme")
+    assert older is not None and older.state == "superseded"
+    assert isinstance(_claim(store, "deploy-r2-acme"), Claim)
+    latest = store.latest("acme")
+    assert latest is not None and latest.event_id == provision.event_id, "a deploy is no billing event"
+
+
+def test_a_cancellation_ends_a_queued_deploy_and_refuses_new_ones(stores: tuple[JobStore, JobStore]) -> None:
+    store, _ = stores
+    for customer in ("acme", "globex"):
+        _, provision = store.accept(parse(signup(customer), 0))
+        _finish(store, provision.event_id)
+    assert store.deployable() == ["acme", "globex"]
+    store.accept_deploy(_deploy("acme", "r1"))
+    _, cancelled = store.accept(parse(cancellation("acme"), 0))
+    assert _claim(store, "deploy-r1-acme") is None, "a cancelled customer's stack is not deployed"
+    ended = store.get("deploy-r1-acme")
+    assert ended is not None and ended.state == "superseded"
+    assert ended.history[-1].detail == f"the customer cancelled ({cancelled.event_id})"
+    refused = store.accept_deploy(_deploy("acme", "r2"))
+    assert isinstance(refused, DeployRefused) and not refused.unknown
+    assert store.deployable() == ["globex"]
+
+
+def test_the_deploy_api_needs_the_token_and_names_what_is_wrong(provisioner: Provisioner) -> None:
+    def post(body: object, token: str | None = TOKEN) -> tuple[int, dict[str, object]]:
+        return provisioner.call("POST", "/deploys", json.dumps(body).encode(), token)
+
+    assert post({"customer_id": "acme", "request_id": "r1"}, token=None)[0] == 401
+    assert provisioner.get("/stacks", token="wrong-token-0123456789")[0] == 401
+    code, body = post({"customer_id": "Acme;rm", "request_id": "r1"})
+    assert code == 400 and str(body["error"]).startswith("customer_id:")
+    code, body = post({"customer_id": "acme"})
+    assert code == 400 and str(body["error"]).startswith("request_id:")
+    assert post({"customer_id": "acme", "request_id": "r1"}) == (404, {"error": "unknown customer acme"})
+    assert provisioner.get("/jobs/deploy-r1-acme")[0] == 404
+    assert provisioner.get("/stacks") == (200, {"stacks": []})
+
+
+def test_a_deploy_without_settings_to_run_fails_at_once(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
+    provisioner.start("worker")
+    provisioner.post(signup("doomed-1"))
+    wait_for("the signup to fail", lambda: provisioner.status("doomed-1") == "failed", timeout=30)
+    code, body = provisioner.call(
+        "POST", "/deploys", json.dumps({"customer_id": "doomed-1", "request_id": "r1"}).encode()
+    )
+    assert (code, body) == (200, {"accepted": "deploy-r1-doomed-1"})
+
+    def failed() -> dict[str, object] | None:
+        view = provisioner.get("/jobs/deploy-r1-doomed-1")[1]
+        return view if view["status"] == "failed" else None
+
+    view = wait_for("the deploy to fail", failed, timeout=30)
+    assert view["attempts"] == 1, "a refused deploy is not retried: the rollout counts it"
+    assert "no completed provision" in str(view["last_error"])
+
+
+def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_settings(
+    sqlite_provisioner: Provisioner, tmp_path: Path
+) -> None:
+    provisioner = sqlite_provisioner
+    provisioner.start("worker", "--workers", "2")
+    for customer in ("acme", "globex", "initech", "umbrella"):
+        provisioner.post(signup(customer, server_type="cx33" if customer == "globex" else "cx23"))
+    provisioner.post(cancellation("umbrella"))
+    for customer, status in (("acme", "ready"), ("globex", "ready"), ("initech", "ready")):
+        wait_for(f"{customer} {status}", lambda c=customer, s=status: provisioner.status(c) == s, timeout=60)
+    wait_for("umbrella gone", lambda: provisioner.status("umbrella") == "deprovisioned", timeout=60)
+    assert provisioner.get("/stacks") == (200, {"stacks": ["customer-acme", "customer-globex", "customer-initech"]})
+    provisioned = {record["customer"]: record["config"] for record in records(provisioner.records, "up")}
+
+    state = tmp_path / "rollout.json"
+    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.url}
+    del env["HCLOUD_TOKEN"]  # the rollout never holds a Hetzner token
+    waves = ["--canary", "customer-acme", "--first-batch", "1", "--seed", "7"]
+    rollout = subprocess.run(
+        [sys.executable, "-m", "fleet", "rollout", "--provisioner", "--state", str(state), *waves],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rollout.returncode == 0, rollout.stdout + rollout.stderr
+    assert "3 of 3 stacks deployed; 0 failed" in rollout.stdout
+    done = json.loads(state.read_text())
+    assert done["waves"][0] == ["customer-acme"] and len(done["waves"]) == 3
+    assert sorted(done["done"]) == ["customer-acme", "customer-globex", "customer-initech"]
+
+    deploys = [job for job in provisioner.get("/jobs")[1]["jobs"] if job["kind"] == "deploy"]  # type: ignore[index]
+    assert sorted(job["customer_id"] for job in deploys) == ["acme", "globex", "initech"]
+    assert {job["status"] for job in deploys} == {"deployed"}
+    ups = [record for record in records(provisioner.records, "up") if record["start"] > deploys[0]["received"]]
+    assert ups[0]["customer"] == "acme", "the canary goes first"
+    for up in ups:
+        assert "--plan" in up["argv"], "each `up` is held to the plan its preview with the pack saved"
+        assert up["config"] == provisioned[up["customer"]], "each stack keeps the settings billing gave it"
