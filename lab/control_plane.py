@@ -164,6 +164,33 @@ class ControlPlane:
         )
         self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host, projects))
 
+    def start_rollout(self, state: Path, *arguments: str) -> None:
+        """`python -m fleet rollout --provisioner`, as the deploy workflow runs it: with the API's URL and
+        the operator token, and no Hetzner token, state backend or passphrase."""
+        held_back = ("CLAW_", "HCLOUD_", "PULUMI_", "AWS_")
+        environment = {key: value for key, value in os.environ.items() if not key.startswith(held_back)}
+        environment["CLAW_PROVISIONER_URL"] = f"http://{PROVISIONER.ipv4}:{API_PORT}"
+        environment["CLAW_OPERATOR_TOKEN"] = self.operator_token
+        command = in_ns(
+            PROVISIONER.namespace,
+            *(sys.executable, "-m", "fleet", "rollout", "--provisioner", "--state", str(state), *arguments),
+        )
+        self.lab.spawn("rollout", command, self.directory / "rollout.log", env=environment)
+
+    def rollout_exit(self, timeout: float) -> int:
+        """The rollout's exit code, once it has ended."""
+        pid = self.lab.pids["rollout"]
+        ended: list[int] = []
+
+        def exited() -> bool:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                ended.append(os.waitstatus_to_exitcode(status))
+            return bool(ended)
+
+        wait_until("the rollout to end", exited, timeout=timeout, interval=2)
+        return ended[0]
+
     def kill_host(self, host: Peer) -> None:
         """A host that dies at once: every process on it, the CLIs and providers too, by SIGKILL."""
         for pid in run(["ip", "netns", "pids", host.namespace]).stdout.split():

@@ -14,6 +14,7 @@ import yaml
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github/workflows"
 WRITE_TOKEN = "secrets.HCLOUD_TOKEN"
 PASSPHRASE = "secrets.PULUMI_CONFIG_PASSPHRASE"
+OPERATOR_TOKEN = "secrets.CLAW_OPERATOR_TOKEN"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -44,12 +45,14 @@ def test_pull_request_jobs_never_see_the_write_token() -> None:
     assert fleet["env"]["HCLOUD_TOKEN"] == "${{ secrets.HCLOUD_READ_TOKEN }}"
 
 
-def test_the_write_token_lives_only_in_the_production_deploy_job() -> None:
+def test_no_workflow_holds_the_write_token_and_only_the_deploy_job_the_operator_token() -> None:
+    # Every stack change runs on the provisioner's workers; the rollout only submits and follows them.
     users = []
     for path in WORKFLOWS.glob("*.yml"):
         workflow = yaml.safe_load(path.read_text())
         for name, job in workflow["jobs"].items():
-            if WRITE_TOKEN in str(job):
+            assert WRITE_TOKEN not in str(job), (path.name, name)
+            if OPERATOR_TOKEN in str(job):
                 users.append((path.name, name))
                 assert job.get("environment") == "production"
                 assert not triggers(workflow) & {"pull_request", "pull_request_target"}
@@ -78,7 +81,8 @@ def test_deploy_is_one_rollout_job_not_a_matrix() -> None:
     deploy = load("deploy.yml")
     (job,) = deploy["jobs"].values()
     assert "strategy" not in job and job["environment"] == "production"
-    assert any("python -m fleet rollout" in str(step.get("run", "")) for step in job["steps"])
+    assert any("python -m fleet rollout --provisioner" in str(step.get("run", "")) for step in job["steps"])
+    assert PASSPHRASE not in str(job), "the rollout never opens a stack itself"
 
 
 def _scripts() -> list[tuple[str, str]]:

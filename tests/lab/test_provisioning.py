@@ -4,10 +4,12 @@ real CLI and providers against the lab's Hetzner."""
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -174,7 +176,9 @@ def test_redis_down_mid_up_cancels_the_operation_and_the_signup_finishes_after(
         assert status == 503
         # The lease cannot be renewed: the watchdog cancels the CLI before the lease could lapse.
         worker_log = f"worker-{host.link}"
-        wait_until("the cancellation", lambda: "cancelling the operation" in plane.log(worker_log), timeout=60)
+        # Only what the worker logged once Redis was down counts.
+        before = len(plane.log(worker_log))
+        wait_until("the cancellation", lambda: "cancelling the operation" in plane.log(worker_log)[before:], timeout=60)
         wait_until("the CLI to stop", lambda: not _cli_running(host), timeout=plane.cancel_seconds + 10)
     view = _status(plane, customer, "ready", timeout=300)
     [cancelled] = [entry for entry in view["history"] if entry["event"] == "cancelled"]
@@ -230,3 +234,56 @@ def test_a_signup_in_a_project_at_its_rate_limit_finishes_on_the_providers_retri
     view = _status(plane, customer, "ready", timeout=300)
     assert view["project"] == project
     _serves_then_cancels(lab, plane, customer, view)
+
+
+def _deploys(plane: ControlPlane) -> list[dict[str, Any]]:
+    status, answer = plane.get("/jobs")
+    assert status == 200, answer
+    return [job for job in answer["jobs"] if job["kind"] == "deploy"]
+
+
+def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path
+) -> None:
+    first, second = hosts
+    customers = ("wave-a", "wave-b", "wave-c")
+    for host in hosts:
+        plane.start_worker(host)
+    for customer in customers:
+        status, _ = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
+        assert status == 200
+    views = {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+    status, fleet = plane.get("/stacks")
+    assert status == 200 and set(fleet["stacks"]) >= {f"customer-{customer}" for customer in customers}
+
+    state = tmp_path / "rollout.json"
+    stacks = [argument for customer in customers for argument in ("--stack", f"customer-{customer}")]
+    plane.start_rollout(state, *stacks, "--canary", "customer-wave-a", "--first-batch", "2", "--concurrency", "2")
+
+    # The first host dies while its CLI runs one of the rollout's deploys.
+    def deploying_on_first() -> bool:
+        running = [job for job in _deploys(plane) if job["status"] == "deploying"]
+        return any(job["worker"].startswith(f"{first.link}:") for job in running) and _cli_running(first)
+
+    wait_until("a deploy on the first host", deploying_on_first, timeout=300, interval=1)
+    [interrupted] = [
+        job for job in _deploys(plane) if job["status"] == "deploying" and job["worker"].startswith(f"{first.link}:")
+    ]
+    plane.kill_host(first)
+
+    assert plane.rollout_exit(timeout=600) == 0, plane.log("rollout")
+    assert "3 of 3 stacks deployed; 0 failed" in plane.log("rollout")
+    rollout = json.loads(state.read_text())
+    assert rollout["waves"][0] == ["customer-wave-a"] and sorted(rollout["done"]) == sorted(
+        f"customer-{customer}" for customer in customers
+    )
+    deploys = {job["event_id"]: job for job in _deploys(plane)}
+    taken = deploys[interrupted["event_id"]]
+    assert taken["status"] == "deployed" and taken["worker"].startswith(f"{second.link}:"), taken
+    takeover = next(entry for entry in taken["history"] if entry["event"] == "took over")
+    assert "stack lock" in takeover["detail"], takeover
+    for customer in customers:
+        # The same server, healthy, no lock left: a deploy changes no customer's machine.
+        assert plane.stack_locks(customer) == []
+        [server] = _servers(lab, customer)
+        assert str(server.id) == views[customer]["outputs"]["server_id"]

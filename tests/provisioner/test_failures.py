@@ -215,7 +215,7 @@ def test_9_retry_refuses_a_job_that_is_not_the_customers_newest(provisioner: Pro
     wait_for("the job to fail", lambda: provisioner.status("doomed-acme") == "failed", timeout=30)
     provisioner.post(cancellation("doomed-acme"))
     retried = provisioner.cli("retry", body["accepted"])
-    assert retried.returncode == 1 and "newest" in retried.stderr
+    assert retried.returncode == 1 and "a newer event for this customer arrived" in retried.stderr
     assert provisioner.job(body["accepted"])["status"] == "failed"
 
 
