@@ -5,29 +5,53 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pulumi import automation
 from pydantic import ValidationError
 
 from fleet import control, preview, resize, rollout, stacks
-from fleet.desired import DesiredConfig, FromStore
+from fleet.desired import DesiredConfig
 from fleet.workers import Operation
-from provisioner.settings import SettingsError, StoreSettings
+from provisioner.settings import COMMIT_PATTERN
 
 
 def _workspace(args: argparse.Namespace) -> stacks.Workspace:
-    # Settings from the store are written into workspaces of their own, never into the checkout.
-    stacks_dir = Path(tempfile.mkdtemp(prefix="fleet-stacks-")) if args.settings_from_store else None
+    # Settings from the provisioner are written into workspaces of their own, never into the checkout.
+    stacks_dir = Path(tempfile.mkdtemp(prefix="fleet-stacks-")) if args.settings_from_provisioner else None
     return stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack, stacks_dir=stacks_dir)
 
 
+def _reader(args: argparse.Namespace) -> control.Provisioner | None:
+    """The provisioner the fleet and its settings are read from, or whose workers deploy (--provisioner,
+    with the operator token); reading alone takes the review token when there is one."""
+    deploying = args.command == "rollout" and args.provisioner
+    if not (deploying or args.settings_from_provisioner):
+        return None
+    reviewing = not deploying and os.environ.get(control.REVIEW_TOKEN_VARIABLE)
+    token = control.REVIEW_TOKEN_VARIABLE if reviewing else control.TOKEN_VARIABLE
+    return control.Provisioner.from_env(os.environ, token)
+
+
 def _desired(args: argparse.Namespace) -> DesiredConfig | None:
-    """Each stack's whole config from the provisioner's store (CLAW_QUEUE_URL, CLAW_PLATFORM)."""
-    return FromStore.of(StoreSettings.from_env(os.environ)) if args.settings_from_store else None
+    return args.reader.settings if args.settings_from_provisioner else None
+
+
+def _listing(args: argparse.Namespace) -> Callable[[stacks.Workspace], list[str]] | None:
+    """The fleet as the provisioner knows it (a stack only in the backend has no settings to run with)."""
+    reader: control.Provisioner | None = args.reader
+    return None if reader is None else lambda _workspace: reader.stacks()
+
+
+def _commit(value: str) -> str:
+    if not re.fullmatch(COMMIT_PATTERN, value):
+        raise argparse.ArgumentTypeError("must be a full commit id, 40 lowercase hex digits")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> None:
@@ -39,9 +63,10 @@ def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> 
     parser.add_argument("--concurrency", type=int, default=concurrency, choices=range(1, 65), metavar="1-64")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per stack before it is killed")
     parser.add_argument(
-        "--settings-from-store",
+        "--settings-from-provisioner",
         action="store_true",
-        help="write each stack's whole config from the provisioner's store (CLAW_QUEUE_URL, CLAW_PLATFORM) first",
+        help="list the fleet and write each stack's whole config from the provisioner first "
+        "(CLAW_PROVISIONER_URL; CLAW_REVIEW_TOKEN, else CLAW_OPERATOR_TOKEN)",
     )
 
 
@@ -49,11 +74,12 @@ def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     previews, findings = preview.preview_fleet(
         args.stack,
-        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans, desired=args.desired),
+        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans, desired=_desired(args)),
         workspace=workspace,
         concurrency=args.concurrency,
         timeout=args.timeout,
         min_stacks=args.min_stacks,
+        list_names=_listing(args),
     )
     report = args.report_url or str(args.full_report)
     full = preview.render(previews, fleet_findings=findings, canary=args.canary, limit=sys.maxsize)
@@ -65,13 +91,6 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _rollout(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
-    provisioner: control.Provisioner | None = None
-    if args.provisioner:
-        try:
-            provisioner = control.Provisioner.from_env(os.environ)
-        except (control.ProvisionerError, ValidationError) as error:
-            print(f"--provisioner: {error}", file=sys.stderr)
-            return 2
     if args.resume:
         state = rollout.RolloutState.load(args.state)
     else:
@@ -79,8 +98,8 @@ def _rollout(args: argparse.Namespace) -> int:
             print(f"{args.state} holds a halted rollout; continue it with --resume", file=sys.stderr)
             return 2
         try:
-            names = args.stack or (provisioner.stacks() if provisioner else stacks.list_customer_stacks(workspace))
-        except (stacks.StackListError, control.ProvisionerError) as error:
+            names = args.stack or stacks.list_customer_stacks(workspace, _listing(args))
+        except stacks.StackListError as error:
             print(error, file=sys.stderr)
             return 2
         waves = rollout.Waves(
@@ -90,8 +109,8 @@ def _rollout(args: argparse.Namespace) -> int:
             waves = waves.model_copy(update={"seed": args.seed})
         state = rollout.RolloutState(waves=rollout.plan_waves(names, waves), failure_budget=args.failure_budget)
     deploy: Operation[object]
-    if provisioner is not None:
-        deploy = control.SubmittedDeploy(provisioner, request_id=uuid.uuid4().hex)
+    if args.provisioner:
+        deploy = control.SubmittedDeploy(args.reader, request_id=uuid.uuid4().hex, commit=args.commit)
         timed_out = "the deploy goes on in the provisioner; a resumed rollout deploys the stack again after it"
     else:
         deploy = rollout.DeployStack(
@@ -160,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="deploy each stack as a job on the provisioner (CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN) and follow it",
     )
+    deploying.add_argument(
+        "--commit",
+        type=_commit,
+        help="with --provisioner: the program commit rolled out; a worker running another one refuses the deploy",
+    )
 
     one = commands.add_parser(
         "up", help="one stack: preview with the pack, then up held to that plan; a resize shuts down gracefully"
@@ -169,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
 
     args = parser.parse_args(argv)
-    if args.command == "preview" or (args.command == "rollout" and not args.provisioner):
+    if args.command == "rollout" and args.commit and not args.provisioner:
+        parser.error("--commit: only with --provisioner (a local rollout runs the program it is given)")
+    if args.command in ("preview", "rollout"):
         try:
-            args.desired = _desired(args)
-        except SettingsError as error:
-            print(error, file=sys.stderr)
+            args.reader = _reader(args)
+        except (control.ProvisionerError, ValidationError) as error:
+            print(f"the provisioner: {error}", file=sys.stderr)
             return 2
     if args.command == "up":
         return _up(args)
@@ -186,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "preview":
         return _preview(args)
-    if args.provisioner:
-        args.desired = None  # the provisioner's workers write each stack's config from its store
     return _rollout(args)
 
 

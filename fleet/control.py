@@ -1,10 +1,17 @@
-"""The provisioner's API as the fleet tooling uses it: list the fleet, submit a stack's deploy, follow it.
+"""The provisioner's API as the fleet tooling uses it: list the fleet, read a stack's settings, submit a
+stack's deploy and follow it.
 
 With `python -m fleet rollout --provisioner`, every stack's deploy runs on the provisioner's
 workers, under its fencing (one operation per stack, platform-wide, billing's changes first) and
 its Hetzner budgets; the rollout only decides the waves and the verdict. It needs the provisioner's
 URL and operator token (CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN), never a Hetzner token, the
 state backend or its passphrase.
+
+A pull request's preview runs the pull request's program where it was checked out, with a read-only
+Hetzner token: never on the workers, which hold the write tokens. A preview takes no stack lock on a
+self-managed backend (pkg/backend/diy: only update, refresh, destroy and import lock), so it needs
+no fencing; it reads the fleet and each stack's settings from the provisioner with the review token
+(CLAW_REVIEW_TOKEN, `--settings-from-provisioner`).
 """
 
 from __future__ import annotations
@@ -17,16 +24,23 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from fleet.desired import MissingSettings
 from fleet.rollout import DeployFailed
 from fleet.stacks import CUSTOMER_PREFIX
 
 # A deploy job's statuses once it will not change any more (provisioner.store).
 FINISHED = ("deployed", "failed", "superseded", "stale")
 URL_VARIABLE, TOKEN_VARIABLE = "CLAW_PROVISIONER_URL", "CLAW_OPERATOR_TOKEN"
+# The preview's token: it reads the fleet and its settings, and can change nothing.
+REVIEW_TOKEN_VARIABLE = "CLAW_REVIEW_TOKEN"  # noqa: S105 (a variable name)
 
 
 class ProvisionerError(RuntimeError):
-    """The provisioner refused a call, or did not answer within the retry window."""
+    """The provisioner refused a call (`status`), or did not answer within the retry window."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Provisioner(BaseModel):
@@ -40,11 +54,11 @@ class Provisioner(BaseModel):
     unavailable_seconds: float = Field(default=120.0, gt=0)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Provisioner:
-        missing = [name for name in (URL_VARIABLE, TOKEN_VARIABLE) if not environ.get(name)]
+    def from_env(cls, environ: Mapping[str, str], token_variable: str = TOKEN_VARIABLE) -> Provisioner:
+        missing = [name for name in (URL_VARIABLE, token_variable) if not environ.get(name)]
         if missing:
             raise ProvisionerError(f"not set: {', '.join(missing)}")
-        return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[TOKEN_VARIABLE]))
+        return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[token_variable]))
 
     def _call(self, method: str, path: str, body: Mapping[str, str] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"}
@@ -58,7 +72,9 @@ class Provisioner(BaseModel):
                 if response.status_code != 503:
                     answer: dict[str, Any] = response.json()
                     if response.status_code != 200:
-                        raise ProvisionerError(f"{method} {path}: {response.status_code} {answer.get('error')}")
+                        raise ProvisionerError(
+                            f"{method} {path}: {response.status_code} {answer.get('error')}", response.status_code
+                        )
                     return answer
                 problem = "503 " + str(response.json().get("error"))
             if time.monotonic() > deadline:
@@ -69,9 +85,20 @@ class Provisioner(BaseModel):
         """The fleet: every provisioned customer's stack that has not cancelled, sorted."""
         return list(self._call("GET", "/stacks")["stacks"])
 
-    def submit_deploy(self, customer_id: str, request_id: str) -> str:
-        """The deploy job's id; the same request again is the same job."""
-        answer = self._call("POST", "/deploys", {"customer_id": customer_id, "request_id": request_id})
+    def settings(self, stack: str) -> dict[str, str]:
+        """The stack's whole config as the provisioner's store has it; MissingSettings when it has none."""
+        try:
+            return dict(self._call("GET", f"/stacks/{stack}/settings")["config"])
+        except ProvisionerError as error:
+            if error.status == 404:
+                raise MissingSettings(str(error).split(" 404 ", 1)[-1]) from error
+            raise
+
+    def submit_deploy(self, customer_id: str, request_id: str, commit: str | None = None) -> str:
+        """The deploy job's id; the same request again is the same job. With `commit`, only a worker
+        running that commit of the program deploys it."""
+        order = {"customer_id": customer_id, "request_id": request_id}
+        answer = self._call("POST", "/deploys", order if commit is None else {**order, "commit": commit})
         return str(answer.get("accepted") or answer["duplicate"])
 
     def job(self, event_id: str) -> dict[str, Any]:
@@ -85,9 +112,11 @@ class SubmittedDeploy:
     provisioner: Provisioner
     # One per rollout run: a resubmission in the same run is the same job, a resumed run deploys anew.
     request_id: str
+    # The program commit being rolled out, which the workers must run.
+    commit: str | None = None
 
     def __call__(self, stack: str) -> dict[str, Any]:
-        event_id = self.provisioner.submit_deploy(stack.removeprefix(CUSTOMER_PREFIX), self.request_id)
+        event_id = self.provisioner.submit_deploy(stack.removeprefix(CUSTOMER_PREFIX), self.request_id, self.commit)
         while True:
             view = self.provisioner.job(event_id)
             if view["status"] in FINISHED:

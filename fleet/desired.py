@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from config.customer import PlatformConfig
 from config.loader import PLATFORM_NAMESPACE, namespace_config
 from fleet.stacks import CUSTOMER_PREFIX
-from provisioner.settings import StoreSettings
-from provisioner.store import JobStore, key_value
+from provisioner.store import JobStore
 
 # A stack's whole config by its name; raises MissingSettings when there is none to give.
 DesiredConfig = Callable[[str], Mapping[str, str]]
@@ -33,14 +32,11 @@ def stack_config(customer: Mapping[str, str], platform: PlatformConfig) -> dict[
 
 @dataclass(frozen=True)
 class FromStore:
-    """What the provisioner's store says a customer stack's config is."""
+    """What the provisioner's store says a customer stack's config is (served by its API at
+    /stacks/<stack>/settings, which the fleet tooling reads through fleet.control.Provisioner.settings)."""
 
     store: JobStore
     platform: PlatformConfig
-
-    @classmethod
-    def of(cls, settings: StoreSettings) -> FromStore:
-        return cls(JobStore(key_value(settings.queue_url)), settings.platform)
 
     def __call__(self, stack: str) -> dict[str, str]:
         customer_id = stack.removeprefix(CUSTOMER_PREFIX)

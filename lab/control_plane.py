@@ -25,7 +25,7 @@ from typing import Any
 import toolchain
 from lab.netns import connect_from
 from lab.topology import PROVISIONER, Peer
-from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, Lab, LabError, in_ns, run, wait_until
+from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, LabError, in_ns, run, wait_until
 from provisioner.webhook import sign
 
 REDIS_PORT = 6379
@@ -66,6 +66,11 @@ class ControlPlane:
     cancel_seconds: float = 10
 
     @property
+    def program_commit(self) -> str:
+        """The commit the workers run (this checkout's), which a rollout names."""
+        return run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).stdout.strip()
+
+    @property
     def backend_url(self) -> str:
         endpoint = f"http://{PROVISIONER.ipv4}:{OBJECT_STORE_PORT}"
         return f"s3://{BUCKET}?endpoint={endpoint}&region={REGION}&use_path_style=true"
@@ -98,6 +103,7 @@ class ControlPlane:
             "CLAW_CANCEL_SECONDS": str(self.cancel_seconds),
             "CLAW_CANCELLATION_GRACE_SECONDS": "0",
             "CLAW_RETRY_BASE_SECONDS": "5",
+            "CLAW_PROGRAM_COMMIT": self.program_commit,
             # The fleet spans two of the lab cloud's projects, each with its own token and budget.
             "CLAW_HETZNER_PROJECTS": json.dumps(
                 [{"name": project, "token_env": _token_variable(project)} for project in projects]
@@ -165,15 +171,17 @@ class ControlPlane:
         self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host, projects))
 
     def start_rollout(self, state: Path, *arguments: str) -> None:
-        """`python -m fleet rollout --provisioner`, as the deploy workflow runs it: with the API's URL and
-        the operator token, and no Hetzner token, state backend or passphrase."""
+        """`python -m fleet rollout --provisioner --commit <the workers' commit>`, as the deploy workflow
+        runs it: with the API's URL and the operator token, and no Hetzner token, state backend or
+        passphrase."""
         held_back = ("CLAW_", "HCLOUD_", "PULUMI_", "AWS_")
         environment = {key: value for key, value in os.environ.items() if not key.startswith(held_back)}
         environment["CLAW_PROVISIONER_URL"] = f"http://{PROVISIONER.ipv4}:{API_PORT}"
         environment["CLAW_OPERATOR_TOKEN"] = self.operator_token
         command = in_ns(
             PROVISIONER.namespace,
-            *(sys.executable, "-m", "fleet", "rollout", "--provisioner", "--state", str(state), *arguments),
+            *(sys.executable, "-m", "fleet", "rollout", "--provisioner", "--commit", self.program_commit),
+            *("--state", str(state), *arguments),
         )
         self.lab.spawn("rollout", command, self.directory / "rollout.log", env=environment)
 

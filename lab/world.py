@@ -198,13 +198,21 @@ class Lab:
     def project_token(self, project: str) -> str:
         return self.hetzner_token if project == HETZNER_PROJECT else self.secret(f"hetzner.{project}.token", 64)
 
-    def hetzner_usage(self, project: str = HETZNER_PROJECT) -> dict[str, Any]:
-        """The emulator's count of the project's token's requests: in all, refused (429), by route."""
+    def project_read_token(self, project: str) -> str:
+        """The project's read-only token (Hetzner's "Read" permission: GET requests only)."""
+        return self.secret(f"hetzner.{project}.read-token", 64)
+
+    def hetzner_usage(self, project: str = HETZNER_PROJECT, *, read_only: bool = False) -> dict[str, Any]:
+        """The emulator's count of one of the project's tokens' requests: in all, refused (429), writes
+        refused to a read-only token, by route."""
         import urllib.request
 
+        from lab.hcloud_api.app import token_digest
+
+        digest = token_digest(self.project_read_token(project) if read_only else self.project_token(project))
         url = self.hetzner_endpoint.removesuffix("/v1") + "/_lab/requests"
         with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (the lab's own emulator)
-            usage: dict[str, Any] = next(t for t in json.load(answer)["tokens"] if t["project"] == project)
+            usage: dict[str, Any] = next(t for t in json.load(answer)["tokens"] if t["token_sha256"] == digest)
         return usage
 
     def hetzner(self, project: str = HETZNER_PROJECT) -> Client:
@@ -520,6 +528,10 @@ class Lab:
             *(f"--listen-in={peer.namespace}" for peer in (PROVISIONER, *WORKER_HOSTS)),
             *(
                 f"--token={project}={self.project_token(project)}"
+                for project in (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
+            ),
+            *(
+                f"--read-token={project}={self.project_read_token(project)}"
                 for project in (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
             ),
         ]

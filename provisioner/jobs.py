@@ -337,6 +337,11 @@ def _describe(error: Exception) -> str:
 def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
     """The customer's last provisioned settings, previewed with the pack, `up` held to that plan, then
     the health gate (fleet.rollout.DeployStack)."""
+    if job.commit is not None and job.commit != config.program_commit:
+        raise DeployFailed(
+            f"the rollout is of commit {job.commit}, this worker runs {config.program_commit or 'an unnamed commit'} "
+            "(CLAW_PROGRAM_COMMIT): deploy the workers first, then resume the rollout"
+        )
     last = store().last_provisioned(job.customer_id)
     if last is None:
         raise DeployFailed(f"customer {job.customer_id} has no completed provision, so its settings are unknown")

@@ -4,7 +4,9 @@ POST /webhooks/billing      billing events (signed); 200 once stored, 4xx with t
 GET  /customers/<id>        status of a customer's stack, with its job history   (Authorization: Bearer <token>)
 GET  /jobs                  every job, oldest first                              (Authorization: Bearer <token>)
 GET  /jobs/<event id>       one job                                              (Authorization: Bearer <token>)
-GET  /stacks                the fleet: customers provisioned and not cancelled   (Authorization: Bearer <token>)
+GET  /stacks                the fleet: customers provisioned and not cancelled   (operator or review token)
+GET  /stacks/<stack>/settings  the stack's whole config (the customer's last completed provision and
+                            the platform's settings); 404 when unknown           (operator or review token)
 POST /deploys               {"customer_id", "request_id"}: deploy a stack (a rollout's step); 404 unknown
                             customer, 409 cancelled                              (Authorization: Bearer <token>)
 GET  /healthz               the process answers
@@ -36,8 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fleet.desired import FromStore, MissingSettings
 from provisioner.runner import stack_name
-from provisioner.settings import ProvisionerSettings
+from provisioner.settings import COMMIT_PATTERN, ProvisionerSettings
 from provisioner.store import DeployRefused, Job, JobStore, StoreUnavailable
 from provisioner.webhook import Delivery, WebhookError, parse, verify
 
@@ -54,6 +57,8 @@ class DeployOrder(BaseModel):
 
     customer_id: str = Field(pattern=f"^{_CUSTOMER.pattern}$")
     request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    # The commit being rolled out: only a worker running it may deploy the stack.
+    commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -76,6 +81,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "outputs": job.outputs,
         "worker": job.worker,
         "project": job.project,
+        "commit": job.commit,
         "received": job.received,
         "updated": job.updated,
         "history": [entry.model_dump(exclude_none=True) for entry in job.history],
@@ -123,6 +129,7 @@ def make_app(
     queue_depth: Callable[[], int],
 ) -> Starlette:
     token = settings.operator_token.get_secret_value().encode()
+    desired = FromStore(store, settings.platform)
     registry = CollectorRegistry()
     registry.register(_StoreCollector(store, queue_depth))
     deliveries = Counter("claw_webhook_deliveries", "Webhook deliveries by outcome", ["outcome"], registry=registry)
@@ -169,8 +176,13 @@ def make_app(
             return answer(408, {"error": "the body took too long"}, "refused")
         return await run_in_threadpool(deliver, body, request.headers.get("stripe-signature"))
 
-    def authorised(request: Request) -> bool:
+    reviewing = settings.review_token.get_secret_value().encode() if settings.review_token else None
+
+    def authorised(request: Request, *, review: bool = False) -> bool:
+        """The operator token; with `review`, the review token as well (reading the fleet only)."""
         given = request.headers.get("authorization", "").removeprefix("Bearer ").encode("utf-8", "replace")
+        if review and reviewing is not None and hmac.compare_digest(given, reviewing):
+            return True
         return hmac.compare_digest(given, token)
 
     def customer_view(customer_id: str) -> JSONResponse:
@@ -208,13 +220,24 @@ def make_app(
         return JSONResponse(job_view(found))
 
     async def fleet_stacks(request: Request) -> Response:
-        if not authorised(request):
-            return JSONResponse({"error": "operator token required"}, status_code=401)
+        if not authorised(request, review=True):
+            return JSONResponse({"error": "operator or review token required"}, status_code=401)
         try:
             customers = await run_in_threadpool(store.deployable)
         except StoreUnavailable:
             return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
         return JSONResponse({"stacks": [stack_name(customer) for customer in customers]})
+
+    async def stack_settings(request: Request) -> Response:
+        if not authorised(request, review=True):
+            return JSONResponse({"error": "operator or review token required"}, status_code=401)
+        try:
+            config = await run_in_threadpool(desired, request.path_params["stack"])
+        except MissingSettings as error:
+            return JSONResponse({"error": str(error)}, status_code=404)
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+        return JSONResponse({"config": config})
 
     def submit_deploy(order: DeployOrder) -> JSONResponse:
         job = Job(
@@ -222,6 +245,7 @@ def make_app(
             kind="deploy",
             customer_id=order.customer_id,
             created=int(time.time()),
+            commit=order.commit,
         )
         try:
             accepted = store.accept_deploy(job)
@@ -282,6 +306,7 @@ def make_app(
             Route("/jobs", jobs, methods=["GET"]),
             Route("/jobs/{event_id}", one_job, methods=["GET"]),
             Route("/stacks", fleet_stacks, methods=["GET"]),
+            Route("/stacks/{stack}/settings", stack_settings, methods=["GET"]),
             Route("/deploys", deploys, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

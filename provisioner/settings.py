@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from config.customer import PlatformConfig
 
 PREFIX = "CLAW_"
+COMMIT_PATTERN = r"^[0-9a-f]{40}$"
 
 
 class SettingsError(ValueError):
@@ -94,6 +95,9 @@ class HetznerProject(BaseModel):
 class ProvisionerSettings(StoreSettings):
     webhook_secret: SecretStr = Field(min_length=16)
     operator_token: SecretStr = Field(min_length=16)
+    # Grants only reading the fleet and each stack's settings (GET /stacks, /stacks/<stack>/settings):
+    # the token of the pull-request preview, which runs a pull request's program and may change nothing.
+    review_token: SecretStr | None = Field(default=None, min_length=16)
     # Per-stack workspaces (project and stack settings files) live here, never in the checkout.
     state_dir: Path = Path("/var/lib/clawhosters")
     bind: str = "127.0.0.1:8787"
@@ -124,6 +128,9 @@ class ProvisionerSettings(StoreSettings):
     # What one stack operation may spend of its project's budget, taken before its CLI starts: an
     # operation waits in the queue for it, never inside the CLI (no preview times out on a token).
     hetzner_requests_per_operation: int = Field(default=25, ge=1)
+    # The commit of the program this worker runs (its deployment sets it); a deploy that names another
+    # commit fails instead of rolling out a program that was not the one merged.
+    program_commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
     # module:attribute of the StackRunner factory; the Automation API by default.
     runner: str = "provisioner.runner:AutomationRunner"
 

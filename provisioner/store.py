@@ -63,6 +63,8 @@ class Job(BaseModel):
     last_error: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
     worker: str | None = None
+    # A deploy: the program commit the rollout is of, which the worker must be running.
+    commit: str | None = None
     # The Hetzner project the customer's servers live in, once a worker has run the job.
     project: str | None = None
     received: float = Field(default_factory=time.time)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 from pulumi.automation import EngineEvent
+from pydantic import SecretStr
 
-from config.customer import PlatformConfig
 from fleet import stacks
-from fleet.desired import FromStore
+from fleet.control import Provisioner
 from fleet.preview import (
     COMMENT_LIMIT,
     MARKER,
@@ -29,6 +29,7 @@ from fleet.preview import (
 from provisioner.store import Job, JobStore, key_value
 from tests.fleet_standin import StandInPreview, recorded
 from tests.hcloud_api.conftest import Emulator
+from tests.provisioner.conftest import REVIEW_TOKEN, running
 
 REPO = Path(__file__).resolve().parent.parent
 WORKSPACE = stacks.Workspace()
@@ -244,11 +245,12 @@ def _with_a_secret_in_its_state(workspace: stacks.Workspace, stack: str) -> None
 
 
 @pytest.mark.pulumi_cli
-def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the_store(
-    tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch
+def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the_provisioner(
+    tmp_path: Path, hetzner: Emulator, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    """Where the fleet tooling runs, a provisioned stack has no settings file: its config comes
-    from the provisioner's store, written whole before the preview, through the real CLI."""
+    """Where the fleet tooling runs, a provisioned stack has no settings file: its config comes from
+    the provisioner's store through its API (with the review token), written whole before the
+    preview, through the real CLI."""
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
     (tmp_path / "state").mkdir()
     backend = f"file://{tmp_path / 'state'}"
@@ -256,22 +258,24 @@ def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the
     provisioner = stacks.Workspace(backend_url=backend, stacks_dir=tmp_path / "provisioner")
     _with_a_secret_in_its_state(provisioner, "customer-example")
     workspace = stacks.Workspace(backend_url=backend, stacks_dir=tmp_path / "fleet")
-    platform = PlatformConfig(provisioner_cidrs=("203.0.113.0/28",))
-    desired = FromStore(_provisioned(f"sqlite:///{tmp_path / 'store.sqlite3'}", "example"), platform)
+    platform = json.dumps({"provisioner_cidrs": ["203.0.113.0/28"]})
+    with running(request, tmp_path, "sqlite", platform) as api:
+        _provisioned(api.env["CLAW_QUEUE_URL"], "example")
+        desired = Provisioner(url=api.url, token=SecretStr(REVIEW_TOKEN)).settings
 
-    # Without the store the stack has no settings at all: every preview would block.
-    without = PreviewStack(workspace)("customer-example")
-    assert any("clawhosters:customer_id: required setting is missing" in finding for finding in without.blocking)
+        # Without the provisioner the stack has no settings at all: every preview would block.
+        without = PreviewStack(workspace)("customer-example")
+        assert any("clawhosters:customer_id: required setting is missing" in finding for finding in without.blocking)
 
-    preview = PreviewStack(workspace, plans=tmp_path / "plans", desired=desired)("customer-example")
-    # Everything of the example's 16 but the stack itself, which its first update created; the
-    # state's secret is read with the provider the state records, whatever the workspace's salt.
-    assert preview.blocking == [] and dict(preview.counts) == {"create": 15}
-    assert stacks.open_stack(workspace, "customer-example").get_config("platform:provisioner_cidrs").value == (
-        '["203.0.113.0/28"]'
-    )
+        preview = PreviewStack(workspace, plans=tmp_path / "plans", desired=desired)("customer-example")
+        # Everything of the example's 16 but the stack itself, which its first update created; the
+        # state's secret is read with the provider the state records, whatever the workspace's salt.
+        assert preview.blocking == [] and dict(preview.counts) == {"create": 15}
+        assert stacks.open_stack(workspace, "customer-example").get_config("platform:provisioner_cidrs").value == (
+            '["203.0.113.0/28"]'
+        )
 
-    unknown = PreviewStack(workspace, desired=desired)("customer-nobody")
+        unknown = PreviewStack(workspace, desired=desired)("customer-nobody")
     assert unknown.blocking == [
         "customer-nobody: the provisioner's store has no completed provision of customer 'nobody', "
         "so the stack's settings are unknown"

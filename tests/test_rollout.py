@@ -108,3 +108,15 @@ def test_a_halted_rollout_is_only_continued_by_resume(tmp_path: Path, capsys: py
     RolloutState(waves=[["customer-a"]], failure_budget=0, halted="halted in wave 1 of 1: the canary failed").save(path)
     assert main(["rollout", "--state", str(path), "--stack", "customer-a"]) == 2
     assert "continue it with --resume" in capsys.readouterr().err
+
+
+def test_a_rollout_names_its_commit_in_full_and_only_for_the_provisioner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "rollout.json")
+    with pytest.raises(SystemExit) as short:
+        main(["rollout", "--provisioner", "--state", state, "--commit", "d465ff7"])
+    assert short.value.code == 2 and "--commit: must be a full commit id" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as local:
+        main(["rollout", "--state", state, "--commit", "d" * 40])
+    assert local.value.code == 2 and "--commit: only with --provisioner" in capsys.readouterr().err

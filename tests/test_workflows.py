@@ -43,6 +43,9 @@ def test_pull_request_jobs_never_see_the_write_token() -> None:
         assert WRITE_TOKEN not in str(job)
     fleet = next(step for step in steps(preview) if step.get("id") == "fleet")
     assert fleet["env"]["HCLOUD_TOKEN"] == "${{ secrets.HCLOUD_READ_TOKEN }}"
+    # The fleet and its settings come from the provisioner, with the token that can change nothing.
+    assert "--settings-from-provisioner" in fleet["run"]
+    assert fleet["env"]["CLAW_REVIEW_TOKEN"] == "${{ secrets.CLAW_REVIEW_TOKEN }}"
 
 
 def test_no_workflow_holds_the_write_token_and_only_the_deploy_job_the_operator_token() -> None:
@@ -81,7 +84,10 @@ def test_deploy_is_one_rollout_job_not_a_matrix() -> None:
     deploy = load("deploy.yml")
     (job,) = deploy["jobs"].values()
     assert "strategy" not in job and job["environment"] == "production"
-    assert any("python -m fleet rollout --provisioner" in str(step.get("run", "")) for step in job["steps"])
+    assert any(
+        'python -m fleet rollout --provisioner --commit "$GITHUB_SHA"' in str(step.get("run", ""))
+        for step in job["steps"]
+    ), "only workers running the merged commit deploy it"
     assert PASSPHRASE not in str(job), "the rollout never opens a stack itself"
 
 

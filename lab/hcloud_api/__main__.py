@@ -24,11 +24,15 @@ from lab.hcloud_api.app import create_app
 from lab.hcloud_api.config import EmulatorConfig
 
 
-def _token(text: str) -> dict[str, str]:
+def _token(text: str) -> dict[str, Any]:
     project, separator, token = text.partition("=")
     if not separator:
         raise argparse.ArgumentTypeError("expected PROJECT=TOKEN")
     return {"project": project, "token": token}
+
+
+def _read_token(text: str) -> dict[str, Any]:
+    return _token(text) | {"read_only": True}
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -44,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", type=Path, help="state directory (created if missing)")
     parser.add_argument("--listen", type=_listen, help="HOST:PORT, default 127.0.0.1:8080")
     parser.add_argument("--token", type=_token, action="append", default=[], help="PROJECT=TOKEN, repeatable")
+    parser.add_argument(
+        "--read-token", type=_read_token, action="append", default=[], help="PROJECT=TOKEN allowed GET only, repeatable"
+    )
     parser.add_argument("--rate-limit", type=int, help="requests per project before 429, default 3600")
     parser.add_argument("--refill-per-second", type=float, help="requests regained per second, default 1")
     parser.add_argument("--action-seconds", type=float, help="how long actions run at least, default 0.5")
@@ -66,8 +73,8 @@ def _settings(args: argparse.Namespace) -> EmulatorConfig:
         values["state_dir"] = args.state
     if args.listen:
         values["host"], values["port"] = args.listen
-    if args.token:
-        values["tokens"] = args.token
+    if args.token or args.read_token:
+        values["tokens"] = args.token + args.read_token
     limits = {"limit": args.rate_limit, "refill_per_second": args.refill_per_second}
     values["rate_limit"] = values.get("rate_limit", {}) | {k: v for k, v in limits.items() if v is not None}
     pools = {"ipv4": args.ipv4_pool, "ipv6": args.ipv6_pool}

@@ -72,6 +72,7 @@ class TokenUse:
     project: str
     requests: int = 0
     rate_limited: int = 0
+    refused_writes: int = 0
     by_route: Counter[str] = field(default_factory=Counter)
 
 
@@ -374,6 +375,9 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
                 unauthenticated[route] += 1
                 return _error(ApiError("unauthorized", "unable to authenticate"), headers)
             bucket, use = buckets[token.project], uses[secret]
+            if token.read_only and request.method != "GET":
+                use.refused_writes += 1
+                return _error(ApiError("token_readonly", "the token is only allowed to perform GET requests"), headers)
             allowed = bucket.take()
             headers |= bucket.headers()
             use.requests += 1
@@ -403,6 +407,7 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
                         "project": use.project,
                         "requests": use.requests,
                         "rate_limited": use.rate_limited,
+                        "refused_writes": use.refused_writes,
                         "by_route": dict(use.by_route),
                     }
                     for secret, use in uses.items()

@@ -38,6 +38,8 @@ class _Settings(BaseModel):
 class Token(_Settings):
     project: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
     token: SecretStr
+    # Hetzner's "Read" permission: GET requests only; anything else is a 403 `token_readonly`.
+    read_only: bool = False
 
     @field_validator("token")
     @classmethod

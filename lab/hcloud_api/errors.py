@@ -9,6 +9,7 @@ from typing import Any
 # clients decide by the code alone, so they get the 4xx that says what happened.
 STATUS: dict[str, int] = {
     "forbidden": 403,
+    "token_readonly": 403,
     "unauthorized": 401,
     "invalid_input": 400,
     "json_error": 400,

@@ -33,6 +33,25 @@ def test_tokens(emulator: Emulator) -> None:
     assert caught.value.code == "unauthorized"
 
 
+def test_a_read_only_token_reads_the_project_and_changes_nothing(start_emulator: Callable[..., Emulator]) -> None:
+    reader = "R" * 32 + "ead0" * 8
+    emulator = start_emulator(
+        tokens=[{"project": "acme", "token": ACME}, {"project": "acme", "token": reader, "read_only": True}]
+    )
+    server = create_server(emulator.client(), "kept")
+    readonly = emulator.client(reader)
+    assert [found.id for found in readonly.servers.get_all()] == [server.id]
+    with pytest.raises(APIException) as caught:
+        readonly.servers.delete(server)
+    assert caught.value.code == "token_readonly"
+    refused = emulator.post("/v1/ssh_keys", {"name": "k", "public_key": public_key()}, token=reader)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "token_readonly"
+    assert emulator.client().servers.get_by_id(server.id).status == "running"
+    usage = {t["token_sha256"]: t for t in emulator.get("/_lab/requests", token=None).json()["tokens"]}
+    read = usage[hashlib.sha256(reader.encode()).hexdigest()[:12]]
+    assert read["refused_writes"] == 2 and set(read["by_route"]) == {"GET /v1/servers"}
+
+
 def test_rate_limit_headers_429_and_refill(start_emulator: Callable[..., Emulator]) -> None:
     emulator = start_emulator(rate_limit={"limit": 3, "refill_per_second": 10})
     before = time.time()
@@ -60,6 +79,7 @@ def test_rate_limit_headers_429_and_refill(start_emulator: Callable[..., Emulato
         "project": "other",
         "requests": 1,
         "rate_limited": 0,
+        "refused_writes": 0,
         "by_route": {"GET /v1/locations": 1},
     }
 

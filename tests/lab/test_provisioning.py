@@ -278,6 +278,7 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
         f"customer-{customer}" for customer in customers
     )
     deploys = {job["event_id"]: job for job in _deploys(plane)}
+    assert {job["commit"] for job in deploys.values()} == {plane.program_commit}, "the workers run what rolls out"
     taken = deploys[interrupted["event_id"]]
     assert taken["status"] == "deployed" and taken["worker"].startswith(f"{second.link}:"), taken
     takeover = next(entry for entry in taken["history"] if entry["event"] == "took over")

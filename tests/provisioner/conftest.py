@@ -27,6 +27,7 @@ from provisioner.webhook import sign
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
+REVIEW_TOKEN = "review-token-0123456789"
 PLATFORM = json.dumps({"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]})
 
 
@@ -174,7 +175,7 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Provisioner:
+def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str, platform: str = PLATFORM) -> Provisioner:
     """A provisioner on `backend` with its serve process running (workers are started by the test)."""
     server: RedisServer | None = None
     if backend == "redis":
@@ -191,9 +192,10 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
         **{key: value for key, value in os.environ.items() if not key.startswith("CLAW_")},
         "CLAW_WEBHOOK_SECRET": SECRET,
         "CLAW_OPERATOR_TOKEN": TOKEN,
+        "CLAW_REVIEW_TOKEN": REVIEW_TOKEN,
         "CLAW_QUEUE_URL": queue_url,
         "CLAW_STATE_DIR": str(tmp_path / "state"),
-        "CLAW_PLATFORM": PLATFORM,
+        "CLAW_PLATFORM": platform,
         "CLAW_BIND": f"127.0.0.1:{free_port()}",
         # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi); a
         # deploy's health gate asks the stand-in's hosts (tests/provisioner/hosts.py).
@@ -218,9 +220,11 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Prov
 
 
 @contextmanager
-def running(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[Provisioner]:
+def running(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, platform: str = PLATFORM
+) -> Iterator[Provisioner]:
     """A deployment for one test, stopped afterwards whatever the test did."""
-    deployment = deploy(request, tmp_path, backend)
+    deployment = deploy(request, tmp_path, backend, platform)
     try:
         yield deployment
     finally:

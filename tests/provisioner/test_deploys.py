@@ -12,7 +12,7 @@ from pathlib import Path
 
 from provisioner.store import DEPLOY_WAIT_SECONDS, Claim, DeployRefused, Job, JobStore
 from provisioner.webhook import parse
-from tests.provisioner.conftest import REPO, TOKEN, Provisioner, wait_for
+from tests.provisioner.conftest import REPO, REVIEW_TOKEN, TOKEN, Provisioner, wait_for
 from tests.provisioner.events import cancellation, signup
 from tests.provisioner.standin import records
 
@@ -97,6 +97,32 @@ def test_the_deploy_api_needs_the_token_and_names_what_is_wrong(provisioner: Pro
     assert provisioner.get("/stacks") == (200, {"stacks": []})
 
 
+def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqlite_provisioner: Provisioner) -> None:
+    """The pull-request preview's token: it lists the fleet and reads each stack's whole config, as a
+    worker would write it, and can neither see billing's jobs nor submit a deploy."""
+    provisioner = sqlite_provisioner
+    provisioner.start("worker")
+    assert provisioner.post(signup("acme", "evt_acmesignup", server_type="cx33"))[0] == 200
+    wait_for("acme ready", lambda: provisioner.status("acme") == "ready", timeout=60)
+    provisioned = next(record["config"] for record in records(provisioner.records, "up"))
+
+    assert provisioner.get("/stacks", token=REVIEW_TOKEN) == (200, {"stacks": ["customer-acme"]})
+    code, body = provisioner.get("/stacks/customer-acme/settings", token=REVIEW_TOKEN)
+    assert code == 200 and body == provisioner.get("/stacks/customer-acme/settings")[1]
+    config = body["config"]
+    assert config["clawhosters:customer_id"] == "acme" and config["clawhosters:server_type"] == "cx33"
+    assert json.loads(config["platform:provisioner_cidrs"]) == ["203.0.113.0/28"]
+    assert config == provisioned, "the whole config the last provision ran with"
+    code, body = provisioner.get("/stacks/customer-nobody/settings", token=REVIEW_TOKEN)
+    assert code == 404 and "no completed provision of customer 'nobody'" in body["error"]
+
+    deploy = json.dumps({"customer_id": "acme", "request_id": "r1"}).encode()
+    assert provisioner.call("POST", "/deploys", deploy, REVIEW_TOKEN)[0] == 401
+    for path in ("/jobs", "/customers/acme", "/jobs/evt_acmesignup"):
+        assert provisioner.get(path, token=REVIEW_TOKEN)[0] == 401, path
+    assert provisioner.get("/stacks/customer-acme/settings", token="wrong-token-0123456789")[0] == 401
+
+
 def test_a_deploy_without_settings_to_run_fails_at_once(sqlite_provisioner: Provisioner) -> None:
     provisioner = sqlite_provisioner
     provisioner.start("worker")
@@ -114,6 +140,37 @@ def test_a_deploy_without_settings_to_run_fails_at_once(sqlite_provisioner: Prov
     view = wait_for("the deploy to fail", failed, timeout=30)
     assert view["attempts"] == 1, "a refused deploy is not retried: the rollout counts it"
     assert "no completed provision" in str(view["last_error"])
+
+
+def test_only_a_worker_running_the_commit_rolled_out_deploys_it(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
+    running, merged = "a" * 40, "b" * 40
+    provisioner.env["CLAW_PROGRAM_COMMIT"] = running
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    wait_for("acme ready", lambda: provisioner.status("acme") == "ready", timeout=60)
+
+    def deploy(request: str, commit: str) -> tuple[int, dict[str, object]]:
+        order = {"customer_id": "acme", "request_id": request, "commit": commit}
+        return provisioner.call("POST", "/deploys", json.dumps(order).encode())
+
+    code, body = deploy("r0", "B" * 40)
+    assert code == 400 and str(body["error"]).startswith("commit:")
+
+    def finished(event_id: str) -> dict[str, object] | None:
+        view = provisioner.get(f"/jobs/{event_id}")[1]
+        return view if view["status"] in ("deployed", "failed") else None
+
+    assert deploy("r1", merged) == (200, {"accepted": "deploy-r1-acme"})
+    refused = wait_for("the deploy of another commit", lambda: finished("deploy-r1-acme"), timeout=30)
+    assert refused["status"] == "failed" and refused["attempts"] == 1 and refused["commit"] == merged
+    assert f"the rollout is of commit {merged}, this worker runs {running}" in str(refused["last_error"])
+    ups = len(records(provisioner.records, "up"))
+
+    assert deploy("r2", running) == (200, {"accepted": "deploy-r2-acme"})
+    deployed = wait_for("the deploy of the worker's commit", lambda: finished("deploy-r2-acme"), timeout=30)
+    assert deployed["status"] == "deployed", deployed["last_error"]
+    assert len(records(provisioner.records, "up")) == ups + 1, "only the deploy of the running commit ran `up`"
 
 
 def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_settings(
