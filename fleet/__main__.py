@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pulumi import automation
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from fleet import control, preview, resize, rollout, stacks
 from fleet.desired import DesiredConfig
@@ -42,6 +42,13 @@ def _desired(args: argparse.Namespace) -> DesiredConfig | None:
     return args.reader.settings if args.settings_from_provisioner else None
 
 
+def _hetzner_token(args: argparse.Namespace) -> Callable[[str], SecretStr] | None:
+    """Each stack's own project's read token, when CLAW_HETZNER_READ_TOKENS maps the fleet's projects."""
+    if not (args.settings_from_provisioner and os.environ.get(control.READ_TOKENS_VARIABLE)):
+        return None
+    return control.ProjectReadTokens.from_env(args.reader, os.environ)
+
+
 def _listing(args: argparse.Namespace) -> Callable[[stacks.Workspace], list[str]] | None:
     """The fleet as the provisioner knows it (a stack only in the backend has no settings to run with)."""
     reader: control.Provisioner | None = args.reader
@@ -66,7 +73,8 @@ def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> 
         "--settings-from-provisioner",
         action="store_true",
         help="list the fleet and write each stack's whole config from the provisioner first "
-        "(CLAW_PROVISIONER_URL; CLAW_REVIEW_TOKEN, else CLAW_OPERATOR_TOKEN)",
+        "(CLAW_PROVISIONER_URL; CLAW_REVIEW_TOKEN, else CLAW_OPERATOR_TOKEN); a preview reads each stack "
+        "with its Hetzner project's token when CLAW_HETZNER_READ_TOKENS maps them",
     )
 
 
@@ -74,7 +82,13 @@ def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     previews, findings = preview.preview_fleet(
         args.stack,
-        preview.PreviewStack(workspace, canary=args.canary, plans=args.plans, desired=_desired(args)),
+        preview.PreviewStack(
+            workspace,
+            canary=args.canary,
+            plans=args.plans,
+            desired=_desired(args),
+            hetzner_token=args.hetzner_token,
+        ),
         workspace=workspace,
         concurrency=args.concurrency,
         timeout=args.timeout,
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("preview", "rollout"):
         try:
             args.reader = _reader(args)
+            args.hetzner_token = _hetzner_token(args) if args.command == "preview" else None
         except (control.ProvisionerError, ValidationError) as error:
             print(f"the provisioner: {error}", file=sys.stderr)
             return 2

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 from fleet.desired import MissingSettings
 from fleet.rollout import DeployFailed
@@ -33,6 +33,8 @@ FINISHED = ("deployed", "failed", "superseded", "stale")
 URL_VARIABLE, TOKEN_VARIABLE = "CLAW_PROVISIONER_URL", "CLAW_OPERATOR_TOKEN"
 # The preview's token: it reads the fleet and its settings, and can change nothing.
 REVIEW_TOKEN_VARIABLE = "CLAW_REVIEW_TOKEN"  # noqa: S105 (a variable name)
+# {"<Hetzner project>": "<variable holding its read-only token>"}, for a fleet over several projects.
+READ_TOKENS_VARIABLE = "CLAW_HETZNER_READ_TOKENS"
 
 
 class ProvisionerError(RuntimeError):
@@ -87,8 +89,16 @@ class Provisioner(BaseModel):
 
     def settings(self, stack: str) -> dict[str, str]:
         """The stack's whole config as the provisioner's store has it; MissingSettings when it has none."""
+        return dict(self._stack_settings(stack)["config"])
+
+    def project(self, stack: str) -> str | None:
+        """The Hetzner project the stack's servers live in."""
+        project = self._stack_settings(stack)["project"]
+        return None if project is None else str(project)
+
+    def _stack_settings(self, stack: str) -> dict[str, Any]:
         try:
-            return dict(self._call("GET", f"/stacks/{stack}/settings")["config"])
+            return self._call("GET", f"/stacks/{stack}/settings")
         except ProvisionerError as error:
             if error.status == 404:
                 raise MissingSettings(str(error).split(" 404 ", 1)[-1]) from error
@@ -103,6 +113,31 @@ class Provisioner(BaseModel):
 
     def job(self, event_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{event_id}")
+
+
+@dataclass(frozen=True)
+class ProjectReadTokens:
+    """The read-only Hetzner token a stack is previewed with: its own project's, as the provisioner
+    assigned it. Another project's token sees none of the stack's servers and firewalls."""
+
+    provisioner: Provisioner
+    tokens: Mapping[str, SecretStr]
+
+    @classmethod
+    def from_env(cls, provisioner: Provisioner, environ: Mapping[str, str]) -> ProjectReadTokens:
+        names = TypeAdapter(dict[str, str]).validate_json(environ[READ_TOKENS_VARIABLE])
+        unset = sorted(name for name in names.values() if not environ.get(name))
+        if unset:
+            raise ProvisionerError(f"{READ_TOKENS_VARIABLE} names variables that are not set: {', '.join(unset)}")
+        return cls(provisioner, {project: SecretStr(environ[name]) for project, name in names.items()})
+
+    def __call__(self, stack: str) -> SecretStr:
+        project = self.provisioner.project(stack)
+        if project not in self.tokens:
+            raise MissingSettings(
+                f"{stack}: no read token for its Hetzner project {project!r} in {READ_TOKENS_VARIABLE}"
+            )
+        return self.tokens[project]
 
 
 @dataclass(frozen=True)

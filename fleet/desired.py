@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from config.customer import PlatformConfig
 from config.loader import PLATFORM_NAMESPACE, namespace_config
 from fleet.stacks import CUSTOMER_PREFIX
-from provisioner.store import JobStore
+from provisioner.store import Job, JobStore
 
 # A stack's whole config by its name; raises MissingSettings when there is none to give.
 DesiredConfig = Callable[[str], Mapping[str, str]]
@@ -39,6 +39,10 @@ class FromStore:
     platform: PlatformConfig
 
     def __call__(self, stack: str) -> dict[str, str]:
+        return stack_config(self.last_provisioned(stack).config, self.platform)
+
+    def last_provisioned(self, stack: str) -> Job:
+        """The customer's newest completed provision (its settings and its Hetzner project)."""
         customer_id = stack.removeprefix(CUSTOMER_PREFIX)
         job = self.store.last_provisioned(customer_id) if stack.startswith(CUSTOMER_PREFIX) else None
         if job is None:
@@ -46,4 +50,4 @@ class FromStore:
                 f"{stack}: the provisioner's store has no completed provision of customer {customer_id!r}, "
                 "so the stack's settings are unknown"
             )
-        return stack_config(job.config, self.platform)
+        return job

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pulumi.automation import EngineEvent, OpType
+from pydantic import SecretStr
 
 from fleet import stacks
 from fleet.desired import DesiredConfig, MissingSettings
@@ -121,6 +122,9 @@ class PreviewStack:
     # Each stack's whole config, written before its preview (fleet.desired); without it, the stack's
     # settings file in the workspace must already hold it.
     desired: DesiredConfig | None = None
+    # Each stack's Hetzner token, when the fleet spans several projects (fleet.control.ProjectReadTokens);
+    # without it, the workspace's.
+    hetzner_token: Callable[[str], SecretStr] | None = None
 
     def __call__(self, stack: str) -> StackPreview:
         from pulumi import automation
@@ -129,7 +133,10 @@ class PreviewStack:
         plan = self.plans / f"{stack}.plan.json" if self.plans else None
         try:
             config = self.desired(stack) if self.desired else None
-            stacks.preview(self.workspace, stack, events.append, plan=plan, config=config)
+            workspace = self.workspace
+            if self.hetzner_token is not None:
+                workspace = workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
+            stacks.preview(workspace, stack, events.append, plan=plan, config=config)
         except MissingSettings as error:
             return StackPreview(stack, blocking=[str(error)])
         except automation.CommandError as error:

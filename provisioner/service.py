@@ -6,7 +6,8 @@ GET  /jobs                  every job, oldest first                             
 GET  /jobs/<event id>       one job                                              (Authorization: Bearer <token>)
 GET  /stacks                the fleet: customers provisioned and not cancelled   (operator or review token)
 GET  /stacks/<stack>/settings  the stack's whole config (the customer's last completed provision and
-                            the platform's settings); 404 when unknown           (operator or review token)
+                            the platform's settings) and its Hetzner project; 404 when unknown
+                                                                                 (operator or review token)
 POST /deploys               {"customer_id", "request_id"}: deploy a stack (a rollout's step); 404 unknown
                             customer, 409 cancelled                              (Authorization: Bearer <token>)
 GET  /healthz               the process answers
@@ -38,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fleet.desired import FromStore, MissingSettings
+from fleet.desired import FromStore, MissingSettings, stack_config
 from provisioner.runner import stack_name
 from provisioner.settings import COMMIT_PATTERN, ProvisionerSettings
 from provisioner.store import DeployRefused, Job, JobStore, StoreUnavailable
@@ -232,12 +233,12 @@ def make_app(
         if not authorised(request, review=True):
             return JSONResponse({"error": "operator or review token required"}, status_code=401)
         try:
-            config = await run_in_threadpool(desired, request.path_params["stack"])
+            last = await run_in_threadpool(desired.last_provisioned, request.path_params["stack"])
         except MissingSettings as error:
             return JSONResponse({"error": str(error)}, status_code=404)
         except StoreUnavailable:
             return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
-        return JSONResponse({"config": config})
+        return JSONResponse({"config": stack_config(last.config, settings.platform), "project": last.project})
 
     def submit_deploy(order: DeployOrder) -> JSONResponse:
         job = Job(

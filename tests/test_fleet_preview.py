@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from pulumi.automation import EngineEvent
 from pydantic import SecretStr
 
 from fleet import stacks
-from fleet.control import Provisioner
+from fleet.control import ProjectReadTokens, Provisioner
 from fleet.preview import (
     COMMENT_LIMIT,
     MARKER,
@@ -26,9 +27,10 @@ from fleet.preview import (
     render,
     summarize,
 )
+from lab.hcloud_api.app import token_digest
 from provisioner.store import Job, JobStore, key_value
 from tests.fleet_standin import StandInPreview, recorded
-from tests.hcloud_api.conftest import Emulator
+from tests.hcloud_api.conftest import ACME, OTHER, Emulator
 from tests.provisioner.conftest import REVIEW_TOKEN, running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,9 +217,17 @@ def _provisioned(store_url: str, customer_id: str) -> JobStore:
     example = yaml.safe_load((REPO / "Pulumi.customer-example.yaml").read_text())["config"]
     customer = {key: str(value) for key, value in example.items() if key.startswith("clawhosters:")}
     customer["clawhosters:customer_id"] = customer_id
-    job = Job(event_id="evt_signup", kind="provision", customer_id=customer_id, created=1, config=customer)
+    job = Job(
+        event_id="evt_signup", kind="provision", customer_id=customer_id, created=1, config=customer, project="acme"
+    )
     store.accept(job.model_copy(update={"state": "done"}))
     return store
+
+
+def _requests_by_token(emulator: Emulator) -> Counter[str]:
+    usage = emulator.get("/_lab/requests", token=None).json()["tokens"]
+    names = {token_digest(ACME): ACME, token_digest(OTHER): OTHER}
+    return Counter({names[use["token_sha256"]]: use["requests"] for use in usage})
 
 
 def _with_a_secret_in_its_state(workspace: stacks.Workspace, stack: str) -> None:
@@ -250,7 +260,7 @@ def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the
 ) -> None:
     """Where the fleet tooling runs, a provisioned stack has no settings file: its config comes from
     the provisioner's store through its API (with the review token), written whole before the
-    preview, through the real CLI."""
+    preview, through the real CLI, which reads Hetzner with the token of the stack's own project."""
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
     (tmp_path / "state").mkdir()
     backend = f"file://{tmp_path / 'state'}"
@@ -261,13 +271,22 @@ def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the
     platform = json.dumps({"provisioner_cidrs": ["203.0.113.0/28"]})
     with running(request, tmp_path, "sqlite", platform) as api:
         _provisioned(api.env["CLAW_QUEUE_URL"], "example")
-        desired = Provisioner(url=api.url, token=SecretStr(REVIEW_TOKEN)).settings
+        reviewer = Provisioner(url=api.url, token=SecretStr(REVIEW_TOKEN))
+        desired = reviewer.settings
+        read_tokens = ProjectReadTokens(reviewer, {"acme": SecretStr(ACME)})
 
         # Without the provisioner the stack has no settings at all: every preview would block.
         without = PreviewStack(workspace)("customer-example")
         assert any("clawhosters:customer_id: required setting is missing" in finding for finding in without.blocking)
 
-        preview = PreviewStack(workspace, plans=tmp_path / "plans", desired=desired)("customer-example")
+        # The process's token is another project's: the stack's own project's token is the one used.
+        monkeypatch.setenv("HCLOUD_TOKEN", OTHER)
+        before = _requests_by_token(hetzner)
+        preview = PreviewStack(workspace, plans=tmp_path / "plans", desired=desired, hetzner_token=read_tokens)(
+            "customer-example"
+        )
+        used = _requests_by_token(hetzner) - before
+        assert used[ACME] > 0 and used[OTHER] == 0, used
         # Everything of the example's 16 but the stack itself, which its first update created; the
         # state's secret is read with the provider the state records, whatever the workspace's salt.
         assert preview.blocking == [] and dict(preview.counts) == {"create": 15}
@@ -276,6 +295,11 @@ def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the
         )
 
         unknown = PreviewStack(workspace, desired=desired)("customer-nobody")
+        elsewhere = ProjectReadTokens(reviewer, {"other": SecretStr(OTHER)})
+        unread = PreviewStack(workspace, desired=desired, hetzner_token=elsewhere)("customer-example")
+    assert unread.blocking == [
+        "customer-example: no read token for its Hetzner project 'acme' in CLAW_HETZNER_READ_TOKENS"
+    ]
     assert unknown.blocking == [
         "customer-nobody: the provisioner's store has no completed provision of customer 'nobody', "
         "so the stack's settings are unknown"

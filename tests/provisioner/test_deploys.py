@@ -5,11 +5,18 @@ driven by `python -m fleet rollout --provisioner` against real workers and the s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from fleet import control
+from fleet.__main__ import main as fleet_main
 from provisioner.store import DEPLOY_WAIT_SECONDS, Claim, DeployRefused, Job, JobStore
 from provisioner.webhook import parse
 from tests.provisioner.conftest import REPO, REVIEW_TOKEN, TOKEN, Provisioner, wait_for
@@ -109,7 +116,8 @@ def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqli
     assert provisioner.get("/stacks", token=REVIEW_TOKEN) == (200, {"stacks": ["customer-acme"]})
     code, body = provisioner.get("/stacks/customer-acme/settings", token=REVIEW_TOKEN)
     assert code == 200 and body == provisioner.get("/stacks/customer-acme/settings")[1]
-    config = body["config"]
+    config, project = body["config"], body["project"]
+    assert project == "default", "the Hetzner project the worker assigned: a preview reads it with its token"
     assert config["clawhosters:customer_id"] == "acme" and config["clawhosters:server_type"] == "cx33"
     assert json.loads(config["platform:provisioner_cidrs"]) == ["203.0.113.0/28"]
     assert config == provisioned, "the whole config the last provision ran with"
@@ -121,6 +129,19 @@ def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqli
     for path in ("/jobs", "/customers/acme", "/jobs/evt_acmesignup"):
         assert provisioner.get(path, token=REVIEW_TOKEN)[0] == 401, path
     assert provisioner.get("/stacks/customer-acme/settings", token="wrong-token-0123456789")[0] == 401
+
+
+def test_a_preview_over_several_projects_names_a_missing_read_token(capsys: pytest.CaptureFixture[str]) -> None:
+    reviewer = control.Provisioner(url="http://127.0.0.1:9", token=SecretStr(REVIEW_TOKEN))
+    mapping = {control.READ_TOKENS_VARIABLE: '{"default": "HCLOUD_READ_TOKEN", "second": "HCLOUD_READ_TOKEN_2"}'}
+    with pytest.raises(control.ProvisionerError, match="names variables that are not set: HCLOUD_READ_TOKEN_2"):
+        control.ProjectReadTokens.from_env(reviewer, {**mapping, "HCLOUD_READ_TOKEN": "r" * 64})
+    with pytest.raises(ValidationError):
+        control.ProjectReadTokens.from_env(reviewer, {control.READ_TOKENS_VARIABLE: '["HCLOUD_READ_TOKEN"]'})
+    environ = {**mapping, control.URL_VARIABLE: reviewer.url, control.REVIEW_TOKEN_VARIABLE: REVIEW_TOKEN}
+    with patch.dict(os.environ, environ):
+        assert fleet_main(["preview", "--settings-from-provisioner"]) == 2
+    assert "HCLOUD_READ_TOKEN_2" in capsys.readouterr().err
 
 
 def test_a_deploy_without_settings_to_run_fails_at_once(sqlite_provisioner: Provisioner) -> None:
