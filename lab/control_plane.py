@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -33,6 +34,13 @@ OBJECT_STORE_PORT = 9000
 API_PORT = 8787
 BUCKET = "clawhosters-state"
 REGION = "fsn1"
+
+
+def _outside() -> dict[str, str]:
+    """This process's environment without any of the platform's settings, tokens or state backend:
+    where the workflows' jobs start from."""
+    held_back = ("CLAW_", "HCLOUD_", "PULUMI_", "AWS_")
+    return {key: value for key, value in os.environ.items() if not key.startswith(held_back)}
 
 
 class _NamespacedConnection(http.client.HTTPConnection):
@@ -84,6 +92,10 @@ class ControlPlane:
         return self.lab.secret("operator.token", 32)
 
     @property
+    def review_token(self) -> str:
+        return self.lab.secret("review.token", 32)
+
+    @property
     def directory(self) -> Path:
         return self.lab.state_dir / "control-plane"
 
@@ -94,6 +106,7 @@ class ControlPlane:
             **os.environ,
             "CLAW_WEBHOOK_SECRET": self.webhook_secret,
             "CLAW_OPERATOR_TOKEN": self.operator_token,
+            "CLAW_REVIEW_TOKEN": self.review_token,
             "CLAW_PLATFORM": json.dumps(platform),
             "CLAW_QUEUE_URL": f"redis://{PROVISIONER.ipv4}:{REDIS_PORT}/0",
             "CLAW_STATE_DIR": str(self.directory / host.link),
@@ -112,6 +125,11 @@ class ControlPlane:
             # The emulator serves inside every platform host's namespace.
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
+            **self._object_store_credentials(),
+        }
+
+    def _object_store_credentials(self) -> dict[str, str]:
+        return {
             "AWS_ACCESS_KEY_ID": "clawhosters-lab",
             "AWS_SECRET_ACCESS_KEY": self.lab.secret("object-store.secret", 40),
             # The object store, like many S3-compatible ones, sends no CRC checksums.
@@ -174,16 +192,42 @@ class ControlPlane:
         """`python -m fleet rollout --provisioner --commit <the workers' commit>`, as the deploy workflow
         runs it: with the API's URL and the operator token, and no Hetzner token, state backend or
         passphrase."""
-        held_back = ("CLAW_", "HCLOUD_", "PULUMI_", "AWS_")
-        environment = {key: value for key, value in os.environ.items() if not key.startswith(held_back)}
-        environment["CLAW_PROVISIONER_URL"] = f"http://{PROVISIONER.ipv4}:{API_PORT}"
-        environment["CLAW_OPERATOR_TOKEN"] = self.operator_token
+        environment = _outside() | {
+            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_OPERATOR_TOKEN": self.operator_token,
+        }
         command = in_ns(
             PROVISIONER.namespace,
             *(sys.executable, "-m", "fleet", "rollout", "--provisioner", "--commit", self.program_commit),
             *("--state", str(state), *arguments),
         )
         self.lab.spawn("rollout", command, self.directory / "rollout.log", env=environment)
+
+    def preview_fleet(self, program_dir: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """`python -m fleet preview --settings-from-provisioner`, as the pull-request workflow runs it: the
+        base branch's tooling and pack judging `program_dir`, with the review token, each Hetzner
+        project's read-only token, and the state backend with its passphrase (reading state needs
+        them); never a write token or the operator token."""
+        read_tokens = {project: f"HCLOUD_READ_TOKEN_{index}" for index, project in enumerate(HETZNER_PROJECTS)}
+        environment = _outside() | {
+            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_REVIEW_TOKEN": self.review_token,
+            "CLAW_HETZNER_READ_TOKENS": json.dumps(read_tokens),
+            **{variable: self.lab.project_read_token(project) for project, variable in read_tokens.items()},
+            "HCLOUD_TOKEN": self.lab.project_read_token(HETZNER_PROJECT),
+            "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
+            "PULUMI_BACKEND_URL": self.backend_url,
+            "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
+            **self._object_store_credentials(),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        command = in_ns(
+            PROVISIONER.namespace,
+            *(sys.executable, "-m", "fleet", "preview", "--settings-from-provisioner"),
+            *("--program-dir", str(program_dir), "--policy-pack", str(REPO / "policy")),
+            *("--out", str(out / "fleet-preview.md"), "--full-report", str(out / "fleet-preview-full.md"), *arguments),
+        )
+        return run(command, check=False, timeout=1200, env=environment, cwd=REPO)
 
     def rollout_exit(self, timeout: float) -> int:
         """The rollout's exit code, once it has ended."""

@@ -20,10 +20,11 @@ from hcloud.servers import BoundServer
 from lab import servers
 from lab.control_plane import ControlPlane
 from lab.topology import CLIENT, WORKER_HOSTS, Peer
-from lab.world import HETZNER_PROJECTS, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
+from lab.world import HETZNER_PROJECTS, REPO, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
 from tests.provisioner.events import cancellation, signup
 
 CUSTOMER = "acme"
+TAMPERED_PROGRAM = REPO / "tests" / "fixtures" / "tampered_program"
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +289,46 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
         assert plane.stack_locks(customer) == []
         [server] = _servers(lab, customer)
         assert str(server.id) == views[customer]["outputs"]["server_id"]
+
+
+def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_changes_nothing(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path
+) -> None:
+    """As preview.yml runs it: the fleet and each stack's settings from the provisioner (review token),
+    each stack read with its own Hetzner project's read-only token; a tampered program blocks on
+    every stack, and nothing anywhere is changed."""
+    customers = ("review-a", "review-b")
+    for host in hosts:
+        plane.start_worker(host)
+    for customer in customers:
+        status, _ = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
+        assert status == 200
+    views = {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+    for host in hosts:
+        plane.kill_host(host)  # a preview needs no worker
+    status, fleet = plane.get("/stacks")
+    assert status == 200
+    stacks = fleet["stacks"]
+    projects = {plane.get(f"/stacks/{stack}/settings")[1]["project"] for stack in stacks}
+    reads = {project: lab.hetzner_usage(project, read_only=True)["requests"] for project in HETZNER_PROJECTS}
+    writes = {project: lab.hetzner_usage(project)["requests"] for project in HETZNER_PROJECTS}
+
+    unchanged = plane.preview_fleet(REPO, tmp_path / "unchanged", "--canary", "customer-review-a", "--concurrency", "2")
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert f"No blocking findings in {len(stacks)} stacks." in (tmp_path / "unchanged" / "fleet-preview.md").read_text()
+
+    tampered = plane.preview_fleet(TAMPERED_PROGRAM, tmp_path / "tampered", "--concurrency", "2")
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    summary = (tmp_path / "tampered" / "fleet-preview.md").read_text()
+    assert f"{len(stacks)} of {len(stacks)} stacks have blocking findings" in summary
+    assert "commands-match-rendering" in summary
+
+    for project in HETZNER_PROJECTS:
+        used = lab.hetzner_usage(project, read_only=True)
+        assert used["refused_writes"] == 0, used
+        assert (used["requests"] > reads[project]) == (project in projects), (project, projects, used)
+        assert lab.hetzner_usage(project)["requests"] == writes[project], "no write token was used"
+    for customer in customers:
+        [server] = _servers(lab, customer)
+        assert str(server.id) == views[customer]["outputs"]["server_id"] and plane.stack_locks(customer) == []
+        assert ":INPUT DROP" in run(in_ns(servers.namespace(server.id), "iptables-save", "-t", "filter")).stdout
