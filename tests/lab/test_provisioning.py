@@ -243,17 +243,24 @@ def _deploys(plane: ControlPlane) -> list[dict[str, Any]]:
     return [job for job in answer["jobs"] if job["kind"] == "deploy"]
 
 
-def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
-    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path
-) -> None:
-    first, second = hosts
-    customers = ("wave-a", "wave-b", "wave-c")
+def _ready(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], customers: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """The customers signed up at once, on workers on every host, each one's view once ready."""
     for host in hosts:
         plane.start_worker(host)
     for customer in customers:
         status, _ = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
         assert status == 200
-    views = {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+    return {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+
+
+def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path
+) -> None:
+    first, second = hosts
+    customers = ("wave-a", "wave-b", "wave-c")
+    views = _ready(lab, plane, hosts, customers)
     status, fleet = plane.get("/stacks")
     assert status == 200 and set(fleet["stacks"]) >= {f"customer-{customer}" for customer in customers}
 
@@ -298,12 +305,7 @@ def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_c
     each stack read with its own Hetzner project's read-only token; a tampered program blocks on
     every stack, and nothing anywhere is changed."""
     customers = ("review-a", "review-b")
-    for host in hosts:
-        plane.start_worker(host)
-    for customer in customers:
-        status, _ = plane.post_event(signup(customer, gateway_image=lab.gateway_image()))
-        assert status == 200
-    views = {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+    views = _ready(lab, plane, hosts, customers)
     for host in hosts:
         plane.kill_host(host)  # a preview needs no worker
     status, fleet = plane.get("/stacks")
