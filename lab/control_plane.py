@@ -69,9 +69,10 @@ def request(
 @dataclass
 class ControlPlane:
     lab: Lab
-    # Short, so that a dead worker host's stack is taken over within a test's patience.
-    lease_seconds: float = 30
-    cancel_seconds: float = 10
+    # Short, so that a dead worker host's stack is taken over within a test's patience, and the
+    # watchdog trips (at half the lease) well inside a lab signup, which takes under half a minute.
+    lease_seconds: float = 12
+    cancel_seconds: float = 5
 
     @property
     def program_commit(self) -> str:
