@@ -9,7 +9,7 @@ import re
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pulumi import automation
@@ -150,12 +150,35 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    if args.provisioner:
+        return _submitted_up(args)
     workspace = stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
     try:
         outputs = stacks.up(workspace, args.stack, on_output=lambda line: print(line, end=""))
     except (automation.CommandError, resize.ResizeError) as error:
         print(error, file=sys.stderr)
         return 1
+    return _print_outputs(outputs)
+
+
+def _submitted_up(args: argparse.Namespace) -> int:
+    """The stack's deploy as a job on the provisioner, followed to its end: under the queue's fencing,
+    with the customer's last provisioned settings, on a worker holding the project's token."""
+    try:
+        provisioner = control.Provisioner.from_env(os.environ)
+        deploy = control.SubmittedDeploy(provisioner, request_id=uuid.uuid4().hex, commit=args.commit)
+        print(f"submitted to {provisioner.url}; following the deploy of {args.stack}", flush=True)
+        outputs = deploy(args.stack)
+    except (control.ProvisionerError, ValidationError) as error:
+        print(f"the provisioner: {error}", file=sys.stderr)
+        return 2
+    except rollout.DeployFailed as error:
+        print(error, file=sys.stderr)
+        return 1
+    return _print_outputs(outputs)
+
+
+def _print_outputs(outputs: Mapping[str, object]) -> int:
     for name, value in sorted(outputs.items()):
         print(f"{name}: {value}")
     return 0
@@ -205,10 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--stack", required=True, help="the stack, e.g. customer-acme")
     one.add_argument("--program-dir", type=Path, default=stacks.REPO)
     one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
+    one.add_argument(
+        "--provisioner",
+        action="store_true",
+        help="run it as a deploy job on the provisioner (CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN) and follow it: "
+        "the stack's settings from the provisioner's store, one operation per stack",
+    )
+    one.add_argument("--commit", type=_commit, help="with --provisioner: only a worker running this commit deploys")
 
     args = parser.parse_args(argv)
-    if args.command == "rollout" and args.commit and not args.provisioner:
-        parser.error("--commit: only with --provisioner (a local rollout runs the program it is given)")
+    if args.command in ("rollout", "up") and args.commit and not args.provisioner:
+        parser.error("--commit: only with --provisioner (a local run runs the program it is given)")
     if args.command in ("preview", "rollout"):
         try:
             args.reader = _reader(args)

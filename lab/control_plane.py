@@ -191,18 +191,30 @@ class ControlPlane:
 
     def start_rollout(self, state: Path, *arguments: str) -> None:
         """`python -m fleet rollout --provisioner --commit <the workers' commit>`, as the deploy workflow
-        runs it: with the API's URL and the operator token, and no Hetzner token, state backend or
-        passphrase."""
-        environment = _outside() | {
-            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
-            "CLAW_OPERATOR_TOKEN": self.operator_token,
-        }
+        runs it."""
         command = in_ns(
             PROVISIONER.namespace,
             *(sys.executable, "-m", "fleet", "rollout", "--provisioner", "--commit", self.program_commit),
             *("--state", str(state), *arguments),
         )
-        self.lab.spawn("rollout", command, self.directory / "rollout.log", env=environment)
+        self.lab.spawn("rollout", command, self.directory / "rollout.log", env=self._operator())
+
+    def up_stack(self, stack: str) -> subprocess.CompletedProcess[str]:
+        """An operator's `python -m fleet up --provisioner --commit <the workers' commit>` of one stack."""
+        command = in_ns(
+            PROVISIONER.namespace,
+            *(sys.executable, "-m", "fleet", "up", "--provisioner", "--commit", self.program_commit),
+            *("--stack", stack),
+        )
+        return run(command, check=False, timeout=600, env=self._operator(), cwd=REPO)
+
+    def _operator(self) -> dict[str, str]:
+        """What the deploy workflow and an operator hold: the API's URL and the operator token, and no
+        Hetzner token, state backend or passphrase."""
+        return _outside() | {
+            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_OPERATOR_TOKEN": self.operator_token,
+        }
 
     def preview_fleet(self, program_dir: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
         """`python -m fleet preview --settings-from-provisioner`, as the pull-request workflow runs it: the

@@ -297,6 +297,14 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
         [server] = _servers(lab, customer)
         assert str(server.id) == views[customer]["outputs"]["server_id"]
 
+    # An operator's `up` of one stack is the same deploy job, run by the host that is left.
+    one = plane.up_stack("customer-wave-b")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert f"server_id: {views['wave-b']['outputs']['server_id']}" in one.stdout
+    last = max((job for job in _deploys(plane) if job["customer_id"] == "wave-b"), key=lambda job: job["received"])
+    assert last["status"] == "deployed" and last["worker"].startswith(f"{second.link}:"), last
+    assert last["commit"] == plane.program_commit
+
 
 def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_changes_nothing(
     lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path

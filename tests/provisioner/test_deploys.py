@@ -234,3 +234,37 @@ def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_sett
     for up in ups:
         assert "--plan" in up["argv"], "each `up` is held to the plan its preview with the pack saved"
         assert up["config"] == provisioned[up["customer"]], "each stack keeps the settings billing gave it"
+
+
+def _fleet(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleet", *arguments], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_an_operators_up_of_one_stack_is_a_deploy_job_on_the_workers(sqlite_provisioner: Provisioner) -> None:
+    """`python -m fleet up --provisioner`: the operator holds the API's URL and token only; the stack's
+    settings are the provisioner's, and the `up` runs on a worker, held to its preview's plan."""
+    provisioner = sqlite_provisioner
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    wait_for("acme ready", lambda: provisioner.status("acme") == "ready", timeout=60)
+    provisioned = records(provisioner.records, "up")[-1]
+    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.url}
+    del env["HCLOUD_TOKEN"]
+
+    one = _fleet(env, "up", "--provisioner", "--stack", "customer-acme")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "following the deploy of customer-acme" in one.stdout
+    [deploy] = [job for job in provisioner.get("/jobs")[1]["jobs"] if job["kind"] == "deploy"]  # type: ignore[index]
+    assert deploy["status"] == "deployed" and deploy["customer_id"] == "acme"
+    assert f"server_id: {deploy['outputs']['server_id']}" in one.stdout
+    up = records(provisioner.records, "up")[-1]
+    assert "--plan" in up["argv"] and up["config"] == provisioned["config"]
+
+    unknown = _fleet(env, "up", "--provisioner", "--stack", "customer-nobody")
+    assert unknown.returncode == 2 and "404 unknown customer nobody" in unknown.stderr
+    unset = _fleet({**env, "CLAW_OPERATOR_TOKEN": ""}, "up", "--provisioner", "--stack", "customer-acme")
+    assert unset.returncode == 2 and "not set: CLAW_OPERATOR_TOKEN" in unset.stderr
+    local = _fleet(env, "up", "--stack", "customer-acme", "--commit", "a" * 40)
+    assert local.returncode == 2 and "--commit: only with --provisioner" in local.stderr
