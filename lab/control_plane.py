@@ -278,6 +278,19 @@ class ControlPlane:
         finally:
             run(in_ns(PROVISIONER.namespace, "iptables", "-D", *rule))
 
+    @contextmanager
+    def ssh_unanswered(self, host: Peer) -> Iterator[None]:
+        """The host's new SSH connections go unanswered until the block ends: its CLIs wait for a new
+        server as for one still booting."""
+        rule = ["OUTPUT", "-p", "tcp", "--dport", "22", "--syn", "-j", "DROP"]
+        for tool in ("iptables", "ip6tables"):
+            run(in_ns(host.namespace, tool, "-I", *rule))
+        try:
+            yield
+        finally:
+            for tool in ("iptables", "ip6tables"):
+                run(in_ns(host.namespace, tool, "-D", *rule))
+
     def objects(self, prefix: str) -> list[str]:
         """The keys in the state bucket under `prefix` (the lab's object store answers unsigned reads)."""
         query = f"/{BUCKET}?list-type=2&prefix={prefix}"

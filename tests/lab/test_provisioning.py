@@ -170,18 +170,22 @@ def test_redis_down_mid_up_cancels_the_operation_and_the_signup_finishes_after(
     customer, host = "initech", hosts[1]
     worker_log = f"worker-{host.link}"
     _sign_up(lab, plane, customer, host)
-    # Past the gate, with the server's boot and every remote command still ahead: longer than the
-    # watchdog waits for a renewal.
-    step = f"customer-{customer}-server creating"
-    wait_until("the server step", lambda: step in plane.log(worker_log), timeout=240)
-    before = len(plane.log(worker_log))  # only what the worker logs once Redis is down counts
-    with plane.redis_down():
-        # Billing is told to deliver again later: nothing was stored, nothing half-created.
-        status, _ = plane.post_event(signup("hooli", gateway_image=lab.gateway_image()))
-        assert status == 503
-        # The lease cannot be renewed: the watchdog cancels the CLI before the lease could lapse.
-        wait_until("the cancellation", lambda: "cancelling the operation" in plane.log(worker_log)[before:], timeout=60)
-        wait_until("the CLI to stop", lambda: not _cli_running(host), timeout=plane.cancel_seconds + 10)
+    server = f"customer-{customer}-server"
+    wait_until("the server's create", lambda: f"{server} creating" in plane.log(worker_log), timeout=240)
+    # Once the server is made, the CLI waits for its SSH as for a server still booting, and Redis goes
+    # down: the cancellation lands on that wait, not on a create in flight (which could leave a server
+    # the state does not know, for an operator to look at).
+    with plane.ssh_unanswered(host):
+        wait_until("the server", lambda: f"{server} created" in plane.log(worker_log), timeout=120)
+        before = len(plane.log(worker_log))  # only what the worker logs once Redis is down counts
+        with plane.redis_down():
+            # Billing is told to deliver again later: nothing was stored, nothing half-created.
+            status, _ = plane.post_event(signup("hooli", gateway_image=lab.gateway_image()))
+            assert status == 503
+            # The lease cannot be renewed: the watchdog cancels the CLI before the lease could lapse.
+            cancelling = "cancelling the operation"
+            wait_until("the cancellation", lambda: cancelling in plane.log(worker_log)[before:], timeout=60)
+            wait_until("the CLI to stop", lambda: not _cli_running(host), timeout=plane.cancel_seconds + 10)
     view = _status(plane, customer, "ready", timeout=300)
     [cancelled] = [entry for entry in view["history"] if entry["event"] == "cancelled"]
     assert "could not be renewed" in (cancelled["detail"] or ""), view["history"]
