@@ -78,6 +78,15 @@ def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> 
     )
 
 
+def _refresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="repair drift: refresh each stack's state from the cloud before its reviewed preview, so its up "
+        "puts back what was changed outside Pulumi",
+    )
+
+
 def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
     previews, findings = preview.preview_fleet(
@@ -124,11 +133,16 @@ def _rollout(args: argparse.Namespace) -> int:
         state = rollout.RolloutState(waves=rollout.plan_waves(names, waves), failure_budget=args.failure_budget)
     deploy: Operation[object]
     if args.provisioner:
-        deploy = control.SubmittedDeploy(args.reader, request_id=uuid.uuid4().hex, commit=args.commit)
+        deploy = control.SubmittedDeploy(
+            args.reader, request_id=uuid.uuid4().hex, commit=args.commit, refresh=args.refresh
+        )
         timed_out = "the deploy goes on in the provisioner; a resumed rollout deploys the stack again after it"
     else:
         deploy = rollout.DeployStack(
-            workspace, args.plans or Path(tempfile.mkdtemp(prefix="fleet-plans-")), args.desired
+            workspace,
+            args.plans or Path(tempfile.mkdtemp(prefix="fleet-plans-")),
+            _desired(args),
+            refresh=args.refresh,
         )
         timed_out = rollout.KILLED_UP
     state = rollout.rollout(
@@ -154,6 +168,8 @@ def _up(args: argparse.Namespace) -> int:
         return _submitted_up(args)
     workspace = stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
     try:
+        if args.refresh:
+            stacks.refresh(workspace, args.stack, on_output=lambda line: print(line, end=""))
         outputs = stacks.up(workspace, args.stack, on_output=lambda line: print(line, end=""))
     except (automation.CommandError, resize.ResizeError) as error:
         print(error, file=sys.stderr)
@@ -166,8 +182,11 @@ def _submitted_up(args: argparse.Namespace) -> int:
     with the customer's last provisioned settings, on a worker holding the project's token."""
     try:
         provisioner = control.Provisioner.from_env(os.environ)
-        deploy = control.SubmittedDeploy(provisioner, request_id=uuid.uuid4().hex, commit=args.commit)
-        print(f"submitted to {provisioner.url}; following the deploy of {args.stack}", flush=True)
+        deploy = control.SubmittedDeploy(
+            provisioner, request_id=uuid.uuid4().hex, commit=args.commit, refresh=args.refresh
+        )
+        what = "drift repair" if args.refresh else "deploy"
+        print(f"submitted to {provisioner.url}; following the {what} of {args.stack}", flush=True)
         outputs = deploy(args.stack)
     except (control.ProvisionerError, ValidationError) as error:
         print(f"the provisioner: {error}", file=sys.stderr)
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         type=_commit,
         help="with --provisioner: the program commit rolled out; a worker running another one refuses the deploy",
     )
+    _refresh(deploying)
 
     one = commands.add_parser(
         "up", help="one stack: preview with the pack, then up held to that plan; a resize shuts down gracefully"
@@ -235,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "the stack's settings from the provisioner's store, one operation per stack",
     )
     one.add_argument("--commit", type=_commit, help="with --provisioner: only a worker running this commit deploys")
+    _refresh(one)
 
     args = parser.parse_args(argv)
     if args.command in ("rollout", "up") and args.commit and not args.provisioner:

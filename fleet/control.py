@@ -62,7 +62,7 @@ class Provisioner(BaseModel):
             raise ProvisionerError(f"not set: {', '.join(missing)}")
         return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[token_variable]))
 
-    def _call(self, method: str, path: str, body: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, body: Mapping[str, str | bool] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"}
         deadline = time.monotonic() + self.unavailable_seconds
         while True:
@@ -104,11 +104,17 @@ class Provisioner(BaseModel):
                 raise MissingSettings(str(error).split(" 404 ", 1)[-1]) from error
             raise
 
-    def submit_deploy(self, customer_id: str, request_id: str, commit: str | None = None) -> str:
+    def submit_deploy(
+        self, customer_id: str, request_id: str, commit: str | None = None, *, refresh: bool = False
+    ) -> str:
         """The deploy job's id; the same request again is the same job. With `commit`, only a worker
-        running that commit of the program deploys it."""
-        order = {"customer_id": customer_id, "request_id": request_id}
-        answer = self._call("POST", "/deploys", order if commit is None else {**order, "commit": commit})
+        running that commit of the program deploys it; with `refresh`, the deploy repairs drift."""
+        order: dict[str, str | bool] = {"customer_id": customer_id, "request_id": request_id}
+        if commit is not None:
+            order["commit"] = commit
+        if refresh:
+            order["refresh"] = True
+        answer = self._call("POST", "/deploys", order)
         return str(answer.get("accepted") or answer["duplicate"])
 
     def job(self, event_id: str) -> dict[str, Any]:
@@ -149,9 +155,12 @@ class SubmittedDeploy:
     request_id: str
     # The program commit being rolled out, which the workers must run.
     commit: str | None = None
+    # Drift repair: each deploy refreshes the stack's state from the cloud before its preview.
+    refresh: bool = False
 
     def __call__(self, stack: str) -> dict[str, Any]:
-        event_id = self.provisioner.submit_deploy(stack.removeprefix(CUSTOMER_PREFIX), self.request_id, self.commit)
+        customer = stack.removeprefix(CUSTOMER_PREFIX)
+        event_id = self.provisioner.submit_deploy(customer, self.request_id, self.commit, refresh=self.refresh)
         while True:
             view = self.provisioner.job(event_id)
             if view["status"] in FINISHED:

@@ -148,10 +148,16 @@ class DeployStack:
     # The health gate's view of the host; by default the gateway over HTTP and the bundle over SSH.
     probe: health.Probe | None = None
     on_output: Callable[[str], None] | None = None
+    # Drift repair: refresh the state from the cloud first, so the reviewed plan puts back what was
+    # changed outside Pulumi (without it, the diff is against the state and such a change stays).
+    refresh: bool = False
 
     def __call__(self, stack: str) -> dict[str, object]:
         from fleet.preview import PreviewStack
 
+        if self.refresh:
+            config = self.desired(stack) if self.desired else None
+            stacks.refresh(self.workspace, stack, config=config, on_output=self.on_output)
         # The preview writes the stack's whole config; the `up` is held to its plan.
         preview = PreviewStack(self.workspace, plans=self.plans, desired=self.desired)(stack)
         if preview.blocking:

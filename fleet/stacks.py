@@ -1,4 +1,5 @@
-"""The one way this repository drives a stack through the Automation API: list, open, preview, up.
+"""The one way this repository drives a stack through the Automation API: list, open, preview, up,
+refresh.
 
 Every preview and up runs with the policy pack. Call these from a worker process of
 `fleet.workers` or of the provisioner: the Automation API keeps process-global state.
@@ -140,6 +141,22 @@ def preview(
     if config is not None:
         write_config(handle, config)
     _preview(handle, workspace, on_event, plan, on_output)
+
+
+def refresh(
+    workspace: Workspace,
+    stack: str,
+    *,
+    config: Mapping[str, str] | None = None,
+    on_output: Callable[[str], None] | None = None,
+) -> None:
+    """Bring the stack's state to what the cloud has, so the next preview's diff shows what was changed
+    outside Pulumi (a firewall rule added in the console) and its `up` puts it back. A refresh changes
+    no resource, only the state; the program does not run. `config` as for `up`."""
+    handle = open_stack(workspace, stack)
+    if config is not None:
+        write_config(handle, config)
+    handle.refresh(on_output=on_output, color="never", suppress_outputs=True)
 
 
 def write_config(handle: Stack, config: Mapping[str, str]) -> None:

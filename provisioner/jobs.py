@@ -336,7 +336,7 @@ def _describe(error: Exception) -> str:
 
 def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
     """The customer's last provisioned settings, previewed with the pack, `up` held to that plan, then
-    the health gate (fleet.rollout.DeployStack)."""
+    the health gate (fleet.rollout.DeployStack); a drift repair refreshes the stack's state first."""
     if job.commit is not None and job.commit != config.program_commit:
         raise DeployFailed(
             f"the rollout is of commit {job.commit}, this worker runs {config.program_commit or 'an unnamed commit'} "
@@ -345,7 +345,7 @@ def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callabl
     last = store().last_provisioned(job.customer_id)
     if last is None:
         raise DeployFailed(f"customer {job.customer_id} has no completed provision, so its settings are unknown")
-    return runner().deploy(project, job.customer_id, desired_config(last, config), output)
+    return runner().deploy(project, job.customer_id, desired_config(last, config), output, refresh=job.refresh)
 
 
 def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> None:

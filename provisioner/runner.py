@@ -51,10 +51,13 @@ class StackRunner(Protocol):
         repository's policy pack, and return the stack's outputs without secrets."""
         ...
 
-    def deploy(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+    def deploy(
+        self, project: str, customer_id: str, config: Mapping[str, str], log: Log, *, refresh: bool = False
+    ) -> dict[str, Any]:
         """A rollout's step: write `config` as for `up`, preview with the policy pack (a blocking finding
         raises fleet.rollout.DeployFailed), `up` held to that plan, then the health gate (DeployFailed
-        when it fails); returns the stack's outputs without secrets."""
+        when it fails); returns the stack's outputs without secrets. With `refresh` (drift repair), the
+        stack's state is first refreshed from the cloud, so the plan puts back what changed outside."""
         ...
 
     def destroy(self, project: str, customer_id: str, log: Log) -> None:
@@ -97,7 +100,9 @@ class AutomationRunner:
         workspace = self.workspaces[project]
         return stacks.up(workspace, stack_name(customer_id), config=config, on_output=log, create=True)
 
-    def deploy(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
+    def deploy(
+        self, project: str, customer_id: str, config: Mapping[str, str], log: Log, *, refresh: bool = False
+    ) -> dict[str, Any]:
         self.plans.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(prefix="deploy-", dir=self.plans) as plans:
             deploy = rollout.DeployStack(
@@ -106,6 +111,7 @@ class AutomationRunner:
                 desired=lambda _stack: config,
                 probe=self.probe(project),
                 on_output=log,
+                refresh=refresh,
             )
             return deploy(stack_name(customer_id))
 

@@ -8,8 +8,9 @@ GET  /stacks                the fleet: customers provisioned and not cancelled  
 GET  /stacks/<stack>/settings  the stack's whole config (the customer's last completed provision and
                             the platform's settings) and its Hetzner project; 404 when unknown
                                                                                  (operator or review token)
-POST /deploys               {"customer_id", "request_id"}: deploy a stack (a rollout's step); 404 unknown
-                            customer, 409 cancelled                              (Authorization: Bearer <token>)
+POST /deploys               {"customer_id", "request_id"[, "commit"][, "refresh": true]}: deploy a stack (a
+                            rollout's step; with refresh, a drift repair); 404 unknown customer, 409
+                            cancelled                                            (Authorization: Bearer <token>)
 GET  /healthz               the process answers
 GET  /readyz                the store and the queue answer (503 otherwise)
 GET  /metrics               Prometheus: jobs by state, attempt latency, queue depth, deliveries
@@ -32,7 +33,7 @@ from typing import Any
 import anyio.to_thread
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -60,6 +61,8 @@ class DeployOrder(BaseModel):
     request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
     # The commit being rolled out: only a worker running it may deploy the stack.
     commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
+    # Drift repair: the stack's state is refreshed from the cloud before the deploy's preview.
+    refresh: StrictBool = False
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -83,6 +86,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "worker": job.worker,
         "project": job.project,
         "commit": job.commit,
+        "refresh": job.refresh,
         "received": job.received,
         "updated": job.updated,
         "history": [entry.model_dump(exclude_none=True) for entry in job.history],
@@ -247,6 +251,7 @@ def make_app(
             customer_id=order.customer_id,
             created=int(time.time()),
             commit=order.commit,
+            refresh=order.refresh,
         )
         try:
             accepted = store.accept_deploy(job)

@@ -65,6 +65,8 @@ class Job(BaseModel):
     worker: str | None = None
     # A deploy: the program commit the rollout is of, which the worker must be running.
     commit: str | None = None
+    # A deploy that repairs drift: the stack's state is refreshed from the cloud before its preview.
+    refresh: bool = False
     # The Hetzner project the customer's servers live in, once a worker has run the job.
     project: str | None = None
     received: float = Field(default_factory=time.time)
@@ -435,6 +437,9 @@ class JobStore:
                 earlier.state = "superseded"
                 earlier.note("superseded", detail=f"by {fresh.event_id}")
                 writes[f"job:{earlier.event_id}"] = earlier.model_dump_json()
+                # A drift repair still to run is not undone by the newer deploy: that one repairs too.
+                fresh.refresh = fresh.refresh or earlier.refresh
+                writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
             writes[f"deploy:{job.customer_id}"] = fresh.event_id
             result.append(("accepted", fresh))
             return writes

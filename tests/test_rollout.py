@@ -120,3 +120,17 @@ def test_a_rollout_names_its_commit_in_full_and_only_for_the_provisioner(
     with pytest.raises(SystemExit) as local:
         main(["rollout", "--state", state, "--commit", "d" * 40])
     assert local.value.code == 2 and "--commit: only with --provisioner" in capsys.readouterr().err
+
+
+@pytest.mark.pulumi_cli
+@pytest.mark.parametrize("refresh", [[], ["--refresh"]])
+def test_a_local_rollout_runs_each_stack_through_the_cli_and_halts_on_one_it_cannot_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refresh: list[str]
+) -> None:
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "local-rollout-test")
+    state = tmp_path / "rollout.json"
+    assert main(["rollout", "--state", str(state), "--stack", "customer-missing", *refresh]) == 1
+    halted = RolloutState.load(state)
+    assert halted.halted == "halted in wave 1 of 1: the canary failed"
+    assert "no stack named 'customer-missing' found" in halted.failed["customer-missing"]

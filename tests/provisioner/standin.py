@@ -3,8 +3,8 @@ the Automation API, exactly as it drives the real CLI (through the provisioner's
 `provisioner/bin/pulumi`, as its CLAW_PULUMI_BINARY).
 
 It speaks the commands the SDK issues for this project (`version`, `stack select|init|output|
-history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `destroy`, `cancel`) and keeps the
-behaviour of the real CLI that the provisioner has to live with:
+history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `refresh`, `destroy`,
+`cancel`) and keeps the behaviour of the real CLI that the provisioner has to live with:
 - a stack lock (a file per operation, as on a self-managed backend): an operation on a locked
   stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock and
   a pending operation in the state behind; `cancel` deletes the lock files;
@@ -42,6 +42,7 @@ _WITH_VALUE |= {"--secrets-provider", "--plaintext", "--secret", "--event-log", 
 _WITH_VALUE |= {"--save-plan", "--plan"}
 
 
+_DOING = {"up": "Updating", "destroy": "Destroying", "refresh": "Refreshing"}
 # The digest `up` reports for the baseline: what the health gate compares the host's bundle with (the
 # stand-in's hosts, tests/provisioner/hosts.py, have an empty one installed).
 EMPTY_BASELINE = Bundle(files=()).digest
@@ -131,16 +132,14 @@ class _Stack:
             if action == "up":
                 record["config"] = self.config()
             _write(marker, record)
-            if not error:
-                state["outputs"] = (
-                    {
-                        "server_id": "4711",
-                        "gateway_url": f"http://{self.customer}.example:8080/",
-                        "baseline_digest": EMPTY_BASELINE,
-                    }
-                    if action == "up"
-                    else {}
-                )
+            if not error and action == "up":
+                state["outputs"] = {
+                    "server_id": "4711",
+                    "gateway_url": f"http://{self.customer}.example:8080/",
+                    "baseline_digest": EMPTY_BASELINE,
+                }
+            elif not error and action == "destroy":
+                state["outputs"] = {}
             history = {"kind": "update" if action == "up" else action, "result": "failed" if error else "succeeded"}
             state["history"] = [{**history, "start": started, "end": time.time()}, *state.get("history", [])]
             state["pending_operations"] = []
@@ -148,7 +147,7 @@ class _Stack:
             if error:
                 print(error, file=sys.stderr)
                 return 255
-            print(f"{'Updating' if action == 'up' else 'Destroying'} ({self.name}): done")
+            print(f"{_DOING[action]} ({self.name}): done")
             return 0
         finally:
             lock.unlink()
@@ -227,7 +226,7 @@ def main(argv: list[str]) -> int:
             stack.save_config({key: value for key, value in stack.config().items() if key not in words[2:]})
         case ["preview"]:
             return stack.preview(flags)
-        case ["up"] | ["destroy"]:
+        case ["up"] | ["destroy"] | ["refresh"]:
             return stack.operation(words[0], argv, flags.get("--plan", []))
         case ["stack", "output"]:
             print(json.dumps(stack.state()["outputs"]))

@@ -72,6 +72,22 @@ def test_a_deploy_waits_for_the_customers_own_change_and_a_newer_deploy_replaces
     assert latest is not None and latest.event_id == provision.event_id, "a deploy is no billing event"
 
 
+def test_a_newer_deploy_that_supersedes_a_queued_drift_repair_repairs_too(stores: tuple[JobStore, JobStore]) -> None:
+    store, _ = stores
+    _, provision = store.accept(parse(signup("acme"), 0))
+    _finish(store, provision.event_id)
+    store.accept_deploy(_deploy("acme", "r1").model_copy(update={"refresh": True}))
+    outcome = store.accept_deploy(_deploy("acme", "r2"))
+    assert not isinstance(outcome, DeployRefused) and outcome[1].refresh
+    newer = store.get("deploy-r2-acme")
+    assert newer is not None and newer.refresh, "the repair still to run is not lost"
+    plain = store.accept_deploy(_deploy("acme", "r3"))
+    assert not isinstance(plain, DeployRefused) and plain[1].refresh, "nor by a chain of deploys"
+    _finish(store, "deploy-r3-acme")
+    after = store.accept_deploy(_deploy("acme", "r4"))
+    assert not isinstance(after, DeployRefused) and not after[1].refresh, "a finished repair is not repeated"
+
+
 def test_a_cancellation_ends_a_queued_deploy_and_refuses_new_ones(stores: tuple[JobStore, JobStore]) -> None:
     store, _ = stores
     for customer in ("acme", "globex"):
@@ -99,6 +115,8 @@ def test_the_deploy_api_needs_the_token_and_names_what_is_wrong(provisioner: Pro
     assert code == 400 and str(body["error"]).startswith("customer_id:")
     code, body = post({"customer_id": "acme"})
     assert code == 400 and str(body["error"]).startswith("request_id:")
+    code, body = post({"customer_id": "acme", "request_id": "r1", "refresh": "yes"})
+    assert code == 400 and str(body["error"]).startswith("refresh:")
     assert post({"customer_id": "acme", "request_id": "r1"}) == (404, {"error": "unknown customer acme"})
     assert provisioner.get("/jobs/deploy-r1-acme")[0] == 404
     assert provisioner.get("/stacks") == (200, {"stacks": []})
@@ -261,6 +279,19 @@ def test_an_operators_up_of_one_stack_is_a_deploy_job_on_the_workers(sqlite_prov
     assert f"server_id: {deploy['outputs']['server_id']}" in one.stdout
     up = records(provisioner.records, "up")[-1]
     assert "--plan" in up["argv"] and up["config"] == provisioned["config"]
+
+    assert records(provisioner.records, "refresh") == [], "a deploy's diff is against the state"
+    assert deploy["refresh"] is False
+
+    repair = _fleet(env, "up", "--provisioner", "--refresh", "--stack", "customer-acme")
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert "following the drift repair of customer-acme" in repair.stdout
+    repaired = next(job for job in provisioner.get("/jobs")[1]["jobs"] if job["refresh"])  # type: ignore[index]
+    assert repaired["status"] == "deployed" and repaired["kind"] == "deploy", repaired
+    [refreshed] = [record for record in records(provisioner.records, "refresh") if record["customer"] == "acme"]
+    last_up = records(provisioner.records, "up")[-1]
+    assert refreshed["end"] < last_up["start"] and "--plan" in last_up["argv"], "refreshed, then held to its plan"
+    assert last_up["config"] == provisioned["config"]
 
     unknown = _fleet(env, "up", "--provisioner", "--stack", "customer-nobody")
     assert unknown.returncode == 2 and "404 unknown customer nobody" in unknown.stderr
