@@ -199,12 +199,12 @@ class ControlPlane:
         )
         self.lab.spawn("rollout", command, self.directory / "rollout.log", env=self._operator())
 
-    def up_stack(self, stack: str) -> subprocess.CompletedProcess[str]:
+    def up_stack(self, stack: str, *arguments: str) -> subprocess.CompletedProcess[str]:
         """An operator's `python -m fleet up --provisioner --commit <the workers' commit>` of one stack."""
         command = in_ns(
             PROVISIONER.namespace,
             *(sys.executable, "-m", "fleet", "up", "--provisioner", "--commit", self.program_commit),
-            *("--stack", stack),
+            *("--stack", stack, *arguments),
         )
         return run(command, check=False, timeout=600, env=self._operator(), cwd=REPO)
 

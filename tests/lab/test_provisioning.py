@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+from hcloud.firewalls import FirewallRule
 from hcloud.servers import BoundServer
 
 from lab import servers
@@ -301,13 +302,39 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
         [server] = _servers(lab, customer)
         assert str(server.id) == views[customer]["outputs"]["server_id"]
 
-    # An operator's `up` of one stack is the same deploy job, run by the host that is left.
+    # A rule added by hand outside Pulumi, opening the metrics port.
+    project, outputs = views["wave-b"]["project"], views["wave-b"]["outputs"]
+    firewall = lab.hetzner(project).firewalls.get_by_id(int(outputs["firewall_id"]))
+    reviewed = _rules(firewall.rules)
+    by_hand = FirewallRule(direction="in", protocol="tcp", port="9090", source_ips=["0.0.0.0/0", "::/0"])
+    firewall.set_rules([*firewall.rules, by_hand])
+
+    # An operator's `up` of one stack is the same deploy job, run by the host that is left. Its diff is
+    # against the state, so the hand-made rule stays.
     one = plane.up_stack("customer-wave-b")
     assert one.returncode == 0, one.stdout + one.stderr
-    assert f"server_id: {views['wave-b']['outputs']['server_id']}" in one.stdout
-    last = max((job for job in _deploys(plane) if job["customer_id"] == "wave-b"), key=lambda job: job["received"])
+    assert f"server_id: {outputs['server_id']}" in one.stdout
+    last = _last_deploy(plane, "wave-b")
     assert last["status"] == "deployed" and last["worker"].startswith(f"{second.link}:"), last
-    assert last["commit"] == plane.program_commit
+    assert last["commit"] == plane.program_commit and not last["refresh"]
+    assert _rules(lab.hetzner(project).firewalls.get_by_id(firewall.id).rules) == reviewed | _rules([by_hand])
+
+    # A drift repair refreshes the state first: its reviewed plan puts the firewall back, on the same server.
+    repair = plane.up_stack("customer-wave-b", "--refresh")
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert f"server_id: {outputs['server_id']}" in repair.stdout
+    repaired = _last_deploy(plane, "wave-b")
+    assert repaired["status"] == "deployed" and repaired["refresh"], repaired
+    assert _rules(lab.hetzner(project).firewalls.get_by_id(firewall.id).rules) == reviewed
+    assert plane.stack_locks("wave-b") == []
+
+
+def _rules(rules: list[FirewallRule]) -> set[str]:
+    return {json.dumps(rule.to_payload(), sort_keys=True) for rule in rules}
+
+
+def _last_deploy(plane: ControlPlane, customer: str) -> dict[str, Any]:
+    return max((job for job in _deploys(plane) if job["customer_id"] == customer), key=lambda job: job["received"])
 
 
 def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_changes_nothing(
