@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleet import health, rollout, stacks
+from fleet import health, resize, rollout, stacks
+from provisioner.orphans import remove_orphans
 from provisioner.settings import ProvisionerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,8 +70,9 @@ class StackRunner(Protocol):
         ...
 
     def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
-        """Clear the lock and pending operations a stopped CLI left on the stack; say what was cleared.
-        Called only by a worker holding the stack's lease after the previous operation's owner is gone."""
+        """Clear the lock and pending operations a stopped CLI left on the stack, and delete what its
+        creates cut off in flight made in Hetzner (provisioner.orphans); say what was cleared. Called
+        only by a worker holding the stack's lease after the previous operation's owner is gone."""
         ...
 
 
@@ -138,7 +140,9 @@ class AutomationRunner:
         deployment = state.deployment or {}
         pending = deployment.get("pending_operations") or []
         if pending:
-            # Pending creates may have made real servers: name them so an operator can check.
+            # First, or a failure here would leave the next attempt no record of what to delete.
+            hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
+            cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
             urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
             deployment["pending_operations"] = []
             state.deployment = deployment

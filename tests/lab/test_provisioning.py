@@ -144,6 +144,31 @@ def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_sn
     assert plane.stack_names() == []
 
 
+def test_a_worker_host_killed_while_hetzner_makes_the_server_leaves_no_server_behind(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    customer, (first, second) = "soylent", hosts
+    worker_log, server = f"worker-{first.link}", "customer-soylent-server"
+    _sign_up(lab, plane, customer, first)
+    wait_until("the server's create", lambda: f"{server} creating" in plane.log(worker_log), timeout=240)
+    # Hetzner has made the server; the CLI still waits for it to be running, so its state does not know it.
+    wait_until("the server in Hetzner", lambda: bool(_servers(lab, customer)), timeout=60, interval=0.25)
+    plane.kill_host(first)
+    assert f"{server} created" not in plane.log(worker_log), "the create finished before the host died"
+    [orphan] = _servers(lab, customer)
+    plane.start_worker(second)
+
+    # The second host deletes the server the state never recorded, so the retried create is not refused
+    # ("server name is already used"), and finishes the signup on a server of its own.
+    view = _status(plane, customer, "ready", timeout=360)
+    takeover = next(entry for entry in view["history"] if entry["event"] == "took over")
+    assert f"deleted server {orphan.name} ({orphan.id}), never recorded" in takeover["detail"], takeover
+    assert f"customer-{customer}-server" in takeover["detail"], "the pending create is named"
+    [made] = _servers(lab, customer)
+    assert made.id != orphan.id and view["outputs"]["server_id"] == str(made.id)
+    _serves_then_cancels(lab, plane, customer, view)
+
+
 def test_an_object_store_outage_across_a_state_write_costs_attempts_and_no_server(
     lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
 ) -> None:
