@@ -1,8 +1,9 @@
 """The two things the fleet audit touches: a customer stack (Automation API) and its VPS (SSH).
 
-`AutomationStacks` needs the Pulumi CLI and the stack's backend; `SshStatusReader` reads the drift
-status file over the same pinned SSH connection the program's remote commands use: user root, the
-stack's provisioning key, and the host key the program generated and installed through cloud-init.
+`AutomationStacks` needs the stack's backend and its passphrase (the keys are secrets in the state);
+`SshStatusReader` reads the drift status file over the same pinned SSH connection the program's
+remote commands use: user root, the stack's provisioning key, and the host key the program generated
+and installed through cloud-init.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import base64
 import io
 import json
 import shlex
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import paramiko
@@ -20,8 +21,9 @@ from pulumi.automation import EngineEvent
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from components.drift import STATUS_FILE
+from fleet import stacks
+from fleet.desired import DesiredConfig
 
-REPO = Path(__file__).resolve().parent.parent
 PRIVATE_KEY_TYPE = "tls:index/privateKey:PrivateKey"
 # pulumi `stack export --show-secrets` writes a secret as this object with its JSON-encoded value.
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # noqa: S105 (a fixed marker, not a secret)
@@ -81,13 +83,29 @@ def host_access_from_state(deployment: Mapping[str, Any], outputs: Mapping[str, 
     )
 
 
+@dataclass(frozen=True)
 class AutomationStacks:
-    """Customer stacks of this repository's project, through the Automation API."""
+    """Customer stacks through `fleet.stacks`, the pinned CLI. By default each stack's settings file is
+    the checkout's; with `desired` (the provisioner's settings), each stack gets a workspace of its own
+    in `workspace.stacks_dir` and its whole config first. A refresh preview takes no stack lock and
+    writes nothing (pkg/backend/diy, Refresh with PreviewOnly), so an audit needs no fencing."""
+
+    workspace: stacks.Workspace = field(default_factory=stacks.Workspace)
+    desired: DesiredConfig | None = None
+    # Each stack's own Hetzner project's read token (fleet.control.ProjectReadTokens); else the workspace's.
+    hetzner_token: Callable[[str], SecretStr] | None = None
+    _opened: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def _stack(self, stack: str) -> Any:
-        from pulumi import automation
-
-        return automation.select_stack(stack_name=stack, work_dir=str(REPO))
+        if stack not in self._opened:
+            workspace = self.workspace
+            if self.hetzner_token is not None:
+                workspace = workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
+            handle = stacks.open_stack(workspace, stack)
+            if self.desired is not None:
+                stacks.write_config(handle, self.desired(stack))
+            self._opened[stack] = handle
+        return self._opened[stack]
 
     def refresh_preview(self, stack: str) -> list[EngineEvent]:
         events: list[EngineEvent] = []

@@ -2,6 +2,13 @@
 
     python -m drift --stack customer-acme --stack customer-beta ... [--concurrency 4]
                     [--out drift-report.md] [--json drift-report.json]
+    python -m drift --settings-from-provisioner [--stack ...]
+
+With --settings-from-provisioner, the fleet (unless --stack names stacks) and each stack's whole config
+come from the provisioner (CLAW_PROVISIONER_URL; CLAW_REVIEW_TOKEN, else CLAW_OPERATOR_TOKEN), each
+stack in a workspace of its own, read with its Hetzner project's read-only token when
+CLAW_HETZNER_READ_TOKENS maps them; the audit changes nothing. Cloud drift is repaired by
+`python -m fleet up --provisioner --refresh --stack <stack>`.
 
 Each stack is audited in its own worker process (the Automation API's state is process-global):
 a refresh preview of the stack (nothing is written to its state), then the drift status file read
@@ -15,10 +22,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import multiprocessing
+import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from config.policy import BaselinePolicy, DriftPolicy
 from drift.access import (
@@ -30,6 +42,7 @@ from drift.access import (
     StatusReader,
 )
 from drift.report import Finding, StackDrift, Verdict, cloud_finding, exit_status, host_finding, render, to_json
+from fleet import control, stacks
 
 
 def _last_line(error: Exception) -> str:
@@ -68,13 +81,18 @@ def audit_stack(
     return StackDrift(stack, cloud, host, checked_at)
 
 
-def audit_with_automation(stack: str) -> StackDrift:
-    """One stack through the Automation API and SSH (needs the pulumi CLI and the stack's backend)."""
-    return audit_stack(stack, AutomationStacks(), SshStatusReader())
+@dataclass(frozen=True)
+class AutomationAudit:
+    """One stack through the Automation API and SSH (needs the stack's backend and its passphrase)."""
+
+    stacks: AutomationStacks = field(default_factory=AutomationStacks)
+
+    def __call__(self, stack: str) -> StackDrift:
+        return audit_stack(stack, self.stacks, SshStatusReader())
 
 
 def audit_fleet(
-    stacks: Sequence[str], concurrency: int, audit: Callable[[str], StackDrift] = audit_with_automation
+    stacks: Sequence[str], concurrency: int, audit: Callable[[str], StackDrift] = AutomationAudit()
 ) -> list[StackDrift]:
     """Every stack in its own process, at most `concurrency` at a time, results in input order."""
     context = multiprocessing.get_context("spawn")
@@ -82,14 +100,37 @@ def audit_fleet(
         return list(pool.map(audit, stacks))
 
 
-def main(argv: list[str] | None = None, audit: Callable[[str], StackDrift] = audit_with_automation) -> int:
+def from_provisioner(environ: Mapping[str, str]) -> tuple[list[str], AutomationAudit]:
+    """The fleet as the provisioner knows it, and the audit that writes each stack's config from it."""
+    reader = control.reading_provisioner(environ)
+    tokens = control.ProjectReadTokens.from_env(reader, environ) if environ.get(control.READ_TOKENS_VARIABLE) else None
+    workspace = stacks.Workspace(stacks_dir=Path(tempfile.mkdtemp(prefix="drift-stacks-")))
+    return reader.stacks(), AutomationAudit(AutomationStacks(workspace, reader.settings, tokens))
+
+
+def main(argv: list[str] | None = None, audit: Callable[[str], StackDrift] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drift", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", action="append", required=True, help="a customer stack (repeat)")
+    parser.add_argument("--stack", action="append", default=[], help="a customer stack (repeat)")
+    parser.add_argument(
+        "--settings-from-provisioner",
+        action="store_true",
+        help="the fleet and each stack's config from the provisioner (see above); --stack narrows it",
+    )
     parser.add_argument("--concurrency", type=int, default=4, choices=range(1, 33), metavar="1-32")
     parser.add_argument("--out", type=Path, default=Path("drift-report.md"), help="Markdown report")
     parser.add_argument("--json", type=Path, help="also write the findings as JSON")
     args = parser.parse_args(argv)
-    audits = audit_fleet(args.stack, args.concurrency, audit)
+    names: list[str] = args.stack
+    if args.settings_from_provisioner:
+        try:
+            fleet, audit = from_provisioner(os.environ)
+        except (control.ProvisionerError, ValidationError) as error:
+            print(f"the provisioner: {error}", file=sys.stderr)
+            return 2
+        names = names or fleet
+    elif not names:
+        parser.error("--stack: name at least one stack, or read the fleet with --settings-from-provisioner")
+    audits = audit_fleet(names, args.concurrency, audit or AutomationAudit())
     report = render(audits)
     args.out.write_text(report)
     if args.json:

@@ -30,12 +30,9 @@ def _workspace(args: argparse.Namespace) -> stacks.Workspace:
 def _reader(args: argparse.Namespace) -> control.Provisioner | None:
     """The provisioner the fleet and its settings are read from, or whose workers deploy (--provisioner,
     with the operator token); reading alone takes the review token when there is one."""
-    deploying = args.command == "rollout" and args.provisioner
-    if not (deploying or args.settings_from_provisioner):
-        return None
-    reviewing = not deploying and os.environ.get(control.REVIEW_TOKEN_VARIABLE)
-    token = control.REVIEW_TOKEN_VARIABLE if reviewing else control.TOKEN_VARIABLE
-    return control.Provisioner.from_env(os.environ, token)
+    if args.command == "rollout" and args.provisioner:
+        return control.Provisioner.from_env(os.environ)
+    return control.reading_provisioner(os.environ) if args.settings_from_provisioner else None
 
 
 def _desired(args: argparse.Namespace) -> DesiredConfig | None:

@@ -121,6 +121,13 @@ class Provisioner(BaseModel):
         return self._call("GET", f"/jobs/{event_id}")
 
 
+def reading_provisioner(environ: Mapping[str, str]) -> Provisioner:
+    """The provisioner to read the fleet and its settings from: with the review token when there is one
+    (it can change nothing), else the operator token."""
+    token = REVIEW_TOKEN_VARIABLE if environ.get(REVIEW_TOKEN_VARIABLE) else TOKEN_VARIABLE
+    return Provisioner.from_env(environ, token)
+
+
 @dataclass(frozen=True)
 class ProjectReadTokens:
     """The read-only Hetzner token a stack is previewed with: its own project's, as the provisioner

@@ -218,11 +218,31 @@ class ControlPlane:
 
     def preview_fleet(self, program_dir: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
         """`python -m fleet preview --settings-from-provisioner`, as the pull-request workflow runs it: the
-        base branch's tooling and pack judging `program_dir`, with the review token, each Hetzner
-        project's read-only token, and the state backend with its passphrase (reading state needs
-        them); never a write token or the operator token."""
+        base branch's tooling and pack judging `program_dir`, as a reader (`_reader`)."""
+        out.mkdir(parents=True, exist_ok=True)
+        command = in_ns(
+            PROVISIONER.namespace,
+            *(sys.executable, "-m", "fleet", "preview", "--settings-from-provisioner"),
+            *("--program-dir", str(program_dir), "--policy-pack", str(REPO / "policy")),
+            *("--out", str(out / "fleet-preview.md"), "--full-report", str(out / "fleet-preview-full.md"), *arguments),
+        )
+        return run(command, check=False, timeout=1200, env=self._reader(), cwd=REPO)
+
+    def audit_drift(self, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """`python -m drift --settings-from-provisioner --json <out>`, as a reader (`_reader`)."""
+        command = in_ns(
+            PROVISIONER.namespace,
+            *(sys.executable, "-m", "drift", "--settings-from-provisioner"),
+            *("--out", str(out.with_suffix(".md")), "--json", str(out), *arguments),
+        )
+        return run(command, check=False, timeout=600, env=self._reader(), cwd=REPO)
+
+    def _reader(self) -> dict[str, str]:
+        """What a reader of the fleet holds: the review token, each Hetzner project's read-only token, and
+        the state backend with its passphrase (reading state needs them); never a write token or the
+        operator token."""
         read_tokens = {project: f"HCLOUD_READ_TOKEN_{index}" for index, project in enumerate(HETZNER_PROJECTS)}
-        environment = _outside() | {
+        return _outside() | {
             "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
             "CLAW_REVIEW_TOKEN": self.review_token,
             "CLAW_HETZNER_READ_TOKENS": json.dumps(read_tokens),
@@ -233,14 +253,6 @@ class ControlPlane:
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
             **self._object_store_credentials(),
         }
-        out.mkdir(parents=True, exist_ok=True)
-        command = in_ns(
-            PROVISIONER.namespace,
-            *(sys.executable, "-m", "fleet", "preview", "--settings-from-provisioner"),
-            *("--program-dir", str(program_dir), "--policy-pack", str(REPO / "policy")),
-            *("--out", str(out / "fleet-preview.md"), "--full-report", str(out / "fleet-preview-full.md"), *arguments),
-        )
-        return run(command, check=False, timeout=1200, env=environment, cwd=REPO)
 
     def rollout_exit(self, timeout: float) -> int:
         """The rollout's exit code, once it has ended."""

@@ -103,6 +103,18 @@ def test_the_command_audits_in_worker_processes_and_writes_both_reports(
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids
 
 
+def test_the_command_needs_stacks_or_the_provisioner_and_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([], audit=audit_standin)
+    assert stopped.value.code == 2 and "--stack: name at least one stack" in capsys.readouterr().err
+    for variable in ("CLAW_PROVISIONER_URL", "CLAW_OPERATOR_TOKEN", "CLAW_REVIEW_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["--settings-from-provisioner"], audit=audit_standin) == 2
+    assert "the provisioner: not set: CLAW_PROVISIONER_URL, CLAW_OPERATOR_TOKEN" in capsys.readouterr().err
+
+
 def test_the_ssh_target_comes_from_outputs_and_state() -> None:
     def secret(value: str) -> dict[str, str]:
         return {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "plaintext": json.dumps(value)}

@@ -4,6 +4,9 @@ continues from the state file. 50 stand-in stacks run in real worker processes."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from fleet import rollout
 from fleet.__main__ import main
 from fleet.health import bundle_digest, check_health
 from fleet.rollout import RolloutState, Waves, plan_waves
+from fleet.stacks import REPO
 from tests.fleet_standin import StandInDeploy, baseline_tar
 
 STACKS = [f"customer-{index:02d}" for index in range(50)]
@@ -125,12 +129,13 @@ def test_a_rollout_names_its_commit_in_full_and_only_for_the_provisioner(
 @pytest.mark.pulumi_cli
 @pytest.mark.parametrize("refresh", [[], ["--refresh"]])
 def test_a_local_rollout_runs_each_stack_through_the_cli_and_halts_on_one_it_cannot_deploy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refresh: list[str]
+    tmp_path: Path, refresh: list[str]
 ) -> None:
-    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "local-rollout-test")
     state = tmp_path / "rollout.json"
-    assert main(["rollout", "--state", str(state), "--stack", "customer-missing", *refresh]) == 1
+    env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "local-rollout"}
+    command = [sys.executable, "-m", "fleet", "rollout", "--state", str(state), "--stack", "customer-missing"]
+    ran = subprocess.run([*command, *refresh], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
     halted = RolloutState.load(state)
     assert halted.halted == "halted in wave 1 of 1: the canary failed"
     assert "no stack named 'customer-missing' found" in halted.failed["customer-missing"]

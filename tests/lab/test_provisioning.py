@@ -344,6 +344,16 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
     assert last["commit"] == plane.program_commit and not last["refresh"]
     assert _rules(lab.hetzner(project).firewalls.get_by_id(firewall.id).rules) == reviewed | _rules([by_hand])
 
+    # The fleet's drift audit, with the provisioner's settings and read-only tokens, names the change.
+    audit = plane.audit_drift(tmp_path / "drift.json")
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    found = {entry["stack"]: entry for entry in json.loads((tmp_path / "drift.json").read_text())}
+    assert set(found) == set(fleet["stacks"]), found
+    assert found["customer-wave-b"]["cloud"]["verdict"] == "drift", found["customer-wave-b"]
+    assert "firewall" in " ".join(found["customer-wave-b"]["cloud"]["details"]), found["customer-wave-b"]
+    for customer in ("wave-a", "wave-c"):
+        assert found[f"customer-{customer}"]["cloud"]["verdict"] == "ok", found[f"customer-{customer}"]
+
     # A drift repair refreshes the state first: its reviewed plan puts the firewall back, on the same server.
     repair = plane.up_stack("customer-wave-b", "--refresh")
     assert repair.returncode == 0, repair.stdout + repair.stderr
@@ -352,6 +362,9 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
     assert repaired["status"] == "deployed" and repaired["refresh"], repaired
     assert _rules(lab.hetzner(project).firewalls.get_by_id(firewall.id).rules) == reviewed
     assert plane.stack_locks("wave-b") == []
+    again = plane.audit_drift(tmp_path / "repaired.json", "--stack", "customer-wave-b")
+    [after] = json.loads((tmp_path / "repaired.json").read_text())
+    assert after["cloud"]["verdict"] == "ok", (after, again.stdout + again.stderr)
 
 
 def _rules(rules: list[FirewallRule]) -> set[str]:
