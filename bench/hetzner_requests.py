@@ -1,7 +1,7 @@
-"""Hetzner API requests per stack: what one customer stack's preview, no-op `up` and baseline-change
-`up` ask of Hetzner's API, counted by the lab's emulator per token, through the real CLI and
-providers (root needed). Then what that means for a fleet in one Hetzner project, whose bucket holds
-3,600 requests and refills one per second.
+"""Hetzner API requests per stack: what one customer stack's preview, no-op `up`, baseline-change
+`up` and drift repair (a refresh, then the gated `up`) ask of Hetzner's API, counted by the lab's
+emulator per token, through the real CLI and providers (root needed). Then what that means for a
+fleet in one Hetzner project, whose bucket holds 3,600 requests and refills one per second.
 
     python -m bench.hetzner_requests
 """
@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from bench.common import table, write_section
 from config.policy import BaselinePolicy
-from lab.world import Lab, down
+from fleet import stacks
+from lab.world import STACK, Lab, down
 
 FLEET = 5_000
 BUCKET = 3_600  # requests a project's bucket holds, and refills per hour
@@ -32,6 +33,11 @@ def _measure(lab: Lab, operation: Callable[[], object]) -> Counter[str]:
 
 def _routes(counts: Counter[str]) -> str:
     return ", ".join(f"{route} {count}" for route, count in counts.most_common())
+
+
+def _repair(lab: Lab) -> None:
+    stacks.refresh(lab.workspace(), STACK)
+    lab.deploy()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "preview with the policy pack": _measure(lab, lambda: lab.preview(lab.default_settings())),
             "no-op `up` (gated preview, then `up --plan`)": _measure(lab, lab.deploy),
             "baseline-change `up` (baseline command replaced)": _measure(lab, lambda: lab.deploy(policy=changed)),
+            "drift repair (refresh, then a no-op `up`)": _measure(lab, lambda: _repair(lab)),
         }
     finally:
         lab.close()
