@@ -431,7 +431,7 @@ class JobStore:
                 return None
             fresh = job.model_copy(deep=True)
             fresh.note("accepted")
-            writes: dict[str, str | None] = {f"job:{fresh.event_id}": fresh.model_dump_json()}
+            writes: dict[str, str | None] = {}
             earlier = self._read_job(read, read(f"deploy:{job.customer_id}"))
             if earlier is not None and earlier.state == "queued":
                 earlier.state = "superseded"
@@ -439,7 +439,7 @@ class JobStore:
                 writes[f"job:{earlier.event_id}"] = earlier.model_dump_json()
                 # A drift repair still to run is not undone by the newer deploy: that one repairs too.
                 fresh.refresh = fresh.refresh or earlier.refresh
-                writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
+            writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
             writes[f"deploy:{job.customer_id}"] = fresh.event_id
             result.append(("accepted", fresh))
             return writes

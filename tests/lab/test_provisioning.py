@@ -148,7 +148,7 @@ def test_a_worker_host_killed_while_hetzner_makes_the_server_leaves_no_server_be
     lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
 ) -> None:
     customer, (first, second) = "soylent", hosts
-    worker_log, server = f"worker-{first.link}", "customer-soylent-server"
+    worker_log, server = f"worker-{first.link}", f"customer-{customer}-server"
     _sign_up(lab, plane, customer, first)
     wait_until("the server's create", lambda: f"{server} creating" in plane.log(worker_log), timeout=240)
     # Hetzner has made the server; the CLI still waits for it to be running, so its state does not know it.
@@ -163,7 +163,7 @@ def test_a_worker_host_killed_while_hetzner_makes_the_server_leaves_no_server_be
     view = _status(plane, customer, "ready", timeout=360)
     takeover = next(entry for entry in view["history"] if entry["event"] == "took over")
     assert f"deleted server {orphan.name} ({orphan.id}), never recorded" in takeover["detail"], takeover
-    assert f"customer-{customer}-server" in takeover["detail"], "the pending create is named"
+    assert server in takeover["detail"], "the pending create is named"
     [made] = _servers(lab, customer)
     assert made.id != orphan.id and view["outputs"]["server_id"] == str(made.id)
     _serves_then_cancels(lab, plane, customer, view)
@@ -331,7 +331,8 @@ def test_a_rollout_in_waves_runs_on_the_workers_and_outlives_a_worker_host(
     project, outputs = views["wave-b"]["project"], views["wave-b"]["outputs"]
     firewall = lab.hetzner(project).firewalls.get_by_id(int(outputs["firewall_id"]))
     reviewed = _rules(firewall.rules)
-    by_hand = FirewallRule(direction="in", protocol="tcp", port="9090", source_ips=["0.0.0.0/0", "::/0"])
+    metrics = str(lab.policy.inbound.metrics_port)
+    by_hand = FirewallRule(direction="in", protocol="tcp", port=metrics, source_ips=["0.0.0.0/0", "::/0"])
     firewall.set_rules([*firewall.rules, by_hand])
 
     # An operator's `up` of one stack is the same deploy job, run by the host that is left. Its diff is
