@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import pulumi
 import pulumi_command as command
@@ -21,6 +21,7 @@ from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
 COMPONENT_TYPE = "clawhosters:index:CustomerInstance"
+T = TypeVar("T")
 # The Pulumi providers the resources below come from (their plugins must be in the toolchain).
 PROVIDERS = ("hcloud", "tls", "random", "command")
 # Installed before the baseline; python3-systemd lets fail2ban read sshd from the journal.
@@ -114,6 +115,23 @@ def _cloud_init(host_private_key: str, host_public_key: str) -> str:
         "ssh_keys": {"ed25519_private": host_private_key, "ed25519_public": host_public_key.strip()},
     }
     return "#cloud-config\n" + json.dumps(document, indent=2) + "\n"
+
+
+def secret_once_known(value: pulumi.Output[T]) -> pulumi.Output[T]:
+    """`value` as a secret once it is known, and as a plain unknown before (a preview's).
+
+    The command provider's Check (pulumi-go-provider's infer) decodes a secret whose value is still
+    unknown into a known zero value: an empty `stdin`, a `connection` of defaults. The plan saved by
+    that preview then demands those values of the `up`, which fails with "violates plan: properties
+    changed". A plain unknown stays unknown; nothing secret is sent in clear, as it holds no value yet.
+    """
+    return pulumi.Output.unsecret(value).apply(pulumi.Output.secret)
+
+
+def _connection_secret_once_known(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+    """pulumi-command's SDK makes `connection` a secret whatever its state: made secret only once known."""
+    props = {**args.props, "connection": secret_once_known(args.props["connection"])}
+    return pulumi.ResourceTransformationResult(props, args.opts)
 
 
 def snapshot_expiry(today: date, retention_days: int) -> str:
@@ -228,19 +246,16 @@ class CustomerInstance(pulumi.ComponentResource):
             )
             self.snapshot_id = snapshot.id
 
-        # Entirely secret so it diffs consistently and never shows the key.
-        connection = pulumi.Output.secret(
-            pulumi.Output.all(
-                server.ipv4_address, provisioning_key.private_key_openssh, host_key.public_key_openssh
-            ).apply(
-                lambda values: command.remote.ConnectionArgs(
-                    host=values[0],
-                    user="root",
-                    private_key=values[1],
-                    host_key=values[2].strip(),
-                    dial_error_limit=DIAL_ATTEMPTS,
-                    per_dial_timeout=DIAL_TIMEOUT_SECONDS,
-                )
+        connection = pulumi.Output.all(
+            server.ipv4_address, provisioning_key.private_key_openssh, host_key.public_key_openssh
+        ).apply(
+            lambda values: command.remote.ConnectionArgs(
+                host=values[0],
+                user="root",
+                private_key=values[1],
+                host_key=values[2].strip(),
+                dial_error_limit=DIAL_ATTEMPTS,
+                per_dial_timeout=DIAL_TIMEOUT_SECONDS,
             )
         )
 
@@ -248,36 +263,43 @@ class CustomerInstance(pulumi.ComponentResource):
         # running VPS (no update, no SSH session, no refused environment request). Whatever an
         # existing server must get later belongs in the baseline or gateway step.
         once_per_server = ["create"]
+        connection_once_known = [_connection_secret_once_known]
         wait = command.remote.Command(
             f"{name}-{WAIT_STEP}",
             connection=connection,
             create=scripts.wait_for_cloud_init,
             triggers=[server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[server], ignore_changes=once_per_server),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[server], ignore_changes=once_per_server, transformations=connection_once_known
+            ),
         )
         packages = command.remote.Command(
             f"{name}-{PACKAGES_STEP}",
             connection=connection,
             create=scripts.packages,
             triggers=[server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[wait], ignore_changes=once_per_server),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[wait], ignore_changes=once_per_server, transformations=connection_once_known
+            ),
         )
         baseline_command = command.remote.Command(
             f"{name}-baseline",
             connection=connection,
             create=scripts.baseline,
             triggers=[server.id, scripts.baseline_digest],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[packages], transformations=connection_once_known),
         )
         gateway_command = command.remote.Command(
             f"{name}-gateway",
             connection=connection,
             create=scripts.gateway,
             # On standard input: an SSH environment request would be refused by a stock sshd.
-            stdin=gateway_password,
+            stdin=secret_once_known(gateway_password),
             # Not the baseline's digest: a baseline change must not restart the customer's gateway.
             triggers=[server.id, scripts.gateway_digest],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[baseline_command]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[baseline_command], transformations=connection_once_known
+            ),
         )
 
         self.server_id = server.id

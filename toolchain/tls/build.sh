@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds pulumi-resource-tls into OUT_DIR; VERSION is the pulumi-tls release whose SDK it serves.
+# Builds pulumi-resource-tls into OUT_DIR; VERSION is the pulumi-tls release it serves.
 set -euo pipefail
 cd "$(dirname "$0")"
-exec bash ../native-provider.sh tls "$1"
+exec bash ../bridged-provider.sh tls github.com/hashicorp/terraform-provider-tls "$1"

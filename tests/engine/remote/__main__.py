@@ -37,7 +37,6 @@ if config.get("host"):
         host_key=config.require("host_key"),
         dial_error_limit=config.get_int("dial_error_limit"),
         per_dial_timeout=2,
-        proxy=command.remote.ProxyConnectionArgs(host=config.get("proxy")) if config.get("proxy") else None,
     )
     script = command.remote.Command(
         "script",
