@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, message_factory
+from google.rpc import status_pb2
 from pulumi.runtime.proto import engine_pb2, engine_pb2_grpc, provider_pb2
 
 SERVICE = provider_pb2.DESCRIPTOR.services_by_name["ResourceProvider"]
@@ -81,15 +82,18 @@ class Placeholders:
         return document
 
     def restore(self, document: Any) -> Any:
-        """The inverse of `fill`: every live value put back as its placeholder, longest first."""
+        """The inverse of `fill`: every live value put back as its placeholder, longest first; a
+        number only where it stands alone, not inside a longer run of letters and digits."""
         if isinstance(document, dict):
             return {key: self.restore(value) for key, value in document.items()}
         if isinstance(document, list):
             return [self.restore(value) for value in document]
         if isinstance(document, str):
             for name, value in sorted(self.values.items(), key=lambda item: -len(str(item[1]))):
-                if isinstance(value, str) and value:
+                if isinstance(value, str):
                     document = document.replace(value, f"${{{name}}}")
+                else:
+                    document = re.sub(rf"(?<![0-9A-Za-z]){value}(?![0-9A-Za-z])", f"${{{name}}}", document)
             return document
         if isinstance(document, int | float) and not isinstance(document, bool):
             for name, value in self.values.items():
@@ -137,8 +141,8 @@ class Provider:
         try:
             response = stub(json_format.ParseDict(request, request_type()), timeout=CALL_TIMEOUT_SECONDS)
         except grpc.RpcError as error:
-            return None, {"code": error.code().name, "message": error.details() or ""}
-        return json_format.MessageToDict(response, preserving_proto_field_name=False), None
+            return None, _error(error)
+        return json_format.MessageToDict(response), None
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -151,6 +155,22 @@ class Provider:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _error(error: grpc.RpcError) -> dict[str, Any]:
+    """A failed call: its code, message and details (a create that failed after making something
+    sends what it made as ErrorResourceInitFailed)."""
+    answer: dict[str, Any] = {"code": error.code().name, "message": error.details() or ""}  # type: ignore[attr-defined]
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        details = []
+        for detail in status.details:
+            failed = provider_pb2.ErrorResourceInitFailed()
+            details.append(json_format.MessageToDict(failed) if detail.Unpack(failed) else {"type": detail.type_url})
+        answer["details"] = details
+    return answer
 
 
 @contextmanager
@@ -241,7 +261,8 @@ def run_steps(
                     "about": step.about,
                     "method": step.method,
                     "request": step.request,
-                    **normalise(placeholders.restore(answer.as_json())),
+                    # Random values first: a port's digits may occur inside a key's base64.
+                    **placeholders.restore(normalise(answer.as_json())),
                 }
             )
     return exchanges
