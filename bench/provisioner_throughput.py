@@ -29,12 +29,12 @@ from bench.common import spread, table, write_section
 from provisioner.runner import Log
 from provisioner.settings import ProvisionerSettings
 from provisioner.webhook import sign
+from tests.provisioner.events import signup
 
 REPO = Path(__file__).resolve().parent.parent
 # Throwaway credentials of a benchmark run on loopback.
 SECRET = "whsec_bench_0123456789abcdef"  # noqa: S105
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105
-IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
 
 
 class NoopRunner:
@@ -134,14 +134,7 @@ def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[floa
         posted: dict[str, float] = {}
         for index in range(jobs):
             event_id = f"evt_bench{index:06d}"
-            body = json.dumps(
-                {
-                    "id": event_id,
-                    "created": int(time.time()),
-                    "type": "customer.subscription.created",
-                    "data": {"object": {"metadata": {"customer_id": f"bench-{index:06d}", "gateway_image": IMAGE}}},
-                }
-            ).encode()
+            body = signup(f"bench-{index:06d}", event_id)
             headers = {"Stripe-Signature": sign(body, SECRET, int(time.time())), "Content-Type": "application/json"}
             posted[event_id] = time.time()
             _request(f"http://{bind}/webhooks/billing", body, headers)

@@ -38,7 +38,7 @@ from fleet.desired import stack_config
 from fleet.rollout import DeployFailed
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
+from provisioner.store import FINISHED, Claim, Job, JobStore, StoreUnavailable, key_value
 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
@@ -221,7 +221,7 @@ def run_job(event_id: str) -> None:
     if STOP.is_set():
         raise RetryTask(delay=LOCKED_RETRY_SECONDS)  # back on the queue for another worker
     job = store().get(event_id)
-    if job is None or job.state in ("done", "failed", "superseded", "stale"):
+    if job is None or job.state in FINISHED:
         return
     if job.run_after > time.time():
         raise RetryTask(delay=job.run_after - time.time())
@@ -284,7 +284,11 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                     detail=f"{claim.previous.event_id} on {claim.previous.worker} did not end cleanly; "
                     f"cleared: {', '.join(cleared) or 'nothing'}",
                 )
-            if job.kind == "provision":
+            if job.kind == "provision" and store().stack_exists(job.customer_id):
+                # A billing change of a running server (a plan's server type, a setting): reviewed as a
+                # rollout's step is, the preview with the pack, `up` held to its plan, the health gate.
+                job.outputs = runner().deploy(project, job.customer_id, desired_config(job, config), output)
+            elif job.kind == "provision":
                 job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
             elif job.kind == "deploy":
                 job.outputs = _deploy(job, config, project, output)

@@ -41,15 +41,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleet.desired import FromStore, MissingSettings, stack_config
+from provisioner import billing
 from provisioner.runner import stack_name
 from provisioner.settings import COMMIT_PATTERN, ProvisionerSettings
-from provisioner.store import DeployRefused, Job, JobStore, StoreUnavailable
+from provisioner.store import FINISHED, DeployRefused, Job, JobStore, StoreUnavailable
 from provisioner.webhook import Delivery, WebhookError, parse, verify
 
 log = logging.getLogger("provisioner")
 _CUSTOMER = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
 ATTEMPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
-STATES = ("queued", "running", "done", "failed", "superseded", "stale")
+STATES = ("queued", "running", *FINISHED)
 
 
 class DeployOrder(BaseModel):
@@ -150,22 +151,27 @@ def make_app(
                 settings.webhook_secret.get_secret_value(),
                 settings.signature_tolerance_seconds,
             )
-            job = parse(body, settings.cancellation_grace_seconds)
+            event = parse(body, settings.plans)
         except WebhookError as error:
             return answer(error.status, {"error": str(error)}, "refused")
         try:
-            outcome, stored = store.accept(job)
+            outcome, stored, reason = billing.accept(store, event, settings.cancellation_grace_seconds, time.time())
         except StoreUnavailable as error:
-            log.error("store unavailable", extra={"event_id": job.event_id, "error": str(error)})
+            log.error("store unavailable", extra={"event_id": event.event_id, "error": str(error)})
             return answer(503, {"error": "the job store is unavailable; deliver again later"}, "unavailable")
-        log.info(outcome, extra={"event_id": job.event_id, "customer": job.customer_id, "kind": job.kind})
-        if stored.state == "queued":
+        fields = {"event_id": event.event_id, "customer": event.customer_id, "subscription": event.subscription}
+        if outcome == "refused":
+            # Answered 2xx all the same: Stripe would deliver it again for days, and it will never be used.
+            log.warning("refused", extra={**fields, "stripe_customer": event.stripe_customer, "reason": reason})
+        else:
+            log.info(outcome, extra={**fields, "status": event.status, "reason": reason})
+        if stored is not None and stored.state == "queued":
             # Also for a duplicate: its first delivery may have been stored but never queued.
             try:
                 enqueue(stored)
             except Exception as error:  # stored is what counts: the sweep queues it
-                log.error("enqueue failed", extra={"event_id": job.event_id, "error": repr(error)})
-        return answer(200, {outcome: job.event_id}, outcome)
+                log.error("enqueue failed", extra={"event_id": event.event_id, "error": repr(error)})
+        return answer(200, {outcome: event.event_id}, outcome)
 
     async def webhook(request: Request) -> Response:
         length = request.headers.get("content-length")
@@ -194,7 +200,15 @@ def make_app(
         job = store.latest(customer_id) if _CUSTOMER.fullmatch(customer_id) else None
         if job is None:
             return JSONResponse({"error": "unknown customer"}, status_code=404)
-        return JSONResponse(job_view(job))
+        view = job_view(job)
+        record = billing.record_of(store, customer_id)
+        if record is not None:
+            view["billing"] = {
+                "stripe_customer": record.stripe_customer,
+                "subscription": record.owner,
+                "subscriptions": {name: state.status for name, state in record.subscriptions.items()},
+            }
+        return JSONResponse(view)
 
     async def customer(request: Request) -> Response:
         if not authorised(request):

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from config.customer import PlatformConfig
+from config.customer import PlatformConfig, ServerType
 
 PREFIX = "CLAW_"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
@@ -92,6 +101,18 @@ class HetznerProject(BaseModel):
     requests_per_hour: int = Field(default=3000, ge=1, le=3600)
 
 
+# A Stripe price's id (`price_...`) or its lookup key.
+PriceKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")]
+
+
+class BillingPlan(BaseModel):
+    """What a Stripe price buys: the server type of the instance its subscription carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    server_type: ServerType
+
+
 class ProvisionerSettings(StoreSettings):
     webhook_secret: SecretStr = Field(min_length=16)
     operator_token: SecretStr = Field(min_length=16)
@@ -131,6 +152,9 @@ class ProvisionerSettings(StoreSettings):
     # The commit of the program this worker runs (its deployment sets it); a deploy that names another
     # commit fails instead of rolling out a program that was not the one merged.
     program_commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
+    # The plans billing sells, by Stripe price: with plans, a subscription's price decides its server
+    # type (a price change is a resize); without, `metadata.server_type` does.
+    plans: dict[PriceKey, BillingPlan] = Field(default_factory=dict)
     # module:attribute of the StackRunner factory; the Automation API by default.
     runner: str = "provisioner.runner:AutomationRunner"
 
@@ -138,6 +162,20 @@ class ProvisionerSettings(StoreSettings):
     @classmethod
     def _projects_json(cls, value: Any) -> Any:
         return _from_json(value, "a JSON list")
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _plans_json(cls, value: Any) -> Any:
+        return _from_json(value, "a JSON object")
+
+    @model_validator(mode="after")
+    def _plans_offered(self) -> ProvisionerSettings:
+        for price, plan in self.plans.items():
+            if plan.server_type not in self.platform.server_types:
+                raise ValueError(
+                    f"CLAW_PLANS: {price} buys {plan.server_type!r}, which CLAW_PLATFORM's server_types does not offer"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cancel_within_lease(self) -> ProvisionerSettings:

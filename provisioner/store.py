@@ -2,8 +2,9 @@
 
 An event is stored before the webhook answers 2xx, so it is never lost. Every change that reads
 before it writes is one transaction (SQLite `BEGIN IMMEDIATE`, Redis `WATCH`/`MULTI`). Per
-customer, the newest event by (`created`, event id) wins: an older event that arrives late is
-recorded as stale and never runs, and a newer event supersedes a queued older one. A deploy (a
+customer, the newest billing job wins (what the customer's subscriptions say the instance must
+become, `provisioner.billing`, which also keeps `billing:<customer>`): it supersedes a queued older
+one, and one that is no longer the newest when a worker picks it up never runs. A deploy (a
 rollout's step for one stack) is ordered apart from billing's events: it waits while the customer's
 newest event is still to run, a newer deploy of the stack supersedes it, and a cancellation ends it.
 
@@ -31,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 # settings with the workers' program (a rollout's per-stack step).
 Kind = Literal["provision", "deprovision", "deploy"]
 BILLING_KINDS: tuple[Kind, ...] = ("provision", "deprovision")
-State = Literal["queued", "running", "done", "failed", "superseded", "stale"]
-FINISHED: tuple[State, ...] = ("done", "failed", "superseded", "stale")
+# noted: a billing event that changes nothing for the instance (provisioner.billing); it never runs.
+State = Literal["queued", "running", "done", "failed", "superseded", "stale", "noted"]
+FINISHED: tuple[State, ...] = ("done", "failed", "superseded", "stale", "noted")
 
 
 class HistoryEntry(BaseModel):
@@ -52,7 +54,8 @@ class Job(BaseModel):
     event_id: str
     kind: Kind
     customer_id: str
-    # When the billing provider created the event: what orders a customer's events.
+    # When the billing provider created the event. A billing job accepted after one with a later time
+    # gets a second more than that one: a customer's jobs are ordered as they were accepted.
     created: int
     # The customer's stack config (`clawhosters:*` keys), already validated; empty for a deprovision
     # and a deploy (which runs the settings of the customer's last completed provision).
@@ -355,7 +358,6 @@ def key_value(queue_url: str) -> KeyValue:
     return RedisKeyValue(queue_url)
 
 
-AcceptOutcome = Literal["accepted", "duplicate", "stale"]
 DeployOutcome = Literal["accepted", "duplicate"]
 # While the customer's billing event is still to run, a deploy waits for it this long between tries.
 DEPLOY_WAIT_SECONDS = 5.0
@@ -376,39 +378,21 @@ class JobStore:
     def _lock(customer_id: str) -> str:
         return f"lock:stack:{customer_id}"
 
-    def accept(self, job: Job) -> tuple[AcceptOutcome, Job]:
-        """Store a new event's job in one transaction: a redelivery is a duplicate, an event older than
-        the customer's newest is stale, and a newer one supersedes the queued job it replaces."""
-        result: list[tuple[AcceptOutcome, Job]] = []
+    def newest_billing_job(self, read: Reader, customer_id: str) -> Job | None:
+        """The customer's newest billing job, read inside a transaction."""
+        return self._read_job(read, read(f"customer:{customer_id}"))
 
-        def change(read: Reader) -> dict[str, str | None]:
-            result.clear()
-            existing = read(f"job:{job.event_id}")
-            if existing is not None:
-                result.append(("duplicate", Job.model_validate_json(existing)))
-                return {}
-            latest_id = read(f"customer:{job.customer_id}")
-            latest_raw = read(f"job:{latest_id}") if latest_id else None
-            latest = Job.model_validate_json(latest_raw) if latest_raw else None
-            fresh = job.model_copy(deep=True)
-            writes: dict[str, str | None] = {}
-            if latest is not None and latest.order > fresh.order:
-                fresh.state = "stale"
-                fresh.note("stale", detail=f"older than {latest.event_id}, the customer's newest event")
-                result.append(("stale", fresh))
-            else:
-                fresh.note("accepted")
-                writes[f"customer:{job.customer_id}"] = fresh.event_id
-                if latest is not None and latest.state == "queued":
-                    latest.state = "superseded"
-                    latest.note("superseded", detail=f"by {fresh.event_id}")
-                    writes[f"job:{latest.event_id}"] = latest.model_dump_json()
-                result.append(("accepted", fresh))
-            writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
-            return writes
-
-        self.kv.transact(change)
-        return result[0]
+    @staticmethod
+    def make_newest(latest: Job | None, job: Job) -> dict[str, str | None]:
+        """The writes that store `job` as its customer's newest billing job, superseding `latest` if it
+        has not started (part of the transaction that read `latest`)."""
+        writes: dict[str, str | None] = {f"customer:{job.customer_id}": job.event_id}
+        if latest is not None and latest.state == "queued":
+            latest.state = "superseded"
+            latest.note("superseded", detail=f"by {job.event_id}")
+            writes[f"job:{latest.event_id}"] = latest.model_dump_json()
+        writes[f"job:{job.event_id}"] = job.model_dump_json()
+        return writes
 
     def accept_deploy(self, job: Job) -> tuple[DeployOutcome, Job] | DeployRefused:
         """Store a deploy of a customer's stack; the reason when there is no stack to deploy (then
@@ -473,6 +457,17 @@ class JobStore:
             if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
         ]
         return max(done, key=lambda job: job.order, default=None)
+
+    def stack_exists(self, customer_id: str) -> bool:
+        """Whether the customer's newest completed billing job is a provision (a completed decommission
+        removes the stack): a change to it then goes through the gated deploy."""
+        done = [
+            job
+            for job in self.jobs()
+            if job.customer_id == customer_id and job.kind in BILLING_KINDS and job.state == "done"
+        ]
+        newest = max(done, key=lambda job: job.order, default=None)
+        return newest is not None and newest.kind == "provision"
 
     def deployable(self) -> list[str]:
         """Every customer with a completed provision whose newest event is not a cancellation, sorted:

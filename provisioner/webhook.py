@@ -1,9 +1,11 @@
 """Billing webhooks in Stripe's format: signature check (Stripe's own library), replay window, event parsing.
 
 `Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">[,v1=...]`.
-A subscription that is created provisions; one that is deleted deprovisions after the grace
-period. The customer's settings come from the subscription's `metadata` and go through the same
-validation as the Pulumi program. The event's `created` time orders a customer's events.
+Handled: `customer.subscription.created`, `.updated`, `.paused`, `.resumed` and `.deleted`, each
+carrying the subscription object as it stood. What the provisioner reads of it: the Stripe customer
+and subscription ids, the status, the creation time, the prices (a plan's server type, CLAW_PLANS),
+and the metadata, whose settings go through the same validation as the Pulumi program. What an
+event means for the instance is provisioner.billing's.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import stripe
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.loader import CUSTOMER_NAMESPACE, ConfigError, settings_from_mapping
-from provisioner.store import Job
+from provisioner.billing import ENDED, LIFE, Status, SubscriptionEvent
+from provisioner.settings import BillingPlan
 
-PROVISION_EVENTS = ("customer.subscription.created",)
-DEPROVISION_EVENTS = ("customer.subscription.deleted",)
 # fullmatch: `$` would also accept a trailing newline.
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9]{1,64}")
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
@@ -79,48 +82,56 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
     return header
 
 
-def _metadata(event: dict[str, Any]) -> dict[str, Any]:
+class _Price(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    lookup_key: str | None = None
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    price: _Price
+
+
+class _Items(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: list[_Item]
+
+
+class _Subscription(BaseModel):
+    """What the provisioner reads of Stripe's subscription object (the event's `data.object`)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    object: Literal["subscription"]
+    id: str = Field(pattern=r"^sub_[A-Za-z0-9]{1,250}$")
+    # An id: webhook payloads never expand it.
+    customer: str = Field(pattern=r"^cus_[A-Za-z0-9]{1,250}$")
+    status: Status
+    created: int = Field(gt=0)
+    metadata: dict[str, Any]
+    items: _Items
+
+
+def _subscription(event: dict[str, Any]) -> _Subscription:
     data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    if not isinstance(metadata, dict):
-        raise WebhookError(400, "data.object.metadata must be an object")
-    return metadata
-
-
-def parse(body: bytes, grace_seconds: int, now: float | None = None) -> Job:
-    """The job an authenticated delivery asks for, or a WebhookError saying why not."""
     try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise WebhookError(400, "body is not JSON") from error
-    if not isinstance(event, dict):
-        raise WebhookError(400, "the event must be a JSON object")
-    event_id, kind = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
-        raise WebhookError(400, "id must look like evt_<letters and digits>")
-    if kind not in PROVISION_EVENTS + DEPROVISION_EVENTS:
-        raise WebhookError(422, f"event type {str(kind)[:80]!r} is not handled")
-    created = event.get("created")
-    if not isinstance(created, int) or isinstance(created, bool) or created <= 0:
-        raise WebhookError(400, "created must be the event's Unix time")
-    metadata = _metadata(event)
-    now = now if now is not None else time.time()
-    if kind in DEPROVISION_EVENTS:
-        customer_id = metadata.get("customer_id")
-        if not isinstance(customer_id, str) or not _SLUG.fullmatch(customer_id):
-            raise WebhookError(422, "metadata.customer_id must be a DNS-safe slug")
-        return Job(
-            event_id=event_id,
-            kind="deprovision",
-            customer_id=customer_id,
-            created=created,
-            run_after=now + grace_seconds,
-        )
+        return _Subscription.model_validate(data.get("object") if isinstance(data, dict) else None)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in ("data", "object", *problem["loc"]))
+        raise WebhookError(400, f"{where}: {problem['msg']}") from None
+
+
+def _settings(metadata: dict[str, Any], prices: list[_Price], plans: Mapping[str, BillingPlan]) -> dict[str, str]:
+    """The instance's validated `clawhosters:*` settings: the metadata's, and the plan's server type."""
     raw: dict[str, str] = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise WebhookError(422, f"metadata key {str(key)[:40]!r} is not a setting name")
+        if not _KEY.fullmatch(key):
+            raise WebhookError(422, f"metadata key {key[:40]!r} is not a setting name")
         if key in RESERVED_KEYS:
             raise WebhookError(422, f"metadata.{key} is set by the platform, never by a customer")
         if not isinstance(value, str | bool | list):
@@ -132,15 +143,62 @@ def parse(body: bytes, grace_seconds: int, now: float | None = None) -> Job:
             json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
         )
         raw[f"{CUSTOMER_NAMESPACE}:{key}"] = text
+    if plans:
+        if "server_type" in metadata:
+            raise WebhookError(422, "metadata.server_type is the plan's (CLAW_PLANS), never the metadata's")
+        bought = [plan for price in prices if (plan := _plan_of(price, plans)) is not None]
+        if len(bought) != 1:
+            raise WebhookError(
+                422, f"items: {len(bought)} of the subscription's prices are plans (CLAW_PLANS); one must be"
+            )
+        raw[f"{CUSTOMER_NAMESPACE}:server_type"] = bought[0].server_type
     try:
-        settings = settings_from_mapping(raw)
+        settings_from_mapping(raw)
     except ConfigError as error:
         raise WebhookError(422, str(error).replace(f"{CUSTOMER_NAMESPACE}:", "metadata.")) from None
-    return Job(
+    return raw
+
+
+def _plan_of(price: _Price, plans: Mapping[str, BillingPlan]) -> BillingPlan | None:
+    """The plan a price is, by its lookup key or else its id."""
+    for key in (price.lookup_key, price.id):
+        if key is not None and key in plans:
+            return plans[key]
+    return None
+
+
+def parse(body: bytes, plans: Mapping[str, BillingPlan]) -> SubscriptionEvent:
+    """What an authenticated delivery says, validated, or a WebhookError saying why it cannot be used."""
+    try:
+        event = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise WebhookError(400, "body is not JSON") from error
+    if not isinstance(event, dict):
+        raise WebhookError(400, "the event must be a JSON object")
+    event_id, kind = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+        raise WebhookError(400, "id must look like evt_<letters and digits>")
+    if kind not in LIFE:
+        raise WebhookError(422, f"event type {str(kind)[:80]!r} is not handled")
+    created = event.get("created")
+    if not isinstance(created, int) or isinstance(created, bool) or created <= 0:
+        raise WebhookError(400, "created must be the event's Unix time")
+    subscription = _subscription(event)
+    if kind == "customer.subscription.deleted" and subscription.status != "canceled":
+        raise WebhookError(422, f"a deleted subscription is canceled, not {subscription.status}")
+    customer_id = subscription.metadata.get("customer_id")
+    if not isinstance(customer_id, str) or not _SLUG.fullmatch(customer_id):
+        raise WebhookError(422, "metadata.customer_id must be a DNS-safe slug")
+    prices = [item.price for item in subscription.items.data]
+    return SubscriptionEvent(
         event_id=event_id,
-        kind="provision",
-        customer_id=settings.customer.customer_id,
+        type=kind,
         created=created,
-        config=raw,
-        run_after=now,
+        stripe_customer=subscription.customer,
+        subscription=subscription.id,
+        subscription_created=subscription.created,
+        status=subscription.status,
+        customer_id=customer_id,
+        # An ended subscription's settings are never used: only its end counts.
+        config={} if subscription.status in ENDED else _settings(subscription.metadata, prices, plans),
     )

@@ -220,7 +220,8 @@ def _provisioned(store_url: str, customer_id: str) -> JobStore:
     job = Job(
         event_id="evt_signup", kind="provision", customer_id=customer_id, created=1, config=customer, project="acme"
     )
-    store.accept(job.model_copy(update={"state": "done"}))
+    done = job.model_copy(update={"state": "done"})
+    store.kv.transact(lambda _read: store.make_newest(None, done))
     return store
 
 

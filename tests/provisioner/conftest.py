@@ -175,8 +175,15 @@ def _call(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str, platform: str = PLATFORM) -> Provisioner:
-    """A provisioner on `backend` with its serve process running (workers are started by the test)."""
+def deploy(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    backend: str,
+    platform: str = PLATFORM,
+    settings: dict[str, str] | None = None,
+) -> Provisioner:
+    """A provisioner on `backend` with its serve process running (workers are started by the test);
+    `settings` are more of its variables."""
     server: RedisServer | None = None
     if backend == "redis":
         server = request.getfixturevalue("redis_server")
@@ -212,6 +219,7 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str, platfor
         # A worker needs its Hetzner projects' tokens; the stand-in CLI never calls Hetzner.
         "HCLOUD_TOKEN": "stand-in",
         "PYTHONPATH": str(REPO),
+        **(settings or {}),
     }
     deployment = Provisioner(env, records, backend, server)
     deployment.start("serve")
@@ -221,10 +229,14 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str, platfor
 
 @contextmanager
 def running(
-    request: pytest.FixtureRequest, tmp_path: Path, backend: str, platform: str = PLATFORM
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    backend: str,
+    platform: str = PLATFORM,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Provisioner]:
     """A deployment for one test, stopped afterwards whatever the test did."""
-    deployment = deploy(request, tmp_path, backend, platform)
+    deployment = deploy(request, tmp_path, backend, platform, settings)
     try:
         yield deployment
     finally:

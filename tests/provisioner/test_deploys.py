@@ -17,6 +17,7 @@ from pydantic import SecretStr, ValidationError
 
 from fleet import control
 from fleet.__main__ import main as fleet_main
+from provisioner import billing
 from provisioner.store import DEPLOY_WAIT_SECONDS, Claim, DeployRefused, Job, JobStore
 from provisioner.webhook import parse
 from tests.provisioner.conftest import REPO, REVIEW_TOKEN, TOKEN, Provisioner, wait_for
@@ -28,6 +29,13 @@ LEASE = 30.0
 
 def _deploy(customer: str, request: str) -> Job:
     return Job(event_id=f"deploy-{request}-{customer}", kind="deploy", customer_id=customer, created=int(time.time()))
+
+
+def _accept(store: JobStore, body: bytes) -> Job:
+    """A billing event accepted as the webhook accepts it; the job it amounts to."""
+    outcome, job, _ = billing.accept(store, parse(body, {}), 0, time.time())
+    assert outcome == "accepted" and job is not None
+    return job
 
 
 def _finish(store: JobStore, event_id: str) -> None:
@@ -56,7 +64,7 @@ def test_a_deploy_waits_for_the_customers_own_change_and_a_newer_deploy_replaces
 ) -> None:
     store, _ = stores
     assert store.accept_deploy(_deploy("acme", "r1")) == DeployRefused("unknown customer acme", unknown=True)
-    _, provision = store.accept(parse(signup("acme"), 0))
+    provision = _accept(store, signup("acme"))
     outcome = store.accept_deploy(_deploy("acme", "r1"))
     assert not isinstance(outcome, DeployRefused) and outcome[0] == "accepted"
     assert _claim(store, "deploy-r1-acme") == DEPLOY_WAIT_SECONDS, "the signup is still to run"
@@ -74,7 +82,7 @@ def test_a_deploy_waits_for_the_customers_own_change_and_a_newer_deploy_replaces
 
 def test_a_newer_deploy_that_supersedes_a_queued_drift_repair_repairs_too(stores: tuple[JobStore, JobStore]) -> None:
     store, _ = stores
-    _, provision = store.accept(parse(signup("acme"), 0))
+    provision = _accept(store, signup("acme"))
     _finish(store, provision.event_id)
     store.accept_deploy(_deploy("acme", "r1").model_copy(update={"refresh": True}))
     outcome = store.accept_deploy(_deploy("acme", "r2"))
@@ -91,11 +99,11 @@ def test_a_newer_deploy_that_supersedes_a_queued_drift_repair_repairs_too(stores
 def test_a_cancellation_ends_a_queued_deploy_and_refuses_new_ones(stores: tuple[JobStore, JobStore]) -> None:
     store, _ = stores
     for customer in ("acme", "globex"):
-        _, provision = store.accept(parse(signup(customer), 0))
+        provision = _accept(store, signup(customer))
         _finish(store, provision.event_id)
     assert store.deployable() == ["acme", "globex"]
     store.accept_deploy(_deploy("acme", "r1"))
-    _, cancelled = store.accept(parse(cancellation("acme"), 0))
+    cancelled = _accept(store, cancellation("acme"))
     assert _claim(store, "deploy-r1-acme") is None, "a cancelled customer's stack is not deployed"
     ended = store.get("deploy-r1-acme")
     assert ended is not None and ended.state == "superseded"
