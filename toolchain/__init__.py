@@ -55,14 +55,16 @@ def cache_root() -> Path:
 
 
 def component_key(name: str, component: Component, go_version: str) -> str:
-    """What a component's binaries depend on: its pin, the Go toolchain, its build module's files and
-    the shared build scripts."""
+    """What a component's binaries depend on: its pin, the Go toolchain, its build module's files,
+    the shared build scripts its build.sh calls and the shared Go modules its go.mod replaces in."""
     digest = hashlib.sha256()
     digest.update(f"{name}\0{component.model_dump_json()}\0{go_version}\0".encode())
     module_dir = TOOLCHAIN_DIR / name
     build_script = (module_dir / "build.sh").read_text()
-    # The build module, and the shared scripts beside it that its build.sh calls.
     shared = [script for script in TOOLCHAIN_DIR.glob("*.sh") if f"../{script.name}" in build_script]
+    go_mod = (module_dir / "go.mod").read_text()
+    for shared_module in sorted(path for path in TOOLCHAIN_DIR.iterdir() if f"=> ../{path.name}\n" in go_mod):
+        shared += [p for p in shared_module.rglob("*") if p.is_file()]
     for path in sorted([*(p for p in module_dir.rglob("*") if p.is_file()), *shared]):
         digest.update(f"{path.relative_to(TOOLCHAIN_DIR)}\0".encode())
         digest.update(path.read_bytes())

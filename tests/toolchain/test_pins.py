@@ -63,12 +63,13 @@ def test_a_component_key_follows_its_pin_and_the_go_version() -> None:
     assert key != toolchain.component_key("cli", cli.model_copy(update={"version": "3.276.1"}), "go1.26.8")
 
 
-def test_a_component_key_covers_the_shared_scripts_its_build_calls_and_no_other() -> None:
+@pytest.mark.parametrize("shared", ["bridged-provider.sh", "bridged/bridged.go"])
+def test_a_component_key_covers_the_shared_files_its_build_uses_and_no_other(shared: str) -> None:
     def keys() -> dict[str, str]:
         return {name: toolchain.component_key(name, c, "go1.26.8") for name, c in PINS.components.items()}
 
     before = keys()
-    script = toolchain.TOOLCHAIN_DIR / "bridged-provider.sh"
+    script = toolchain.TOOLCHAIN_DIR / shared
     original = script.read_bytes()
     try:
         script.write_bytes(original + b"\n")

@@ -10,6 +10,7 @@ require (
 
 require (
 	cel.dev/expr v0.25.2 // indirect
+	clawhosters.example/toolchain/bridged v0.0.0
 	cloud.google.com/go v0.123.0 // indirect
 	cloud.google.com/go/auth v0.20.0 // indirect
 	cloud.google.com/go/auth/oauth2adapt v0.2.8 // indirect
@@ -241,3 +242,5 @@ replace (
 	github.com/hashicorp/terraform-plugin-sdk/v2 => github.com/pulumi/terraform-plugin-sdk/v2 v2.0.0-20260318212141-5525259d096b
 	github.com/terraform-providers/terraform-provider-random/shim => ./shim
 )
+
+replace clawhosters.example/toolchain/bridged => ../bridged

@@ -15,9 +15,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 )
 
-// Provider returns the bridge's description of hcloud. metadata is the bridge-metadata.json that
-// schema generation wrote (nil while generating it); docsDir is the upstream module's source tree,
-// where generation reads the resource docs (empty at run time, when no docs are read).
+// Provider returns the bridge's description of hcloud (a bridged.Describe).
 func Provider(version string, metadata []byte, docsDir string) tfbridge.ProviderInfo {
 	// Upstream serves its resources from two Terraform SDKs (SDKv2 and the plugin framework)
 	// behind one muxed server; the bridge muxes the same two halves.

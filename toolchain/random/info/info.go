@@ -14,9 +14,7 @@ import (
 	"github.com/terraform-providers/terraform-provider-random/shim"
 )
 
-// Provider returns the bridge's description of random. metadata is the bridge-metadata.json that
-// schema generation wrote (nil while generating it); docsDir is the upstream module's source tree,
-// where generation reads the resource docs (empty at run time, when no docs are read).
+// Provider returns the bridge's description of random (a bridged.Describe).
 func Provider(version string, metadata []byte, docsDir string) tfbridge.ProviderInfo {
 	info := tfbridge.ProviderInfo{
 		P:                pfbridge.ShimProvider(shim.NewProvider()),

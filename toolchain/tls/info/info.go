@@ -10,9 +10,7 @@ import (
 	"github.com/hashicorp/terraform-provider-tls/shim"
 )
 
-// Provider returns the bridge's description of tls. metadata is the bridge-metadata.json that
-// schema generation wrote (nil while generating it); docsDir is the upstream module's source tree,
-// where generation reads the resource docs (empty at run time, when no docs are read).
+// Provider returns the bridge's description of tls (a bridged.Describe).
 func Provider(version string, metadata []byte, docsDir string) tfbridge.ProviderInfo {
 	info := tfbridge.ProviderInfo{
 		P:                pfbridge.ShimProvider(shim.NewProvider()),

@@ -1,13 +1,11 @@
-// Command pulumi-resource-hcloud is the hcloud resource plugin: terraform-provider-hcloud served
-// over the Pulumi provider protocol by the Terraform bridge.
+// Command pulumi-resource-hcloud is the hcloud resource plugin: terraform-provider-hcloud served over the
+// Pulumi provider protocol by the Terraform bridge.
 package main
 
 import (
-	"context"
 	_ "embed"
 
-	pfbridge "github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
-
+	"clawhosters.example/toolchain/bridged"
 	"clawhosters.example/toolchain/hcloud/info"
 )
 
@@ -15,7 +13,7 @@ import (
 var version string
 
 // Both files are written by cmd/tfgen during the build and mapped into this package with
-// `go build -overlay` (see build.sh); they never exist in the source tree.
+// `go build -overlay` (see bridged-provider.sh); they never exist in the source tree.
 var (
 	//go:embed schema.json
 	schema []byte
@@ -24,5 +22,5 @@ var (
 )
 
 func main() {
-	pfbridge.MainWithMuxer(context.Background(), "hcloud", info.Provider(version, metadata, ""), schema)
+	bridged.Serve("hcloud", version, info.Provider, schema, metadata, true)
 }

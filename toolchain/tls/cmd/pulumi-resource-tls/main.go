@@ -1,13 +1,11 @@
-// Command pulumi-resource-tls is the tls resource plugin: terraform-provider-tls served
-// over the Pulumi provider protocol by the Terraform bridge.
+// Command pulumi-resource-tls is the tls resource plugin: terraform-provider-tls served over the
+// Pulumi provider protocol by the Terraform bridge.
 package main
 
 import (
-	"context"
 	_ "embed"
 
-	pfbridge "github.com/pulumi/pulumi-terraform-bridge/v3/pkg/pf/tfbridge"
-
+	"clawhosters.example/toolchain/bridged"
 	"clawhosters.example/toolchain/tls/info"
 )
 
@@ -15,7 +13,7 @@ import (
 var version string
 
 // Both files are written by cmd/tfgen during the build and mapped into this package with
-// `go build -overlay` (see build.sh); they never exist in the source tree.
+// `go build -overlay` (see bridged-provider.sh); they never exist in the source tree.
 var (
 	//go:embed schema.json
 	schema []byte
@@ -24,6 +22,5 @@ var (
 )
 
 func main() {
-	prov := info.Provider(version, metadata, "")
-	pfbridge.Main(context.Background(), "tls", prov, pfbridge.ProviderMetadata{PackageSchema: schema})
+	bridged.Serve("tls", version, info.Provider, schema, metadata, false)
 }
