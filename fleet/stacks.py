@@ -42,6 +42,9 @@ class Workspace(BaseModel):
     policy_pack: DirectoryPath = REPO / "policy"
     backend_url: str | None = None
     secrets_provider: str | None = None
+    # The stacks' passphrase, when not the process's PULUMI_CONFIG_PASSPHRASE (a pull request's
+    # preview draws a throwaway one for its redacted copies: fleet.sandbox).
+    passphrase: SecretStr | None = None
     # Where each stack's workspace lives (its settings file), when not beside the program: the
     # provisioner keeps them in its state directory, never in the checkout.
     stacks_dir: Path | None = None
@@ -66,6 +69,8 @@ class Workspace(BaseModel):
         variables = {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
         if self.hetzner_token is not None:
             variables["HCLOUD_TOKEN"] = self.hetzner_token.get_secret_value()
+        if self.passphrase is not None:
+            variables["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase.get_secret_value()
         return variables
 
 
