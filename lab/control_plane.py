@@ -1,10 +1,10 @@
 """The platform's control plane in the lab, as production runs it on several machines.
 
 On the provisioner's host: the provisioner's API (`serve`), Redis (jobs, leases, the queue) and an
-S3-compatible object store holding the stacks' state (SeaweedFS, `lab/object_store.py`), as Hetzner's
-Object Storage does in production. On each worker host (a namespace with a hostname of its own): `provisioner worker`,
-which drives the real CLI and providers against the lab's Hetzner and reaches the servers over SSH.
-Billing's events arrive signed, as Stripe sends them.
+S3-compatible object store holding the stacks' state (SeaweedFS, `lab/object_store.py`), as
+Hetzner's Object Storage does in production. On each worker host (a namespace with a hostname of its
+own): `provisioner worker`, which drives the real CLI and providers against the lab's Hetzner and
+reaches the servers over SSH. Billing's events arrive signed, as Stripe sends them.
 """
 
 from __future__ import annotations
