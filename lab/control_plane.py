@@ -1,10 +1,10 @@
 """The platform's control plane in the lab, as production runs it on several machines.
 
 On the provisioner's host: the provisioner's API (`serve`), Redis (jobs, leases, the queue) and an
-S3-compatible object store holding the stacks' state, as Hetzner's Object Storage does in
-production. On each worker host (a namespace with a hostname of its own): `provisioner worker`,
-which drives the real CLI and providers against the lab's Hetzner and reaches the servers over SSH.
-Billing's events arrive signed, as Stripe sends them.
+S3-compatible object store holding the stacks' state (SeaweedFS, `lab/object_store.py`), as
+Hetzner's Object Storage does in production. On each worker host (a namespace with a hostname of its
+own): `provisioner worker`, which drives the real CLI and providers against the lab's Hetzner and
+reaches the servers over SSH. Billing's events arrive signed, as Stripe sends them.
 """
 
 from __future__ import annotations
@@ -16,24 +16,41 @@ import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import toolchain
 from lab.netns import connect_from
+from lab.object_store import REGION, Identity, ObjectStore
 from lab.topology import PROVISIONER, Peer
-from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, LabError, in_ns, run, wait_until
+from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, in_ns, run, wait_until
 from provisioner.webhook import sign
 
 REDIS_PORT = 6379
 OBJECT_STORE_PORT = 9000
 API_PORT = 8787
 BUCKET = "clawhosters-state"
-REGION = "fsn1"
+
+
+class StoreKey(StrEnum):
+    """The object store's keys: its own operator's, which makes the bucket; the platform hosts' (and an
+    operator's `pulumi`), which read and write the state; a reader's (previews, the drift audit, the
+    lab's own checks), which only reads it."""
+
+    ADMIN = "admin"
+    WORKERS = "workers"
+    READER = "reader"
+
+
+STORE_ACTIONS = {
+    StoreKey.ADMIN: ("Admin",),
+    StoreKey.WORKERS: (f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"),
+    StoreKey.READER: (f"Read:{BUCKET}", f"List:{BUCKET}"),
+}
 
 
 def _outside() -> dict[str, str]:
@@ -126,14 +143,22 @@ class ControlPlane:
             # The emulator serves inside every platform host's namespace.
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
-            **self._object_store_credentials(),
+            **self._object_store_credentials(StoreKey.WORKERS),
         }
 
-    def _object_store_credentials(self) -> dict[str, str]:
+    @property
+    def object_store(self) -> ObjectStore:
+        return ObjectStore(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, self.directory / "object-store")
+
+    def store_key(self, key: StoreKey) -> Identity:
+        secret = self.lab.secret(f"object-store.{key}.secret", 40)
+        return Identity(f"clawhosters-{key}", secret, STORE_ACTIONS[key])
+
+    def _object_store_credentials(self, key: StoreKey) -> dict[str, str]:
         return {
-            "AWS_ACCESS_KEY_ID": "clawhosters-lab",
-            "AWS_SECRET_ACCESS_KEY": self.lab.secret("object-store.secret", 40),
-            # The object store, like many S3-compatible ones, sends no CRC checksums.
+            **self.store_key(key).environment(),
+            # SeaweedFS, like many S3-compatible stores, sends no CRC checksum with some answers: the
+            # CLI's S3 driver would warn on each.
             "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
         }
 
@@ -141,13 +166,15 @@ class ControlPlane:
         """Redis, the object store with the state bucket, and the provisioner's API."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._start_redis()
-        store = [str(Path(sys.executable).parent / "moto_server"), "-H", PROVISIONER.ipv4, "-p", str(OBJECT_STORE_PORT)]
-        self.lab.spawn("object-store", in_ns(PROVISIONER.namespace, *store), self.directory / "object-store.log")
+        store = self.object_store
+        server = store.command({key.value: self.store_key(key) for key in StoreKey})
+        self.lab.spawn("object-store", in_ns(PROVISIONER.namespace, *server), self.directory / "object-store.log")
         for name, port in (("Redis", REDIS_PORT), ("the object store", OBJECT_STORE_PORT)):
             wait_until(name, lambda port=port: _answers(PROVISIONER.ipv4, port), timeout=30)
-        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "PUT", f"/{BUCKET}")
-        if status != 200:
-            raise LabError(f"the state bucket was not created: {status} {answer[:200]!r}")
+        admin = store.client(self.store_key(StoreKey.ADMIN))
+        store.call(lambda: admin.create_bucket(Bucket=BUCKET))
+        workers = self.store_key(StoreKey.WORKERS)
+        wait_until("the object store to take a write", lambda: store.accepts_writes(workers, BUCKET), timeout=60)
         self._provisioner("api", PROVISIONER, "serve")
         wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
 
@@ -239,8 +266,8 @@ class ControlPlane:
 
     def _reader(self) -> dict[str, str]:
         """What a reader of the fleet holds: the review token, each Hetzner project's read-only token, and
-        the state backend with its passphrase (reading state needs them); never a write token or the
-        operator token."""
+        the state backend with its passphrase and the object store's read-only key (reading state needs
+        them); never a write token or the operator token."""
         read_tokens = {project: f"HCLOUD_READ_TOKEN_{index}" for index, project in enumerate(HETZNER_PROJECTS)}
         return _outside() | {
             "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
@@ -251,7 +278,7 @@ class ControlPlane:
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_BACKEND_URL": self.backend_url,
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
-            **self._object_store_credentials(),
+            **self._object_store_credentials(StoreKey.READER),
         }
 
     def rollout_exit(self, timeout: float) -> int:
@@ -304,13 +331,8 @@ class ControlPlane:
                 run(in_ns(host.namespace, tool, "-D", *rule))
 
     def objects(self, prefix: str) -> list[str]:
-        """The keys in the state bucket under `prefix` (the lab's object store answers unsigned reads)."""
-        query = f"/{BUCKET}?list-type=2&prefix={prefix}"
-        status, answer = request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "GET", query)
-        if status != 200:
-            raise LabError(f"listing the state bucket answered {status}: {answer[:200]!r}")
-        listing = ET.fromstring(answer)  # noqa: S314 (the lab's own object store, not outside input)
-        return [element.text or "" for element in listing.iter() if element.tag.endswith("}Key")]
+        """The keys in the state bucket under `prefix`, listed with the reader's key."""
+        return self.object_store.keys(self.store_key(StoreKey.READER), BUCKET, prefix)
 
     def stack_locks(self, customer_id: str) -> list[str]:
         """The lock files a self-managed backend keeps for the customer's stack (pkg/backend/diy/lock.go)."""

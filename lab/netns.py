@@ -1,4 +1,5 @@
-"""Sockets made from inside a network namespace of the lab, for processes running on the host."""
+"""Sockets (and the clients that make them) inside a network namespace of the lab, for processes
+running on the host."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import ctypes
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
-def _made_in(namespace: str, make: Callable[[], socket.socket]) -> socket.socket:
-    """A socket belongs to the namespace its creator was in: a short-lived thread joins the
-    namespace and makes it, and the socket stays there while the process stays where it was."""
+def within(namespace: str, call: Callable[[], T]) -> T:
+    """`call()` run inside a network namespace: a short-lived thread joins the namespace and runs it,
+    so every socket it makes belongs there (and stays there), while the process stays where it was."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -23,8 +25,8 @@ def _made_in(namespace: str, make: Callable[[], socket.socket]) -> socket.socket
                 outcome["error"] = OSError(ctypes.get_errno(), f"setns {namespace}")
                 return
         try:
-            outcome["socket"] = make()
-        except OSError as error:
+            outcome["result"] = call()
+        except Exception as error:  # raised again in the caller's thread
             outcome["error"] = error
 
     thread = threading.Thread(target=run)
@@ -32,15 +34,15 @@ def _made_in(namespace: str, make: Callable[[], socket.socket]) -> socket.socket
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    made: socket.socket = outcome["socket"]
-    return made
+    result: T = outcome["result"]
+    return result
 
 
 def connect_from(namespace: str | None, host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection made from inside a network namespace (a peer's place on the network)."""
     if namespace is None:
         return socket.create_connection((host, port), timeout=timeout)
-    return _made_in(namespace, lambda: socket.create_connection((host, port), timeout=timeout))
+    return within(namespace, lambda: socket.create_connection((host, port), timeout=timeout))
 
 
 def listener(host: str, port: int, namespace: str | None = None) -> socket.socket:
@@ -50,4 +52,4 @@ def listener(host: str, port: int, namespace: str | None = None) -> socket.socke
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server((host, port), family=family, backlog=128)
 
-    return make() if namespace is None else _made_in(namespace, make)
+    return make() if namespace is None else within(namespace, make)

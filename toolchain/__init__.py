@@ -1,4 +1,5 @@
-"""The Pulumi toolchain: the CLI, the Python language host and the providers, built from Go modules.
+"""The Pulumi toolchain: the CLI, the Python language host and the providers, built from Go modules
+(and the lab's object store, SeaweedFS, built the same way).
 
 `versions.toml` pins every component; `python -m toolchain build` builds what is missing into a
 cache outside the checkout and links the set into `.toolchain/` (which Pulumi.yaml's `plugins:`
@@ -34,7 +35,8 @@ class SdkPin(BaseModel):
 class Component(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    # Semantic versions, or a release named major.minor (SeaweedFS).
+    version: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
     upstream: str = Field(pattern=r"^[a-z0-9./-]+@v\S+$")
     binaries: list[str] = Field(min_length=1)
     sdk: SdkPin | None = None

@@ -4,22 +4,26 @@ real CLI and providers against the lab's Hetzner."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from hcloud.firewalls import FirewallRule
 from hcloud.servers import BoundServer
 
 from lab import servers
-from lab.control_plane import ControlPlane
-from lab.topology import CLIENT, WORKER_HOSTS, Peer
+from lab.control_plane import BUCKET, OBJECT_STORE_PORT, ControlPlane, StoreKey, request
+from lab.object_store import Identity
+from lab.topology import CLIENT, PROVISIONER, WORKER_HOSTS, Peer
 from lab.world import HETZNER_PROJECTS, REPO, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
 from tests.provisioner.events import cancellation, signup
 
@@ -117,6 +121,31 @@ def _serves_then_cancels(lab: Lab, plane: ControlPlane, customer: str, view: dic
     assert view["outputs"]["server_id"] == str(server.id)
     assert lab.http_status(view["outputs"]["ipv4_address"], 8080, namespace=CLIENT.namespace) == 401
     assert _cancel(lab, plane, customer, view["project"]) == [server.id]
+
+
+def _refusal(plane: ControlPlane, key: Identity, call: Callable[[BaseClient], object]) -> str:
+    """The error code the object store answers a request made with `key`."""
+    s3 = plane.object_store.client(key)
+    with pytest.raises(ClientError) as refused:
+        plane.object_store.call(lambda: call(s3))
+    return str(refused.value.response["Error"]["Code"])
+
+
+def test_the_object_store_admits_each_key_to_what_it_may_do_and_nothing_else(plane: ControlPlane) -> None:
+    listing = f"/{BUCKET}?list-type=2"
+    assert request(PROVISIONER.namespace, PROVISIONER.ipv4, OBJECT_STORE_PORT, "GET", listing)[0] == 403, "unsigned"
+    workers, reader = plane.store_key(StoreKey.WORKERS), plane.store_key(StoreKey.READER)
+    forged = dataclasses.replace(workers, secret_key=reader.secret_key)
+    assert _refusal(plane, forged, lambda s3: s3.list_objects_v2(Bucket=BUCKET)) == "SignatureDoesNotMatch"
+    put = {"Bucket": BUCKET, "Key": "lab-check/object", "Body": b"{}"}
+    assert _refusal(plane, reader, lambda s3: s3.put_object(**put)) == "AccessDenied"
+    assert _refusal(plane, workers, lambda s3: s3.create_bucket(Bucket="elsewhere")) == "AccessDenied"
+    # What each may do, it can: the workers write and delete, the reader lists.
+    writer = plane.object_store.client(workers)
+    plane.object_store.call(lambda: writer.put_object(**put))
+    assert plane.objects("lab-check/") == [put["Key"]]
+    plane.object_store.call(lambda: writer.delete_object(Bucket=BUCKET, Key=put["Key"]))
+    assert plane.objects("lab-check/") == []
 
 
 def test_a_signup_outlives_its_worker_host_and_a_cancellation_leaves_only_the_snapshot(
