@@ -2,7 +2,8 @@
 
 Each component is built once per key (its pin, the Go version and its build module's files) into
 `<cache>/<name>/<version>-<key>/`; an existing, complete directory is reused. The set directory
-`<cache>/sets/<set key>/bin` links every binary of every component, and `.toolchain` points at it.
+`<cache>/sets/<set key>/bin` holds every binary of every component (hard links), and `.toolchain`
+points at it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from toolchain import LINK, TOOLCHAIN_DIR, Component, Pins, cache_root, componen
 
 # Written last into a component's directory: its presence means the build finished.
 COMPLETE_MARK = ".complete"
+# How a set directory is laid out; a new layout gets new set directories.
+SET_LAYOUT = "hard links"
 
 
 class BuildError(RuntimeError):
@@ -73,8 +76,13 @@ def build_component(name: str, component: Component, cache: Path, go: str) -> Bu
 
 
 def link_set(built: list[Built], pins: Pins, cache: Path) -> Path:
-    """One directory holding every binary of the pinned set, and `.toolchain` pointing at it."""
-    set_key = hashlib.sha256("\0".join(str(b.directory) for b in built).encode()).hexdigest()[:16]
+    """One directory holding every binary of the pinned set, and `.toolchain` pointing at it.
+
+    The binaries are hard links, not symbolic ones: the CLI looks for its bundled language host
+    beside its own executable with symbolic links resolved (sdk/go/common/workspace/plugins.go), as
+    in upstream's release archive, where they share one directory."""
+    names = [SET_LAYOUT, *(str(b.directory) for b in built)]
+    set_key = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
     set_dir = cache / "sets" / set_key
     bin_dir = set_dir / "bin"
     if not bin_dir.is_dir():
@@ -82,7 +90,7 @@ def link_set(built: list[Built], pins: Pins, cache: Path) -> Path:
         (staging / "bin").mkdir()
         for item in built:
             for binary in pins.components[item.name].binaries:
-                (staging / "bin" / binary).symlink_to(item.directory / binary)
+                (staging / "bin" / binary).hardlink_to(item.directory / binary)
         set_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(set_dir)
     if LINK.is_symlink() or LINK.exists():
