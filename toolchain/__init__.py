@@ -1,9 +1,10 @@
 """The Pulumi toolchain: the CLI, the Python language host and the providers, built from Go modules.
 
 `versions.toml` pins every component; `python -m toolchain build` builds what is missing into a
-cache outside the checkout and lays the set out in `.toolchain/bin` as upstream's release archive
-is (the language host beside the CLI); `python -m toolchain install` installs the providers into the
-CLI's plugin cache, where the CLI looks for the version each SDK asks for; `python -m toolchain lock`
+cache outside the checkout and links the set into `.toolchain/`: `bin/` as upstream's release
+archive (the CLI with the language host beside it), `providers/` the provider builds, which
+`python -m toolchain install` installs into the CLI's plugin cache, where the CLI looks for the
+version each SDK asks for; `python -m toolchain lock`
 writes requirements.txt and requirements-dev.txt with each SDK at its plugin's version.
 `cli_environment()` is how every caller (the lab, the tests, the provisioner, the workflows) runs
 the CLI: plugins from its cache only, nothing fetched, on a self-managed backend.
@@ -72,9 +73,27 @@ def component_key(name: str, component: Component, go_version: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_provider(binary: str) -> bool:
+    """A provider plugin, which the CLI loads from its plugin cache; the others (the language host and
+    the Python dynamic-provider plugin) it finds beside itself, as upstream's release archive ships
+    them (IsPluginBundled in sdk/go/common/workspace/plugins.go)."""
+    return binary.startswith("pulumi-resource-") and binary != "pulumi-resource-pulumi-python"
+
+
 def bin_dir() -> Path:
-    """The directory holding every binary of the pinned set (the CLI and all plugins)."""
+    """The CLI and the plugins it finds beside itself, laid out as upstream's release archive: on PATH,
+    this is a stock Pulumi installation."""
     return LINK / "bin"
+
+
+def providers_dir() -> Path:
+    """The provider builds, which `python -m toolchain install` installs into the CLI's plugin cache."""
+    return LINK / "providers"
+
+
+def built(binary: str) -> Path:
+    """Where the pinned set holds one of its binaries."""
+    return (providers_dir() if is_provider(binary) else bin_dir()) / binary
 
 
 def cli_path() -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from toolchain import Pins, bin_dir, cli_environment, cli_path, plugin_cache
+from toolchain import Pins, built, cli_environment, cli_path, is_provider, plugin_cache
 
 MANIFEST = "pulumi-plugin.json"
 
@@ -78,8 +78,9 @@ def requested(pins: Pins) -> list[Plugin]:
             continue
         if asked.name is None or asked.version is None:
             raise PluginError(f"{component.sdk.package}'s {MANIFEST} names no plugin name or version")
-        plugin = Plugin(asked.name, asked.version, bin_dir() / f"pulumi-resource-{asked.name}")
-        if plugin.binary not in component.binaries:
+        binary = f"pulumi-resource-{asked.name}"
+        plugin = Plugin(asked.name, asked.version, built(binary))
+        if binary not in component.binaries or not is_provider(binary):
             raise PluginError(f"component {name!r} builds no {plugin.binary}, which {component.sdk.package} asks for")
         plugins.append(plugin)
     return plugins

@@ -80,12 +80,14 @@ def test_the_cli_and_every_plugin_are_the_binaries_built_here() -> None:
     cache = toolchain.cache_root().resolve()
     for name, component in PINS.components.items():
         for binary in component.binaries:
-            path = (toolchain.bin_dir() / binary).resolve()
+            path = toolchain.built(binary).resolve()
             assert cache in path.parents, f"{binary} of {name} is not from the toolchain cache: {path}"
             if binary not in SCRIPTS:
                 assert path.read_bytes()[:4] == b"\x7fELF", f"{binary} is not a compiled program"
-    # The language host beside the CLI itself, symbolic links resolved: where the CLI looks for it.
-    assert (toolchain.cli_path().resolve().parent / "pulumi-language-python").is_file()
+    # The language host beside the CLI itself, symbolic links resolved: where the CLI looks for it;
+    # no provider there, so that directory on PATH is a stock installation.
+    beside = {path.name for path in toolchain.cli_path().resolve().parent.iterdir()}
+    assert "pulumi-language-python" in beside and not any(toolchain.is_provider(name) for name in beside)
     for plugin in plugins.requested(PINS):
         installed = plugin.installed(toolchain.plugin_cache())
         assert filecmp.cmp(installed, plugin.build, shallow=False), f"{installed} is not the build (run setup.sh)"

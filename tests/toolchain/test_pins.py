@@ -118,7 +118,7 @@ def test_each_provider_sdk_asks_for_a_plugin_built_here_at_its_components_versio
     for plugin in requested:
         component = built[plugin.name]
         assert component.sdk is not None and plugin.version == component.version == component.sdk.version
-        assert plugin.build == toolchain.bin_dir() / plugin.binary
+        assert plugin.build == toolchain.providers_dir() / plugin.binary
 
 
 def test_a_component_key_follows_its_pin_and_the_go_version() -> None:
