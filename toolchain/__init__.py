@@ -4,8 +4,8 @@
 cache outside the checkout and links the set into `.toolchain/`: `bin/` as upstream's release
 archive (the CLI with the language host beside it), `providers/` the provider builds, which
 `python -m toolchain install` installs into the CLI's plugin cache, where the CLI looks for the
-version each SDK asks for; `python -m toolchain lock`
-writes requirements.txt and requirements-dev.txt with each SDK at its plugin's version.
+version each SDK asks for; `python -m toolchain lock` writes requirements.txt and
+requirements-dev.txt with each SDK at its plugin's version.
 `cli_environment()` is how every caller (the lab, the tests, the provisioner, the workflows) runs
 the CLI: plugins from its cache only, nothing fetched, on a self-managed backend.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from toolchain import Pins, built, cli_environment, cli_path, is_provider, plugin_cache
+from toolchain import Pins, built, cli_environment, cli_path, plugin_cache
 
 MANIFEST = "pulumi-plugin.json"
 
@@ -45,11 +45,15 @@ class Manifest(BaseModel):
 class Plugin:
     name: str
     version: str
-    build: Path  # the toolchain's binary
 
     @property
     def binary(self) -> str:
         return f"pulumi-resource-{self.name}"
+
+    @property
+    def build(self) -> Path:
+        """The toolchain's build of it."""
+        return built(self.binary)
 
     def installed(self, cache: Path) -> Path:
         """Where the CLI looks for this plugin in a plugin cache."""
@@ -68,7 +72,7 @@ def manifest(package: str) -> Manifest | None:
 
 
 def requested(pins: Pins) -> list[Plugin]:
-    """The resource plugin each pinned SDK asks for, with the toolchain's build of it."""
+    """The resource plugin each pinned SDK asks for."""
     plugins = []
     for name, component in pins.components.items():
         if component.sdk is None:
@@ -78,9 +82,8 @@ def requested(pins: Pins) -> list[Plugin]:
             continue
         if asked.name is None or asked.version is None:
             raise PluginError(f"{component.sdk.package}'s {MANIFEST} names no plugin name or version")
-        binary = f"pulumi-resource-{asked.name}"
-        plugin = Plugin(asked.name, asked.version, built(binary))
-        if binary not in component.binaries or not is_provider(binary):
+        plugin = Plugin(asked.name, asked.version)
+        if plugin.binary not in component.binaries:
             raise PluginError(f"component {name!r} builds no {plugin.binary}, which {component.sdk.package} asks for")
         plugins.append(plugin)
     return plugins
