@@ -86,7 +86,8 @@ def test_the_tooling_lock_adds_to_the_runtime_lock_and_never_pins_its_packages_a
     runtime, dev = lock.read(lock.RUNTIME), lock.read(lock.DEV)
     assert runtime.keys().isdisjoint(dev)
     # What only the tests and the lab use stays out of what production installs.
-    assert {"pytest", "ruff", "moto"} <= dev.keys()
+    assert {"pytest", "ruff"} <= dev.keys()
+    assert not {"pytest", "ruff", "moto", "boto3", "flask"} & runtime.keys()
 
 
 def test_the_runtime_lock_holds_everything_production_code_imports() -> None:
