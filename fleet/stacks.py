@@ -3,9 +3,9 @@ refresh.
 
 Every preview and up runs with the policy pack. Call these from a worker process of
 `fleet.workers` or of the provisioner: the Automation API keeps process-global state.
-The CLI and its plugins are the pinned toolchain (`toolchain`, built by setup.sh), run offline; the
-backend and passphrase come from the environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE)
-unless given here.
+The CLI is the pinned toolchain (`toolchain`, built by setup.sh), run offline with the providers in
+its plugin cache (`toolchain.cli_environment`); the backend and passphrase come from the
+environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
 """
 
 from __future__ import annotations
@@ -96,20 +96,15 @@ def backend_stack_names(workspace: Workspace) -> list[str]:
 
 
 def write_project_file(program_dir: Path, work_dir: Path) -> None:
-    """The program's Pulumi.yaml, for a workspace directory away from the program.
-
-    Written here rather than through the Automation API's ProjectSettings, which has no `plugins`.
-    """
+    """The program's Pulumi.yaml, for a workspace directory away from the program: the file as the
+    program declares it, with its entry point and virtualenv made absolute."""
     import yaml
 
     declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
     declared["main"] = str(program_dir)
-    # The virtualenv and plugin paths are relative to the project file, which now lives elsewhere.
+    # The virtualenv is relative to the project file, which now lives elsewhere.
     options = declared["runtime"].setdefault("options", {})
     options["virtualenv"] = str((program_dir / options.get("virtualenv", ".venv")).resolve())
-    for entries in declared.get("plugins", {}).values():
-        for plugin in entries:
-            plugin["path"] = str((program_dir / plugin["path"]).resolve())
     (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
 
 

@@ -55,9 +55,10 @@ STORE_ACTIONS = {
 
 def _outside() -> dict[str, str]:
     """This process's environment without any of the platform's settings, tokens or state backend:
-    where the workflows' jobs start from."""
+    where the workflows' jobs start from. The machine's Pulumi home, where the providers are
+    installed, stays."""
     held_back = ("CLAW_", "HCLOUD_", "PULUMI_", "AWS_")
-    return {key: value for key, value in os.environ.items() if not key.startswith(held_back)}
+    return {key: value for key, value in os.environ.items() if key == "PULUMI_HOME" or not key.startswith(held_back)}
 
 
 class _NamespacedConnection(http.client.HTTPConnection):

@@ -2,16 +2,20 @@
 (and the lab's object store, SeaweedFS, built the same way).
 
 `versions.toml` pins every component; `python -m toolchain build` builds what is missing into a
-cache outside the checkout and links the set into `.toolchain/` (which Pulumi.yaml's `plugins:`
-names), `python -m toolchain lock` writes requirements.lock with each SDK at its plugin's version.
+cache outside the checkout and links the set into `.toolchain/`: `bin/` as upstream's release
+archive (the CLI with the language host beside it), `providers/` the provider builds, which
+`python -m toolchain install` installs into the CLI's plugin cache, where the CLI looks for the
+version each SDK asks for; `python -m toolchain lock` writes requirements.txt and
+requirements-dev.txt with each SDK at its plugin's version.
 `cli_environment()` is how every caller (the lab, the tests, the provisioner, the workflows) runs
-the CLI: these binaries only, offline, on a self-managed backend.
+the CLI: plugins from its cache only, nothing fetched, on a self-managed backend.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import tomllib
 from pathlib import Path
 
@@ -73,25 +77,53 @@ def component_key(name: str, component: Component, go_version: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_provider(binary: str) -> bool:
+    """A provider plugin, which the CLI loads from its plugin cache; the others (the language host and
+    the Python dynamic-provider plugin) it finds beside itself, as upstream's release archive ships
+    them (IsPluginBundled in sdk/go/common/workspace/plugins.go)."""
+    return binary.startswith("pulumi-resource-") and binary != "pulumi-resource-pulumi-python"
+
+
 def bin_dir() -> Path:
-    """The directory holding every binary of the pinned set (the CLI and all plugins)."""
+    """The CLI and the plugins it finds beside itself, laid out as upstream's release archive: on PATH,
+    this is a stock Pulumi installation."""
     return LINK / "bin"
+
+
+def providers_dir() -> Path:
+    """The provider builds, which `python -m toolchain install` installs into the CLI's plugin cache."""
+    return LINK / "providers"
+
+
+def built(binary: str) -> Path:
+    """Where the pinned set holds one of its binaries."""
+    return (providers_dir() if is_provider(binary) else bin_dir()) / binary
 
 
 def cli_path() -> Path:
     return bin_dir() / "pulumi"
 
 
-def missing_providers(*names: str) -> list[str]:
-    """Which of these resource plugins the pinned set lacks."""
-    return [name for name in names if not (bin_dir() / f"pulumi-resource-{name}").is_file()]
+def cli_home() -> Path:
+    """The CLI's home, whose `plugins/` is its plugin cache: $PULUMI_HOME, else `.pulumi` in the
+    user's home directory as the password database names it (the CLI's own rule:
+    sdk/go/common/util/pulumihome)."""
+    return Path(os.environ.get("PULUMI_HOME") or Path(pwd.getpwuid(os.getuid()).pw_dir) / ".pulumi")
+
+
+def plugin_cache() -> Path:
+    """Where `pulumi plugin install` puts plugins and the CLI finds them (`resource-NAME-vVERSION/`)."""
+    return cli_home() / "plugins"
 
 
 def cli_environment(pulumi_home: Path | None = None, backend_url: str | None = None) -> dict[str, str]:
-    """Variables for running the CLI: exactly the pinned binaries, nothing fetched, no update check.
+    """Variables for running the CLI: plugins from its cache only, nothing fetched, no update check.
 
-    The plugins come from Pulumi.yaml's `plugins:` paths (no version check, no warning); ambient
-    plugins on PATH are ignored, so a stray binary elsewhere can never be picked up.
+    Each provider is the one installed in the plugin cache at the version its SDK asks for (setup.sh
+    installs the toolchain's, `pulumi plugin install` upstream's); a missing one is an error, never a
+    download. Plugins on PATH are ignored, so a stray binary there is never picked up; the language
+    host is the one beside the CLI. A private `pulumi_home` (its own settings and stack selections)
+    shares the installed plugin cache.
     """
     env = {
         "PULUMI_SKIP_UPDATE_CHECK": "true",
@@ -100,7 +132,17 @@ def cli_environment(pulumi_home: Path | None = None, backend_url: str | None = N
         "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
     }
     if pulumi_home is not None:
+        share_plugin_cache(pulumi_home)
         env["PULUMI_HOME"] = str(pulumi_home)
     if backend_url:
         env["PULUMI_BACKEND_URL"] = backend_url
     return env
+
+
+def share_plugin_cache(home: Path) -> None:
+    """Make `home/plugins` the installed plugin cache (this process's), unless it is that already."""
+    plugins = home / "plugins"
+    if plugins.resolve() == plugin_cache().resolve():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    plugins.symlink_to(plugin_cache(), target_is_directory=True)

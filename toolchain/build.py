@@ -2,7 +2,8 @@
 
 Each component is built once per key (its pin, the Go version and its build module's files) into
 `<cache>/<name>/<version>-<key>/`; an existing, complete directory is reused. The set directory
-`<cache>/sets/<set key>/bin` links every binary of every component, and `.toolchain` points at it.
+`<cache>/sets/<set key>/` holds every binary of every component (hard links): the providers in
+`providers/`, the CLI and everything it finds beside itself in `bin/`; `.toolchain` points at it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain import LINK, TOOLCHAIN_DIR, Component, Pins, cache_root, component_key
+from toolchain import LINK, TOOLCHAIN_DIR, Component, Pins, cache_root, component_key, is_provider
 
 # Written last into a component's directory: its presence means the build finished.
 COMPLETE_MARK = ".complete"
+# How a set directory is laid out; a new layout gets new set directories.
+SET_LAYOUT = "bin and providers, hard links"
 
 
 class BuildError(RuntimeError):
@@ -73,16 +76,23 @@ def build_component(name: str, component: Component, cache: Path, go: str) -> Bu
 
 
 def link_set(built: list[Built], pins: Pins, cache: Path) -> Path:
-    """One directory holding every binary of the pinned set, and `.toolchain` pointing at it."""
-    set_key = hashlib.sha256("\0".join(str(b.directory) for b in built).encode()).hexdigest()[:16]
+    """One directory holding every binary of the pinned set, and `.toolchain` pointing at it.
+
+    The binaries are hard links, not symbolic ones: the CLI looks for its bundled language host
+    beside its own executable with symbolic links resolved (sdk/go/common/workspace/plugins.go), as
+    in upstream's release archive, where they share one directory. The providers are kept apart, so
+    that `bin/` on PATH offers the CLI no provider of whatever version."""
+    names = [SET_LAYOUT, *(str(b.directory) for b in built)]
+    set_key = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
     set_dir = cache / "sets" / set_key
-    bin_dir = set_dir / "bin"
-    if not bin_dir.is_dir():
+    if not set_dir.is_dir():
         staging = Path(tempfile.mkdtemp(dir=cache, prefix=".set."))
-        (staging / "bin").mkdir()
+        for kind in ("bin", "providers"):
+            (staging / kind).mkdir()
         for item in built:
             for binary in pins.components[item.name].binaries:
-                (staging / "bin" / binary).symlink_to(item.directory / binary)
+                kind = "providers" if is_provider(binary) else "bin"
+                (staging / kind / binary).hardlink_to(item.directory / binary)
         set_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(set_dir)
     if LINK.is_symlink() or LINK.exists():

@@ -2,14 +2,19 @@
 
 Every call goes through `.toolchain/bin/pulumi` on a file backend with the settings every other caller
 uses (`toolchain.cli_environment`); nothing is mocked. A stand-in of any part fails here: the binaries
-must be the ELF programs built into the cache, and the CLI's own output is what is checked.
+must be the ELF programs built into the cache, the providers those installed in the CLI's plugin
+cache, and the CLI's own output is what is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
 import json
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from pulumi import automation
 
 import toolchain
 from fleet import stacks
+from toolchain import plugins
 
 PROGRAM = Path(__file__).parent / "program"
 PACK = Path(__file__).parent / "pack"
@@ -74,10 +80,73 @@ def test_the_cli_and_every_plugin_are_the_binaries_built_here() -> None:
     cache = toolchain.cache_root().resolve()
     for name, component in PINS.components.items():
         for binary in component.binaries:
-            path = (toolchain.bin_dir() / binary).resolve()
+            path = toolchain.built(binary).resolve()
             assert cache in path.parents, f"{binary} of {name} is not from the toolchain cache: {path}"
             if binary not in SCRIPTS:
                 assert path.read_bytes()[:4] == b"\x7fELF", f"{binary} is not a compiled program"
+    # The language host beside the CLI itself, symbolic links resolved: where the CLI looks for it;
+    # no provider there, so that directory on PATH is a stock installation.
+    beside = {path.name for path in toolchain.cli_path().resolve().parent.iterdir()}
+    assert "pulumi-language-python" in beside and not any(toolchain.is_provider(name) for name in beside)
+    for plugin in plugins.requested(PINS):
+        installed = plugin.installed(toolchain.plugin_cache())
+        assert filecmp.cmp(installed, plugin.build, shallow=False), f"{installed} is not the build (run setup.sh)"
+
+
+def test_providers_come_from_the_plugin_cache_and_the_language_host_from_beside_the_cli_never_from_path(
+    cli: Cli, tmp_path: Path
+) -> None:
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    for binary in ("pulumi-resource-random", "pulumi-language-python"):
+        (stray / binary).write_text(f"#!/bin/sh\ntouch {tmp_path / 'stray-ran'}\nexit 1\n")
+        (stray / binary).chmod(0o755)
+    cli.env["PATH"] = f"{stray}:/usr/bin:/bin"
+    # The CLI's own account of where it found each plugin (sdk/go/common/workspace/plugins.go).
+    logged = cli.run("preview", "-v=6", "--logtostderr").stderr
+    assert not (tmp_path / "stray-ran").exists()
+    random = next(plugin for plugin in plugins.requested(PINS) if plugin.name == "random")
+    assert f"found in cache at {random.installed(Path(cli.env['PULUMI_HOME']) / 'plugins')}" in logged
+    assert f"found next to current executable {toolchain.cli_path().resolve().parent}/pulumi-language-python" in logged
+    assert str(stray) not in logged
+
+
+@contextlib.contextmanager
+def proxy_probe() -> Iterator[tuple[str, list[bytes]]]:
+    """An HTTP(S) proxy address that records the first bytes of every request made through it and
+    refuses it."""
+    requests: list[bytes] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                with connection:
+                    requests.append(connection.recv(200))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(timeout=10)
+
+
+def test_a_missing_plugin_fails_naming_it_and_nothing_is_downloaded(cli: Cli, tmp_path: Path) -> None:
+    bare = tmp_path / "bare-home"
+    bare.mkdir()
+    with proxy_probe() as (proxy, requests):
+        cli.env |= {"PULUMI_HOME": str(bare), "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": ""}
+        # The stack selection lives in the home too.
+        result = cli.run("preview", "--stack", STACK, check=False)
+    assert result.returncode != 0
+    version = PINS.components["random"].version
+    assert f"no resource plugin 'pulumi-resource-random' found in the workspace at version v{version}" in result.stdout
+    assert requests == [], "the CLI tried to fetch a plugin"
+    assert not (bare / "plugins").exists()
 
 
 def test_preview_up_a_second_up_that_changes_nothing_and_destroy(cli: Cli) -> None:

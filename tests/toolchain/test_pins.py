@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,15 +13,49 @@ import yaml
 from pydantic import ValidationError
 
 import toolchain
-from toolchain import build, lock
+from toolchain import build, lock, plugins
 
 PINS = toolchain.Pins.load()
 REPO = toolchain.REPO
+# What runs in production: the program, its policy pack, the provisioner, the fleet and drift tooling
+# (and the toolchain that sets a host up). Everything else (tests, lab, bench) is tooling.
+PRODUCTION = ("__main__.py", "components", "config", "policy", "provisioner", "fleet", "drift", "toolchain")
 
 
-def locked() -> dict[str, str]:
-    lines = (REPO / "requirements.lock").read_text().splitlines()
-    return dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+def imported_distributions(roots: tuple[str, ...]) -> dict[str, set[str]]:
+    """The installed distributions the modules under `roots` import, with every module of this
+    repository they import in turn; each with the files that import it."""
+    distributions = importlib.metadata.packages_distributions()
+    queue = [
+        path for root in roots for path in ((REPO / root).rglob("*.py") if (REPO / root).is_dir() else [REPO / root])
+    ]
+    seen: set[Path] = set()
+    needed: dict[str, set[str]] = {}
+    while queue:
+        path = queue.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] in sys.stdlib_module_names or parts[0] == "__future__":
+                    continue
+                if (REPO / parts[0]).is_dir():
+                    # The module and each package it sits in run on import.
+                    for depth in range(1, len(parts) + 1):
+                        base = REPO.joinpath(*parts[:depth])
+                        queue += [file for file in (base / "__init__.py", base.with_suffix(".py")) if file.is_file()]
+                    continue
+                for distribution in distributions.get(parts[0], [parts[0]]):
+                    needed.setdefault(lock.normalized(distribution), set()).add(str(path.relative_to(REPO)))
+    return needed
 
 
 def test_every_component_has_a_build_module_and_script() -> None:
@@ -28,31 +65,61 @@ def test_every_component_has_a_build_module_and_script() -> None:
 
 
 def test_each_sdk_is_locked_at_its_plugins_version_and_pulumi_command_has_host_key() -> None:
-    pins = locked()
+    runtime = lock.read(lock.RUNTIME)
     for name, component in PINS.components.items():
         if component.sdk is not None:
-            assert pins[component.sdk.package] == component.sdk.version, name
+            assert runtime[component.sdk.package] == component.sdk.version, name
     # host_key (the pinned SSH host key) exists from 1.1 on.
-    major, minor, *_ = (int(part) for part in pins["pulumi-command"].split("."))
+    major, minor, *_ = (int(part) for part in runtime["pulumi-command"].split("."))
     assert (major, minor) >= (1, 1)
 
 
-def test_the_lock_is_what_lock_renders_from_its_own_resolution() -> None:
-    text = (REPO / "requirements.lock").read_text()
-    assert text == lock.render(locked()), "requirements.lock was edited by hand: run `python -m toolchain lock`"
-    assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in locked()), "names are in their PEP 503 form"
+@pytest.mark.parametrize("layer", [lock.RUNTIME, lock.DEV], ids=["runtime", "dev"])
+def test_each_lock_is_what_lock_renders_from_its_own_resolution(layer: lock.Layer) -> None:
+    assert layer.lock.read_text() == lock.render(layer, lock.read(layer)), (
+        f"{layer.lock.name} was edited by hand: run `python -m toolchain lock`"
+    )
+    assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in lock.read(layer)), "names are in their PEP 503 form"
+
+
+def test_the_tooling_lock_adds_to_the_runtime_lock_and_never_pins_its_packages_again() -> None:
+    runtime, dev = lock.read(lock.RUNTIME), lock.read(lock.DEV)
+    assert runtime.keys().isdisjoint(dev)
+    # What only the tests and the lab use stays out of what production installs.
+    assert {"pytest", "ruff"} <= dev.keys()
+    assert not {"pytest", "ruff", "moto", "boto3", "flask"} & runtime.keys()
+
+
+def test_the_runtime_lock_holds_everything_production_code_imports() -> None:
+    runtime = lock.read(lock.RUNTIME)
+    needed = imported_distributions(PRODUCTION)
+    assert {"pulumi", "pulumi-policy", "huey", "hcloud", "paramiko"} <= needed.keys()
+    missing = {name: sorted(files) for name, files in needed.items() if name not in runtime}
+    assert missing == {}, "imported in production but only in requirements-dev.txt (or nowhere)"
 
 
 @pytest.mark.parametrize("program", [REPO, *(REPO / "tests" / "engine" / name for name in ("program", "remote"))])
-def test_each_project_names_exactly_the_built_plugins_by_path(program: Path) -> None:
-    declared = yaml.safe_load((program / "Pulumi.yaml").read_text())["plugins"]
-    built = {binary.removeprefix("pulumi-resource-") for c in PINS.components.values() for binary in c.binaries}
-    providers = {plugin["name"] for plugin in declared["providers"]}
-    assert providers <= built
-    assert [plugin["name"] for plugin in declared["languages"]] == ["python"]
-    for plugin in [*declared["providers"], *declared["languages"]]:
-        assert (program / plugin["path"]).resolve() == (REPO / ".toolchain" / "bin").resolve()
-        assert "version" not in plugin, "a version would make the CLI skip the plugin on a mismatch"
+def test_no_project_names_a_plugin_by_path(program: Path) -> None:
+    # The CLI finds each provider in its plugin cache at the version the SDK asks for.
+    declared = yaml.safe_load((program / "Pulumi.yaml").read_text())
+    assert "plugins" not in declared
+    assert declared["runtime"]["options"]["toolchain"] == "pip"
+
+
+def test_each_provider_sdk_asks_for_a_plugin_built_here_at_its_components_version() -> None:
+    requested = plugins.requested(PINS)
+    built = {
+        binary.removeprefix("pulumi-resource-"): component
+        for component in PINS.components.values()
+        for binary in component.binaries
+        if binary.startswith("pulumi-resource-")
+    }
+    # pulumi-resource-pulumi-python comes with the language host, beside the CLI: no SDK asks for it.
+    assert {plugin.name for plugin in requested} == built.keys() - {"pulumi-python"}
+    for plugin in requested:
+        component = built[plugin.name]
+        assert component.sdk is not None and plugin.version == component.version == component.sdk.version
+        assert plugin.build == toolchain.providers_dir() / plugin.binary
 
 
 def test_a_component_key_follows_its_pin_and_the_go_version() -> None:

@@ -9,14 +9,12 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 )
 
-// InstallDependencies keeps a virtualenv that already has the Pulumi SDK (this project's setup.sh
-// builds it from a lock file, which a `pip install -r requirements.txt` must not overwrite) and
-// reports it. Any other environment is installed as upstream's host does it: the toolchain creates
-// the virtualenv if needed and installs requirements.txt (pip), or syncs the project (poetry, uv).
+// InstallDependencies installs the program's environment as upstream's host does (`pulumi install`):
+// the toolchain creates the virtualenv if needed and, for pip, upgrades pip, setuptools and wheel and
+// installs requirements.txt (this project's runtime lock); poetry and uv sync the project.
 func (h *languageHost) InstallDependencies(
 	req *pulumirpc.InstallDependenciesRequest, server pulumirpc.LanguageRuntime_InstallDependenciesServer,
 ) error {
-	ctx := server.Context()
 	_, tc, err := resolve(req.GetInfo(), req.GetIsPlugin())
 	if err != nil {
 		return err
@@ -27,29 +25,12 @@ func (h *languageHost) InstallDependencies(
 	}
 	defer closer.Close()
 
-	if venv, ok := completeVirtualenv(ctx, tc); ok {
-		fmt.Fprintf(stdout, "Using the existing virtual environment at %s\n", venv)
-		return closer.Close()
-	}
 	// The toolchain reports its own progress.
-	if err := tc.InstallDependencies(ctx, req.GetInfo().GetProgramDirectory(), req.GetUseLanguageVersionTools(),
-		true /*showOutput*/, stdout, stderr); err != nil {
+	if err := tc.InstallDependencies(server.Context(), req.GetInfo().GetProgramDirectory(),
+		req.GetUseLanguageVersionTools(), true /*showOutput*/, stdout, stderr); err != nil {
 		return err
 	}
 	return closer.Close()
-}
-
-// completeVirtualenv is the toolchain's virtualenv if there is one and its Python imports pulumi.
-func completeVirtualenv(ctx context.Context, tc toolchain.Toolchain) (string, bool) {
-	venv, err := tc.VirtualEnvPath(ctx)
-	if err != nil || venv == "" || !toolchain.IsVirtualEnv(venv) {
-		return "", false
-	}
-	cmd, err := tc.Command(ctx, "-c", "import pulumi")
-	if err != nil {
-		return "", false
-	}
-	return venv, cmd.Run() == nil
 }
 
 // About describes the Python the program runs on, for `pulumi about`.
