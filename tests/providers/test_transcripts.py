@@ -2,8 +2,8 @@
 
 Each transcript in tests/providers/transcripts holds the requests the engine sends for the program
 and what upstream's plugin (built from its public source, `python -m tests.providers.record`)
-answered: responses, errors and log messages. Here the same requests go to the pinned toolchain's
-plugin, and every answer must be the same, step by step.
+answered: responses, errors and log messages. Here the same requests go to the plugin the CLI loads
+(the build setup.sh installed into its plugin cache), and every answer must be the same, step by step.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import pytest
 import toolchain
 from tests.providers.cases import PROVIDERS, transcript_path
 from tests.providers.harness import Step, run_steps
+from toolchain.plugins import Plugin
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_the_pinned_plugin_answers_as_upstream_did(provider: str, tmp_path: Path) -> None:
     recorded = json.loads(transcript_path(provider).read_text())
     steps = [Step(e["name"], e["method"], e["request"], e["about"]) for e in recorded["exchanges"]]
-    binary = toolchain.bin_dir() / f"pulumi-resource-{provider}"
+    # The plugin the CLI loads: the build setup.sh installed into its plugin cache.
+    binary = Plugin(provider, toolchain.Pins.load().components[provider].version).installed(toolchain.plugin_cache())
     transcribed = PROVIDERS[provider]
     with transcribed.live_values(tmp_path) as placeholders:
         answers = run_steps(binary, steps, placeholders, transcribed.normalise)
