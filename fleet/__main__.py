@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -15,7 +16,7 @@ from pathlib import Path
 from pulumi import automation
 from pydantic import SecretStr, ValidationError
 
-from fleet import control, preview, resize, rollout, stacks
+from fleet import control, preview, resize, rollout, sandbox, stacks
 from fleet.desired import DesiredConfig
 from fleet.workers import Operation
 from provisioner.settings import COMMIT_PATTERN
@@ -86,6 +87,14 @@ def _refresh(parser: argparse.ArgumentParser) -> None:
 
 def _preview(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
+    redacted_state = None
+    if args.confine:
+        try:
+            workspace = sandbox.confine(workspace, args.confine)
+        except (OSError, ValueError, subprocess.CalledProcessError) as error:
+            print(f"--confine: {error}", file=sys.stderr)
+            return 2
+        redacted_state = args.reader.state
     previews, findings = preview.preview_fleet(
         args.stack,
         preview.PreviewStack(
@@ -94,6 +103,7 @@ def _preview(args: argparse.Namespace) -> int:
             plans=args.plans,
             desired=_desired(args),
             hetzner_token=args.hetzner_token,
+            redacted_state=redacted_state,
         ),
         workspace=workspace,
         concurrency=args.concurrency,
@@ -215,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     reviewing.add_argument("--out", type=Path, default=Path("fleet-preview.md"))
     reviewing.add_argument("--full-report", type=Path, default=Path("fleet-preview-full.md"))
     reviewing.add_argument("--report-url", help="where reviewers find the full report (the run's artifacts)")
+    reviewing.add_argument(
+        "--confine",
+        metavar="USER",
+        help="with --settings-from-provisioner, for a program that is not trusted (a pull request's; as root): "
+        "each stack's redacted state from the provisioner on a throwaway backend, and the program's interpreter "
+        "(its .venv's) run as USER with none of this process's variables and no network but loopback",
+    )
 
     deploying = commands.add_parser("rollout", help="deploy in waves with a health gate and a failure budget")
     _common(deploying, concurrency=8, timeout=1800)
@@ -257,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("rollout", "up") and args.commit and not args.provisioner:
         parser.error("--commit: only with --provisioner (a local run runs the program it is given)")
+    if args.command == "preview" and args.confine and not args.settings_from_provisioner:
+        parser.error("--confine: only with --settings-from-provisioner (the redacted states come from the provisioner)")
     if args.command in ("preview", "rollout"):
         try:
             args.reader = _reader(args)

@@ -96,9 +96,17 @@ class Provisioner(BaseModel):
         project = self._stack_settings(stack)["project"]
         return None if project is None else str(project)
 
+    def state(self, stack: str) -> dict[str, Any]:
+        """The stack's state (`pulumi stack export`) with every secret replaced (fleet.redact): what a
+        pull request's preview runs against, with no passphrase and no access to the backend."""
+        return self._stack_read(f"/stacks/{stack}/state")
+
     def _stack_settings(self, stack: str) -> dict[str, Any]:
+        return self._stack_read(f"/stacks/{stack}/settings")
+
+    def _stack_read(self, path: str) -> dict[str, Any]:
         try:
-            return self._call("GET", f"/stacks/{stack}/settings")
+            return self._call("GET", path)
         except ProvisionerError as error:
             if error.status == 404:
                 raise MissingSettings(str(error).split(" 404 ", 1)[-1]) from error

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 from pulumi.automation import EngineEvent, OpType
 from pydantic import SecretStr
 
-from fleet import stacks
+from fleet import sandbox, stacks
+from fleet.control import ProvisionerError
 from fleet.desired import DesiredConfig, MissingSettings
 from fleet.workers import Operation, Outcome, run_each
 
@@ -125,6 +126,9 @@ class PreviewStack:
     # Each stack's Hetzner token, when the fleet spans several projects (fleet.control.ProjectReadTokens);
     # without it, the workspace's.
     hetzner_token: Callable[[str], SecretStr] | None = None
+    # Each stack's redacted state (fleet.redact), previewed on a throwaway backend (fleet.sandbox);
+    # without it, the workspace's backend.
+    redacted_state: Callable[[str], Mapping[str, Any]] | None = None
 
     def __call__(self, stack: str) -> StackPreview:
         from pulumi import automation
@@ -136,8 +140,11 @@ class PreviewStack:
             workspace = self.workspace
             if self.hetzner_token is not None:
                 workspace = workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
+            if self.redacted_state is not None and workspace.stacks_dir is not None:
+                workspace = sandbox.throwaway_workspace(workspace, workspace.stacks_dir / f"{stack}.state")
+                sandbox.import_redacted(workspace, stack, self.redacted_state(stack))
             stacks.preview(workspace, stack, events.append, plan=plan, config=config)
-        except MissingSettings as error:
+        except (MissingSettings, ProvisionerError) as error:
             return StackPreview(stack, blocking=[str(error)])
         except automation.CommandError as error:
             preview = summarize(stack, events, detailed=stack == self.canary)

@@ -13,14 +13,15 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import secrets
 import shlex
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import SecretStr
 
 from fleet import stacks
@@ -62,20 +63,22 @@ def confined_virtualenv(program_venv: Path, directory: Path, user: str) -> Path:
     return directory
 
 
-def write_confined_project_file(program_dir: Path, work_dir: Path, virtualenv: Path) -> None:
-    """The project file of a workspace away from an untrusted program: only its name and its Python
-    runtime, the program's directory and the confined virtualenv; no plugin path, no option of its
-    own (a `plugins:` entry would make the CLI run a binary of the pull request's)."""
-    declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
-    name = declared.get("name") if isinstance(declared, dict) else None
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"{program_dir / 'Pulumi.yaml'}: `name` must be a plain project name")
-    project = {
-        "name": name,
-        "main": str(program_dir.resolve()),
-        "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": str(virtualenv)}},
-    }
-    (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+def confine(workspace: stacks.Workspace, user: str) -> stacks.Workspace:
+    """`workspace` with its program run as `user` (this process must be root): the interpreter of the
+    program's own virtualenv, confined, and the packet filter that leaves `user` only loopback."""
+    if os.geteuid() != 0:
+        raise PermissionError("confining a program needs root: only root can run it as another user")
+    if workspace.stacks_dir is None:
+        raise ValueError("a confined program needs a stacks directory away from it")
+    program_venv = workspace.program_dir / ".venv"
+    if not (program_venv / "bin" / "python").exists():
+        raise FileNotFoundError(f"{program_venv}: the program's virtualenv is not installed")
+    for rule in packet_filter(user):
+        check = [rule[0], "-C", *rule[4:]]
+        if subprocess.run(check, capture_output=True, check=False).returncode != 0:
+            subprocess.run(rule, check=True)
+    interpreter = confined_virtualenv(program_venv, workspace.stacks_dir / "confined-interpreter", user)
+    return workspace.model_copy(update={"confined_virtualenv": interpreter})
 
 
 def throwaway_workspace(workspace: stacks.Workspace, directory: Path) -> stacks.Workspace:

@@ -10,6 +10,7 @@ environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +46,8 @@ class Workspace(BaseModel):
     # The stacks' passphrase, when not the process's PULUMI_CONFIG_PASSPHRASE (a pull request's
     # preview draws a throwaway one for its redacted copies: fleet.sandbox).
     passphrase: SecretStr | None = None
+    # An untrusted program's interpreter, confined (fleet.sandbox); needs stacks_dir.
+    confined_virtualenv: Path | None = None
     # Where each stack's workspace lives (its settings file), when not beside the program: the
     # provisioner keeps them in its state directory, never in the checkout.
     stacks_dir: Path | None = None
@@ -95,16 +98,27 @@ def backend_stack_names(workspace: Workspace) -> list[str]:
     return [summary.name for summary in local.list_stacks(include_all=True)]
 
 
-def write_project_file(program_dir: Path, work_dir: Path) -> None:
+def write_project_file(program_dir: Path, work_dir: Path, confined: Path | None = None) -> None:
     """The program's Pulumi.yaml, for a workspace directory away from the program: the file as the
-    program declares it, with its entry point and virtualenv made absolute."""
+    program declares it, with its entry point and virtualenv made absolute.
+
+    `confined`: the program is not trusted (a pull request's), and runs in that virtualenv
+    (fleet.sandbox). Only its project name is taken: any other setting, a `plugins:` path above all,
+    could make the CLI run the pull request's code with the CLI's own rights."""
     import yaml
 
     declared = yaml.safe_load((program_dir / "Pulumi.yaml").read_text())
+    if confined is not None:
+        name = declared.get("name") if isinstance(declared, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"{program_dir / 'Pulumi.yaml'}: `name` must be a plain project name")
+        runtime = {"name": "python", "options": {"toolchain": "pip", "virtualenv": str(confined)}}
+        declared = {"name": name, "runtime": runtime}
+    else:
+        # The virtualenv is relative to the project file, which now lives elsewhere.
+        options = declared["runtime"].setdefault("options", {})
+        options["virtualenv"] = str((program_dir / options.get("virtualenv", ".venv")).resolve())
     declared["main"] = str(program_dir)
-    # The virtualenv is relative to the project file, which now lives elsewhere.
-    options = declared["runtime"].setdefault("options", {})
-    options["virtualenv"] = str((program_dir / options.get("virtualenv", ".venv")).resolve())
     (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
 
 
@@ -115,7 +129,7 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Sta
     if workspace.stacks_dir is not None:
         work_dir = workspace.stacks_dir / stack
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_project_file(workspace.program_dir, work_dir)
+        write_project_file(workspace.program_dir, work_dir, workspace.confined_virtualenv)
     command = automation.PulumiCommand(root=str(workspace.pulumi_root))
     options = automation.LocalWorkspaceOptions(
         work_dir=str(work_dir),
