@@ -68,9 +68,9 @@ def test_each_sdk_is_locked_at_its_plugins_version_and_pulumi_command_has_host_k
     runtime = lock.read(lock.RUNTIME)
     for name, component in PINS.components.items():
         if component.sdk is not None:
-            assert runtime[component.sdk.package] == component.sdk.version, name
+            assert runtime[component.sdk.package].version == component.sdk.version, name
     # host_key (the pinned SSH host key) exists from 1.1 on.
-    major, minor, *_ = (int(part) for part in runtime["pulumi-command"].split("."))
+    major, minor, *_ = (int(part) for part in runtime["pulumi-command"].version.split("."))
     assert (major, minor) >= (1, 1)
 
 
@@ -79,7 +79,10 @@ def test_each_lock_is_what_lock_renders_from_its_own_resolution(layer: lock.Laye
     assert layer.lock.read_text() == lock.render(layer, lock.read(layer)), (
         f"{layer.lock.name} was edited by hand: run `python -m toolchain lock`"
     )
-    assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in lock.read(layer)), "names are in their PEP 503 form"
+    locked = lock.read(layer)
+    assert all(re.fullmatch(r"[a-z0-9-]+", name) for name in locked), "names are in their PEP 503 form"
+    # pip installs it in hash-checking mode: every pin names its release's files by their sha256.
+    assert all(pin.hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in pin.hashes) for pin in locked.values())
 
 
 def test_the_tooling_lock_adds_to_the_runtime_lock_and_never_pins_its_packages_again() -> None:
