@@ -76,16 +76,47 @@ def render(layer: Layer, locked: dict[str, Pin]) -> str:
     )
 
 
-def read(layer: Layer) -> dict[str, Pin]:
-    text = layer.lock.read_text().replace("\\\n", " ")
+class LockError(ValueError):
+    """A lock that is not only pins with hashes."""
+
+
+PIN = re.compile(r"([a-z0-9-]+)==([A-Za-z0-9.+!-]+)")
+HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def parse(path: Path) -> dict[str, Pin]:
+    """A lock's pins; anything but `name==version` lines with their `--hash=sha256:` options (an index
+    URL, a path, a nested requirements file, an editable checkout) is refused, naming its line."""
     locked = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
+    lines = path.read_text().replace("\\\n", " ").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#"):
             continue
-        requirement, *hashes = line.split()
-        name, version = requirement.split("==", 1)
-        locked[name] = Pin(version, tuple(digest.removeprefix("--hash=sha256:") for digest in hashes))
+        requirement, *options = line.split()
+        pin, hashes = PIN.fullmatch(requirement), [HASH.fullmatch(option) for option in options]
+        if pin is None or not all(hashes):
+            raise LockError(f"{path.name}: entry {number}: not a pinned package with its hashes: {line.strip()[:80]}")
+        name, version = pin.groups()
+        locked[name] = Pin(version, tuple(match.group(1) for match in hashes if match))
     return locked
+
+
+def read(layer: Layer) -> dict[str, Pin]:
+    return parse(layer.lock)
+
+
+def checked(source: Path, target: Path) -> int:
+    """`source` (a pull request's lock, say) written again as pins with hashes only, or refused."""
+    try:
+        locked = parse(source)
+    except LockError as error:
+        print(f"toolchain: {error}", file=sys.stderr)
+        return 1
+    if not all(pin.hashes for pin in locked.values()):
+        print(f"toolchain: {source.name}: every pin needs its hashes", file=sys.stderr)
+        return 1
+    target.write_text(render(RUNTIME, locked))
+    return 0
 
 
 def pypi_hashes(name: str, version: str) -> tuple[str, ...]:

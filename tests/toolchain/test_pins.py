@@ -169,3 +169,25 @@ def test_the_cli_environment_allows_nothing_from_outside() -> None:
         assert env[f"PULUMI_{flag}"] == "true"
     assert env["PULUMI_DISABLE_REGISTRY_RESOLVE"] == "true"
     assert env["PULUMI_BACKEND_URL"] == "file:///tmp/x"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "--index-url http://example.invalid/simple",
+        "-r /etc/passwd",
+        "-e git+https://example.invalid/pkg.git#egg=pkg",
+        "pulumi>=3",
+        "pulumi==3.272.0 --hash=md5:0123",
+        "pulumi==3.272.0",
+    ],
+)
+def test_a_pull_requests_lock_is_taken_only_as_hashed_pins(tmp_path: Path, line: str) -> None:
+    # What the preview downloads for the pull request's program: its own lock, nothing it could redirect.
+    source, target = tmp_path / "requirements.txt", tmp_path / "checked.txt"
+    source.write_text(f"annotated-types==0.8.0 \\\n    --hash=sha256:{'a' * 64}\n{line}\n")
+    assert lock.checked(source, target) == 1
+    assert not target.exists()
+    source.write_text(f"annotated-types==0.8.0 \\\n    --hash=sha256:{'a' * 64}\n")
+    assert lock.checked(source, target) == 0
+    assert lock.parse(target) == {"annotated-types": lock.Pin("0.8.0", ("a" * 64,))}
