@@ -15,6 +15,8 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / ".github/workflows"
 WRITE_TOKEN = "secrets.HCLOUD_TOKEN"
 PASSPHRASE = "secrets.PULUMI_CONFIG_PASSPHRASE"
 OPERATOR_TOKEN = "secrets.CLAW_OPERATOR_TOKEN"
+# What opens the stacks' state: never in a workflow (the provisioner's workers hold them).
+STATE_SECRETS = (PASSPHRASE, "secrets.PULUMI_BACKEND_URL", "secrets.AWS_ACCESS_KEY_ID", "secrets.AWS_SECRET_ACCESS_KEY")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -43,9 +45,21 @@ def test_pull_request_jobs_never_see_the_write_token() -> None:
         assert WRITE_TOKEN not in str(job)
     fleet = next(step for step in steps(preview) if step.get("id") == "fleet")
     assert fleet["env"]["HCLOUD_TOKEN"] == "${{ secrets.HCLOUD_READ_TOKEN }}"
-    # The fleet and its settings come from the provisioner, with the token that can change nothing.
-    assert "--settings-from-provisioner" in fleet["run"]
+    # The fleet, its settings and each stack's redacted state come from the provisioner, with the
+    # token that can change nothing; the program runs confined.
+    assert "--settings-from-provisioner" in fleet["run"] and '--confine "$CONFINED_USER"' in fleet["run"]
     assert fleet["env"]["CLAW_REVIEW_TOKEN"] == "${{ secrets.CLAW_REVIEW_TOKEN }}"
+    assert set(fleet["env"]) == {"HCLOUD_TOKEN", "CLAW_PROVISIONER_URL", "CLAW_REVIEW_TOKEN"}
+
+
+def test_the_job_running_the_pull_requests_code_can_post_nothing_and_leaves_no_credential_on_disk() -> None:
+    jobs = load("preview.yml")["jobs"]
+    assert jobs["fleet"]["permissions"] == {"contents": "read"}
+    checkouts = [step for step in jobs["fleet"]["steps"] if str(step.get("uses", "")).startswith("actions/checkout")]
+    assert all(step["with"]["persist-credentials"] is False for step in checkouts)
+    # The comment job posts what the preview wrote and runs nothing of the pull request's.
+    assert jobs["comment"]["permissions"] == {"pull-requests": "write"}
+    assert not any(str(step.get("uses", "")).startswith("actions/checkout") for step in jobs["comment"]["steps"])
 
 
 def test_no_workflow_holds_the_write_token_and_only_the_deploy_job_the_operator_token() -> None:
@@ -62,20 +76,26 @@ def test_no_workflow_holds_the_write_token_and_only_the_deploy_job_the_operator_
     assert users == [("deploy.yml", "rollout")]
 
 
-def test_the_state_passphrase_is_only_in_approval_gated_environments() -> None:
+def test_no_workflow_can_open_the_state() -> None:
     for path in WORKFLOWS.glob("*.yml"):
-        for job in yaml.safe_load(path.read_text())["jobs"].values():
-            if PASSPHRASE in str(job):
-                assert job.get("environment") in ("production", "preview")
+        text = path.read_text()
+        assert not [secret for secret in STATE_SECRETS if secret in text], path.name
 
 
-def test_the_base_branch_judges_a_pull_request() -> None:
-    preview = load("preview.yml")
-    checkouts = [step for step in steps(preview) if str(step.get("uses", "")).startswith("actions/checkout")]
-    assert {step["with"]["path"] for step in checkouts} == {"pr", "base"}
-    base = next(step for step in checkouts if step["with"]["path"] == "base")
-    assert base["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
-    fleet = next(step for step in steps(preview) if step.get("id") == "fleet")
+def test_the_base_branch_judges_a_pull_request_and_is_installed_before_any_of_its_files() -> None:
+    fleet_steps = load("preview.yml")["jobs"]["fleet"]["steps"]
+    checkouts = [step for step in fleet_steps if str(step.get("uses", "")).startswith("actions/checkout")]
+    assert [step["with"]["path"] for step in checkouts] == ["base", "pr"]
+    assert checkouts[0]["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
+    before_pr = fleet_steps[: fleet_steps.index(checkouts[1])]
+    assert any("toolchain build" in str(step.get("run", "")) for step in before_pr)
+    after_pr = [str(step.get("run", "")) for step in fleet_steps[fleet_steps.index(checkouts[1]) :]]
+    # Nothing of the pull request's is built or installed but its hashed wheels, as the confined user.
+    assert not any("toolchain build" in run or "toolchain install" in run for run in after_pr)
+    install = next(run for run in after_pr if "pr/.venv/bin/pip install" in run)
+    assert "checked-lock pr/requirements.txt" in install and "--only-binary :all:" in install
+    assert 'sudo -u "$CONFINED_USER" pr/.venv/bin/pip install -q --no-index' in install
+    fleet = next(step for step in fleet_steps if step.get("id") == "fleet")
     assert fleet["working-directory"] == "base"
     assert "--program-dir ../pr --policy-pack policy" in fleet["run"]
 
