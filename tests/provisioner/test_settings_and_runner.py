@@ -81,6 +81,12 @@ def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
         ({**GOOD, "CLAW_PLATFORM": '{"firewall_mode": "shared"}'}, "CLAW_PLATFORM.shared_firewall_id"),
         ({**GOOD, "CLAW_PLATFORM": '{"provisioner_cidrs": ["1.2.3.4/8"], "x": 1}'}, "CLAW_PLATFORM.x"),
         ({**GOOD, "CLAW_LEASE_SECONDS": "10", "CLAW_CANCEL_SECONDS": "5"}, "CLAW_CANCEL_SECONDS"),
+        ({**GOOD, "CLAW_BIND": "0.0.0.0:8787"}, "CLAW_BIND: replaced by two listeners, CLAW_PUBLIC_BIND"),
+        ({**GOOD, "CLAW_PRIVATE_BIND": "0.0.0.0:8788"}, "CLAW_PRIVATE_BIND: must name an address of the private"),
+        ({**GOOD, "CLAW_PRIVATE_BIND": "[::]:8788"}, "CLAW_PRIVATE_BIND: must name an address of the private"),
+        ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:8788"}, "CLAW_PUBLIC_BIND and CLAW_PRIVATE_BIND must differ"),
+        ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:99999"}, "CLAW_PUBLIC_BIND: the port must be 1 to 65535"),
+        ({**GOOD, "CLAW_JOB_RETENTION_DAYS": "1"}, "CLAW_JOB_RETENTION_DAYS"),
     ],
 )
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:
