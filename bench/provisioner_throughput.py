@@ -97,7 +97,7 @@ def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None
 def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[float, float, list[float]]:
     """(intake seconds, seconds from the first event to the last finished job, each event's seconds
     from its webhook to its finished job)."""
-    bind = f"127.0.0.1:{_port()}"
+    bind, private = f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}"
     env = {
         **os.environ,
         "CLAW_WEBHOOK_SECRET": SECRET,
@@ -105,7 +105,8 @@ def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[floa
         "CLAW_QUEUE_URL": queue_url,
         "CLAW_STATE_DIR": str(directory / "state"),
         "CLAW_PLATFORM": json.dumps({"provisioner_cidrs": ["203.0.113.0/28"]}),
-        "CLAW_BIND": bind,
+        "CLAW_PUBLIC_BIND": bind,
+        "CLAW_PRIVATE_BIND": private,
         "CLAW_RUNNER": "bench.provisioner_throughput:NoopRunner",
         # A worker starts only with its Hetzner project's token; the runner above never uses it.
         "HCLOUD_TOKEN": "bench-" + "0" * 58,
@@ -142,7 +143,7 @@ def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[floa
         listed: list[dict[str, Any]] = []
 
         def finished() -> bool:
-            listed[:] = _request(f"http://{bind}/jobs", headers={"Authorization": f"Bearer {TOKEN}"})["jobs"]
+            listed[:] = _request(f"http://{private}/jobs", headers={"Authorization": f"Bearer {TOKEN}"})["jobs"]
             return sum(job["status"] == "ready" for job in listed) == jobs
 
         _wait(finished, 300)

@@ -12,17 +12,23 @@ Hetzner token: never on the workers, which hold the write tokens. A preview take
 self-managed backend (pkg/backend/diy: only update, refresh, destroy and import lock), so it needs
 no fencing; it reads the fleet and each stack's settings from the provisioner with the review token
 (CLAW_REVIEW_TOKEN, `--settings-from-provisioner`).
+
+The URL is the provisioner's private listener (CLAW_PRIVATE_BIND, behind TLS); its public one serves
+only the billing webhook. A token never crosses a network in clear: `http://` is refused except to a
+loopback address (a client on the provisioner's own host).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
 from fleet.desired import MissingSettings
 from fleet.rollout import DeployFailed
@@ -55,12 +61,30 @@ class Provisioner(BaseModel):
     poll_seconds: float = Field(default=2.0, gt=0)
     unavailable_seconds: float = Field(default=120.0, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _encrypted_unless_local(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            raise ValueError(
+                f"{URL_VARIABLE} must be https:// (http:// only to a loopback address): the token would cross "
+                f"the network in clear ({parts.hostname})"
+            )
+        return url
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], token_variable: str = TOKEN_VARIABLE) -> Provisioner:
         missing = [name for name in (URL_VARIABLE, token_variable) if not environ.get(name)]
         if missing:
             raise ProvisionerError(f"not set: {', '.join(missing)}")
-        return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[token_variable]))
+        try:
+            return cls(url=environ[URL_VARIABLE].rstrip("/"), token=SecretStr(environ[token_variable]))
+        except ValidationError as error:
+            problem = error.errors()[0]
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            name = {"url": URL_VARIABLE, "token": token_variable}.get(field, field)
+            message = problem["msg"].removeprefix("Value error, ")
+            raise ProvisionerError(message if message.startswith(name) else f"{name}: {message}") from None
 
     def _call(self, method: str, path: str, body: Mapping[str, str | bool] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"}
@@ -127,6 +151,15 @@ class Provisioner(BaseModel):
 
     def job(self, event_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{event_id}")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def reading_provisioner(environ: Mapping[str, str]) -> Provisioner:

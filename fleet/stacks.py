@@ -10,7 +10,10 @@ environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -139,6 +142,42 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Sta
     )
     select = automation.create_or_select_stack if create else automation.select_stack
     return select(stack_name=stack, work_dir=str(work_dir), opts=options)
+
+
+def export_state(handle: Stack) -> dict[str, Any]:
+    """The stack's state (`deployment`), every secret in it still encrypted by the stack's secrets
+    provider: the SDK's `export_stack` asks the CLI for `--show-secrets`."""
+    exported: dict[str, Any] = json.loads(_cli(handle, "stack", "export", "--stack", handle.name))
+    return dict(exported.get("deployment") or {})
+
+
+def import_state(handle: Stack, deployment: Mapping[str, Any]) -> None:
+    """Replace the stack's state with `deployment` (as `export_state` gave it, secrets encrypted), fed
+    to the CLI on its stdin: the SDK's `import_stack` writes it to a temporary file first and removes
+    the file only when the import succeeds. (The CLI drops pending operations on import.)"""
+    state = json.dumps({"version": 3, "deployment": deployment})
+    _cli(handle, "stack", "import", "--stack", handle.name, stdin=state)
+
+
+def _cli(handle: Stack, *arguments: str, stdin: str | None = None) -> str:
+    """The stack's CLI, run as the SDK runs it (its workspace's environment and directory); its stdout."""
+    from pulumi.automation import CommandResult
+    from pulumi.automation.errors import create_command_error
+
+    workspace = handle.workspace
+    home = {"PULUMI_HOME": workspace.pulumi_home} if workspace.pulumi_home else {}
+    done = subprocess.run(
+        [workspace.pulumi_command.command, "--non-interactive", *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=workspace.work_dir,
+        env={**os.environ, **home, **workspace.env_vars, "PULUMI_AUTOMATION_API": "true"},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise create_command_error(CommandResult(stdout=done.stdout, stderr=done.stderr, code=done.returncode))
+    return done.stdout
 
 
 def preview(

@@ -4,7 +4,11 @@ On the provisioner's host: the provisioner's API (`serve`), Redis (jobs, leases,
 S3-compatible object store holding the stacks' state (SeaweedFS, `lab/object_store.py`), as
 Hetzner's Object Storage does in production. On each worker host (a namespace with a hostname of its
 own): `provisioner worker`, which drives the real CLI and providers against the lab's Hetzner and
-reaches the servers over SSH. Billing's events arrive signed, as Stripe sends them.
+reaches the servers over SSH. Billing's events arrive signed, as Stripe sends them, from the lab's
+internet (the client's host) at the public listener. The operator and review API is the private
+listener, on the provisioner host's loopback: the fleet tooling (a rollout, a preview, the drift audit)
+runs on that host, as a self-hosted runner on the platform's private network would, so plain HTTP is
+allowed there.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from typing import Any
 import toolchain
 from lab.netns import connect_from
 from lab.object_store import REGION, Identity, ObjectStore
-from lab.topology import PROVISIONER, Peer
+from lab.topology import CLIENT, PROVISIONER, Peer
 from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, in_ns, run, wait_until
 from provisioner.webhook import sign
 
 REDIS_PORT = 6379
 OBJECT_STORE_PORT = 9000
+# The public listener (billing's webhook) and the private one (the operator and review API).
 API_PORT = 8787
+PRIVATE_API_PORT = 8788
+PRIVATE_API_URL = f"http://127.0.0.1:{PRIVATE_API_PORT}"
 BUCKET = "clawhosters-state"
 
 
@@ -129,7 +136,8 @@ class ControlPlane:
             "CLAW_PLATFORM": json.dumps(platform),
             "CLAW_QUEUE_URL": f"redis://{PROVISIONER.ipv4}:{REDIS_PORT}/0",
             "CLAW_STATE_DIR": str(self.directory / host.link),
-            "CLAW_BIND": f"{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_PUBLIC_BIND": f"{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_PRIVATE_BIND": f"127.0.0.1:{PRIVATE_API_PORT}",
             "CLAW_PULUMI_BACKEND_URL": self.backend_url,
             "CLAW_LEASE_SECONDS": str(self.lease_seconds),
             "CLAW_CANCEL_SECONDS": str(self.cancel_seconds),
@@ -177,7 +185,8 @@ class ControlPlane:
         workers = self.store_key(StoreKey.WORKERS)
         wait_until("the object store to take a write", lambda: store.accepts_writes(workers, BUCKET), timeout=60)
         self._provisioner("api", PROVISIONER, "serve")
-        wait_until("the provisioner's API", lambda: _answers(PROVISIONER.ipv4, API_PORT), timeout=30)
+        for address, port in ((PROVISIONER.ipv4, API_PORT), ("127.0.0.1", PRIVATE_API_PORT)):
+            wait_until(f"the provisioner's {port}", lambda a=address, p=port: _answers(a, p), timeout=30)
 
     def _start_redis(self) -> None:
         # Every write on disk before it is answered: a Redis that dies loses no accepted event.
@@ -239,10 +248,7 @@ class ControlPlane:
     def _operator(self) -> dict[str, str]:
         """What the deploy workflow and an operator hold: the API's URL and the operator token, and no
         Hetzner token, state backend or passphrase."""
-        return _outside() | {
-            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
-            "CLAW_OPERATOR_TOKEN": self.operator_token,
-        }
+        return _outside() | {"CLAW_PROVISIONER_URL": PRIVATE_API_URL, "CLAW_OPERATOR_TOKEN": self.operator_token}
 
     def preview_fleet(self, program_dir: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
         """`python -m fleet preview --settings-from-provisioner`, as the pull-request workflow runs it: the
@@ -271,7 +277,7 @@ class ControlPlane:
         them); never a write token or the operator token."""
         read_tokens = {project: f"HCLOUD_READ_TOKEN_{index}" for index, project in enumerate(HETZNER_PROJECTS)}
         return _outside() | {
-            "CLAW_PROVISIONER_URL": f"http://{PROVISIONER.ipv4}:{API_PORT}",
+            "CLAW_PROVISIONER_URL": PRIVATE_API_URL,
             "CLAW_REVIEW_TOKEN": self.review_token,
             "CLAW_HETZNER_READ_TOKENS": json.dumps(read_tokens),
             **{variable: self.lab.project_read_token(project) for project, variable in read_tokens.items()},
@@ -343,7 +349,7 @@ class ControlPlane:
     def post_event(self, body: bytes) -> tuple[int, dict[str, Any]]:
         signature = sign(body, self.webhook_secret, int(time.time()))
         status, answer = request(
-            PROVISIONER.namespace,
+            CLIENT.namespace,
             PROVISIONER.ipv4,
             API_PORT,
             "POST",
@@ -356,7 +362,7 @@ class ControlPlane:
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         authorization = f"Bearer {self.operator_token}"
         status, answer = request(
-            PROVISIONER.namespace, PROVISIONER.ipv4, API_PORT, "GET", path, Authorization=authorization
+            PROVISIONER.namespace, "127.0.0.1", PRIVATE_API_PORT, "GET", path, Authorization=authorization
         )
         return status, json.loads(answer or b"{}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -11,11 +12,13 @@ from provisioner import logs
 from provisioner.settings import SettingsError
 from provisioner.store import StoreUnavailable
 
+log = logging.getLogger("provisioner")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m provisioner", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="HTTP intake, status API, health and metrics")
+    commands.add_parser("serve", help="the billing webhook (public listener); status API, metrics (private listener)")
     worker = commands.add_parser("worker", help="run jobs")
     worker.add_argument("--workers", type=int, default=2, help="stack operations at once (processes)")
     status = commands.add_parser("status", help="a customer's status and job history")
@@ -34,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     try:
+        # Before this process's first write: a store written by an earlier version gains its index.
+        if store.build_index():
+            log.info("built the job store's index")
         if args.command == "serve":
-            from provisioner.service import make_app, serve
+            from provisioner.service import make_apps, serve
 
-            serve(settings, make_app(settings, store, jobs.enqueue, jobs.queue_depth))
+            serve(settings, make_apps(settings, store, jobs.enqueue, jobs.queue_depth))
         elif args.command == "worker":
             jobs.consume(args.workers)
         elif args.command == "status":

@@ -34,7 +34,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from provisioner.store import Job, JobStore, Reader
+from provisioner.store import Job, JobStore, Reader, Write
 
 Status = Literal["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
 STATUSES: tuple[str, ...] = get_args(Status)
@@ -219,7 +219,7 @@ def accept(
     newest (superseding a queued older one). A refused event stores nothing."""
     result: list[tuple[AcceptOutcome, Job | None, str]] = []
 
-    def change(read: Reader) -> dict[str, str | None] | None:
+    def change(read: Reader) -> dict[str, Write] | None:
         result.clear()
         existing = read(f"job:{event.event_id}")
         if existing is not None:
@@ -232,7 +232,7 @@ def accept(
         if decision.outcome == "refused":
             result.append(("refused", None, decision.reason))
             return None
-        writes: dict[str, str | None] = {}
+        writes: dict[str, Write] = {}
         if decision.record is not None:
             writes[_key(event.customer_id)] = decision.record.model_dump_json()
         if decision.job is not None:

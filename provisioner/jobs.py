@@ -43,6 +43,7 @@ from provisioner.store import FINISHED, Claim, Job, JobStore, StoreUnavailable, 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
 LOCKED_RETRY_SECONDS = 2
+PRUNE_LEASE, PRUNE_EVERY_SECONDS = "lock:prune", 3600
 # Set in a worker process when it must stop: its running operation is cancelled at once.
 STOP = threading.Event()
 
@@ -391,8 +392,20 @@ def _requeue(job: Job) -> None:
 
 @huey.periodic_task(crontab(minute="*"))
 def sweep() -> None:
-    """Re-queue due, unfinished jobs that no live worker holds (lost with a crashed worker)."""
+    """Re-queue due, unfinished jobs that no live worker holds (lost with a crashed worker); prune."""
     recover()
+    prune()
+
+
+def prune() -> int:
+    """Delete finished job records past the retention period (JobStore.prune), at most once an hour for
+    the whole platform: the first sweep to take the store's pruning lease does it."""
+    if not store().kv.acquire(PRUNE_LEASE, uuid.uuid4().hex, PRUNE_EVERY_SECONDS):
+        return 0
+    pruned = store().prune(time.time() - settings().job_retention_days * 86400)
+    if pruned:
+        log.info("pruned finished job records", extra={"count": pruned})
+    return pruned
 
 
 def recover() -> int:

@@ -136,16 +136,14 @@ class AutomationRunner:
         # fails only when the backend cannot be read, and then the lock may still be there.
         stack.cancel()
         cleared = ["stack locks, if any"]
-        state = stack.export_stack()
-        deployment = state.deployment or {}
+        # Its secrets stay encrypted, in memory and on the CLI's pipes only: nothing plaintext on a disk.
+        deployment = stacks.export_state(stack)
         pending = deployment.get("pending_operations") or []
         if pending:
             # First, or a failure here would leave the next attempt no record of what to delete.
             hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
             cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
             urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
-            deployment["pending_operations"] = []
-            state.deployment = deployment
-            stack.import_stack(state)
+            stacks.import_state(stack, {**deployment, "pending_operations": []})
             cleared.append("pending operations: " + ", ".join(urns))
         return cleared

@@ -1,6 +1,10 @@
-"""HTTP intake and operator view: Starlette on uvicorn.
+"""HTTP intake and operator view: Starlette on uvicorn, two listeners in one process.
 
+The public listener (CLAW_PUBLIC_BIND), for the internet, serves only:
 POST /webhooks/billing      billing events (signed); 200 once stored, 4xx with the reason, 503 when the store is down
+GET  /healthz               the process answers
+
+The private listener (CLAW_PRIVATE_BIND), for the platform's private network, serves the rest:
 GET  /customers/<id>        status of a customer's stack, with its job history   (Authorization: Bearer <token>)
 GET  /jobs                  every job, oldest first                              (Authorization: Bearer <token>)
 GET  /jobs/<event id>       one job                                              (Authorization: Bearer <token>)
@@ -13,10 +17,13 @@ POST /deploys               {"customer_id", "request_id"[, "commit"][, "refresh"
                             cancelled                                            (Authorization: Bearer <token>)
 GET  /healthz               the process answers
 GET  /readyz                the store and the queue answer (503 otherwise)
-GET  /metrics               Prometheus: jobs by state, attempt latency, queue depth, deliveries
+GET  /metrics               Prometheus: jobs by state, attempt latency, queue depth, deliveries (no token:
+                            only on this listener)
 
 uvicorn's event loop holds idle and slow connections for the cost of a socket each; everything that
-touches the store runs on a bounded thread pool (CLAW_HTTP_THREADS).
+touches the store runs on a bounded thread pool (CLAW_HTTP_THREADS). A body is read as it streams in
+and refused once more than CLAW_MAX_BODY_BYTES have arrived, whatever its headers claim, or once it
+has taken CLAW_HTTP_BODY_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import asyncio
 import hmac
 import logging
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -36,7 +45,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -44,13 +53,11 @@ from fleet.desired import FromStore, MissingSettings, stack_config
 from provisioner import billing
 from provisioner.runner import stack_name
 from provisioner.settings import COMMIT_PATTERN, ProvisionerSettings
-from provisioner.store import FINISHED, DeployRefused, Job, JobStore, StoreUnavailable
+from provisioner.store import ATTEMPT_BUCKETS, OUTCOMES, STATES, DeployRefused, Job, JobStore, StoreUnavailable
 from provisioner.webhook import Delivery, WebhookError, parse, verify
 
 log = logging.getLogger("provisioner")
 _CUSTOMER = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
-ATTEMPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
-STATES = ("queued", "running", *FINISHED)
 
 
 class DeployOrder(BaseModel):
@@ -95,45 +102,87 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 class _StoreCollector:
-    """Computed at scrape time from the store and the queue, so every worker's work counts."""
+    """Read at scrape time from the store's counters, which every process's writes keep (one read of a
+    fixed set of keys, whatever the number of jobs), and from the queue."""
 
     def __init__(self, store: JobStore, queue_depth: Callable[[], int]) -> None:
         self.store, self.queue_depth = store, queue_depth
 
     def collect(self) -> Iterator[Metric]:
         try:
-            jobs = self.store.jobs()
+            counters = self.store.counters()
             depth = self.queue_depth()
         except Exception as error:  # a scrape during an outage reports nothing rather than failing
             log.warning("metrics unavailable", extra={"error": repr(error)})
             return
-        by_state = GaugeMetricFamily("claw_jobs", "Jobs by state", labels=["state"])
+        by_state = GaugeMetricFamily("claw_jobs", "Job records by state", labels=["state"])
         for state in STATES:
-            by_state.add_metric([state], sum(1 for job in jobs if job.state == state))
+            by_state.add_metric([state], counters[f"metric:jobs:{state}"])
         yield by_state
         latency = HistogramMetricFamily(
             "claw_attempt_seconds", "Duration of stack operation attempts", labels=["outcome"]
         )
-        for outcome in ("done", "will retry", "failed", "cancelled"):
-            seconds = [
-                entry.seconds
-                for job in jobs
-                for entry in job.history
-                if entry.event == outcome and entry.seconds is not None
-            ]
-            buckets = [(str(bound), sum(1 for value in seconds if value <= bound)) for bound in ATTEMPT_BUCKETS]
-            buckets.append(("+Inf", len(seconds)))
-            latency.add_metric([outcome], buckets, sum(seconds))
+        for outcome in OUTCOMES:
+            prefix = f"metric:attempts:{outcome}:"
+            buckets = [(str(bound), counters[f"{prefix}{bound}"]) for bound in ATTEMPT_BUCKETS]
+            buckets.append(("+Inf", counters[prefix + "count"]))
+            latency.add_metric([outcome], buckets, counters[prefix + "sum"])
         yield latency
         yield GaugeMetricFamily("claw_queue_depth", "Tasks waiting in the queue, scheduled ones included", depth)
 
 
-def make_app(
+class _BodyRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _bounded_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request's body, counted as it arrives: refused (413) once more than `limit` bytes have been
+    read, whether the body is framed by a Content-Length or chunked, and (408) once reading it has
+    taken `seconds`. uvicorn stops reading a connection while 64 KiB of its body wait unconsumed, so
+    what a client sends beyond that stays in the kernel's buffers, never in this process."""
+    declared = request.headers.get("content-length")
+    if declared is not None and "transfer-encoding" in request.headers:
+        # Two framings: a proxy in front may read the other one (RFC 9112, 6.3).
+        raise _BodyRefused(400, "Content-Length and Transfer-Encoding together")
+    if declared is not None and not (declared.isascii() and declared.isdigit()):
+        raise _BodyRefused(400, "bad Content-Length")
+    if declared is not None and int(declared) > limit:
+        raise _BodyRefused(413, "body too large")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(seconds), aclosing(request.stream()) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > limit:
+                    raise _BodyRefused(413, "body too large")
+    except TimeoutError:
+        raise _BodyRefused(408, "the body took too long") from None
+    except ClientDisconnect:
+        raise _BodyRefused(400, "the client went away mid-body") from None
+    return bytes(body)
+
+
+def _refusal(error: _BodyRefused) -> JSONResponse:
+    # Closing the connection: otherwise uvicorn would go on reading (and discarding) the rest of the body.
+    return JSONResponse({"error": str(error)}, status_code=error.status, headers={"Connection": "close"})
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The two apps `serve` runs: the internet's (billing) and the private network's (everything else)."""
+
+    public: Starlette
+    private: Starlette
+
+
+def make_apps(
     settings: ProvisionerSettings,
     store: JobStore,
     enqueue: Callable[[Job], None],
     queue_depth: Callable[[], int],
-) -> Starlette:
+) -> Listeners:
     token = settings.operator_token.get_secret_value().encode()
     desired = FromStore(store, settings.platform)
     registry = CollectorRegistry()
@@ -173,18 +222,15 @@ def make_app(
                 log.error("enqueue failed", extra={"event_id": event.event_id, "error": repr(error)})
         return answer(200, {outcome: event.event_id}, outcome)
 
+    async def read_body(request: Request) -> bytes:
+        return await _bounded_body(request, settings.max_body_bytes, settings.http_body_timeout_seconds)
+
     async def webhook(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is None:
-            return answer(411, {"error": "Content-Length required"}, "refused")
-        if not (length.isascii() and length.isdigit()):
-            return answer(400, {"error": "bad Content-Length"}, "refused")
-        if int(length) > settings.max_body_bytes:
-            return answer(413, {"error": "body too large"}, "refused")
         try:
-            body = await asyncio.wait_for(request.body(), settings.http_body_timeout_seconds)
-        except TimeoutError:
-            return answer(408, {"error": "the body took too long"}, "refused")
+            body = await read_body(request)
+        except _BodyRefused as error:
+            deliveries.labels("refused").inc()
+            return _refusal(error)
         return await run_in_threadpool(deliver, body, request.headers.get("stripe-signature"))
 
     reviewing = settings.review_token.get_secret_value().encode() if settings.review_token else None
@@ -285,11 +331,10 @@ def make_app(
     async def deploys(request: Request) -> Response:
         if not authorised(request):
             return JSONResponse({"error": "operator token required"}, status_code=401)
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return JSONResponse({"error": "body too large"}, status_code=413)
         try:
-            order = DeployOrder.model_validate_json(body)
+            order = DeployOrder.model_validate_json(await read_body(request))
+        except _BodyRefused as error:
+            return _refusal(error)
         except ValidationError as error:
             return JSONResponse({"error": _first_problem(error)}, status_code=400)
         return await run_in_threadpool(submit_deploy, order)
@@ -319,9 +364,15 @@ def make_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
         yield
 
-    return Starlette(
+    public = Starlette(
         routes=[
             Route("/webhooks/billing", webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    private = Starlette(
+        routes=[
             Route("/customers/{customer_id}", customer, methods=["GET"]),
             Route("/jobs", jobs, methods=["GET"]),
             Route("/jobs/{event_id}", one_job, methods=["GET"]),
@@ -334,24 +385,44 @@ def make_app(
         ],
         lifespan=lifespan,
     )
+    return Listeners(public, private)
 
 
-def serve(settings: ProvisionerSettings, app: Starlette) -> None:
+def serve(settings: ProvisionerSettings, listeners: Listeners) -> None:
+    """Both listeners in one event loop (one thread pool, one store connection per thread); SIGTERM or
+    SIGINT stops both gracefully."""
     import uvicorn
 
     from provisioner.logs import uvicorn_config
 
-    host, _, port = settings.bind.rpartition(":")
-    uvicorn.run(
-        app,
-        host=host,
-        port=int(port),
-        log_config=uvicorn_config(),
-        backlog=2048,  # a burst of deliveries queues in the kernel instead of being reset
-        limit_concurrency=settings.http_max_connections,  # beyond this, 503 instead of exhaustion
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=16 * 1024,  # request line and headers
-        server_header=False,
-        proxy_headers=False,
-    )
+    class Listener(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the process's signals stop both listeners (below), not the last one started
+
+    def listener(app: Starlette, bind: str) -> Listener:
+        host, _, port = bind.rpartition(":")
+        config = uvicorn.Config(
+            app,
+            host=host.strip("[]"),
+            port=int(port),
+            log_config=uvicorn_config(),
+            backlog=2048,  # a burst of deliveries queues in the kernel instead of being reset
+            limit_concurrency=settings.http_max_connections,  # beyond this, 503 instead of exhaustion
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
+            h11_max_incomplete_event_size=16 * 1024,  # request line and headers
+            server_header=False,
+            proxy_headers=False,
+        )
+        return Listener(config)
+
+    servers = [listener(listeners.public, settings.public_bind), listener(listeners.private, settings.private_bind)]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, lambda: [setattr(server, "should_exit", True) for server in servers])
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(run())

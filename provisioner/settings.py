@@ -22,6 +22,10 @@ from config.customer import PlatformConfig, ServerType
 
 PREFIX = "CLAW_"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+# host:port, the host an IPv4 address, a name or a bracketed IPv6 address.
+BIND_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+# Binding these serves on every address, the public ones too.
+_WILDCARDS = ("0.0.0.0", "[::]")  # noqa: S104 (the addresses refused)
 
 
 class SettingsError(ValueError):
@@ -121,7 +125,10 @@ class ProvisionerSettings(StoreSettings):
     review_token: SecretStr | None = Field(default=None, min_length=16)
     # Per-stack workspaces (project and stack settings files) live here, never in the checkout.
     state_dir: Path = Path("/var/lib/clawhosters")
-    bind: str = "127.0.0.1:8787"
+    # The internet-facing listener: the billing webhook and a health check, nothing else.
+    public_bind: str = Field(default="127.0.0.1:8787", pattern=BIND_PATTERN)
+    # The operator and review API, readiness and metrics: an address of the platform's private network.
+    private_bind: str = Field(default="127.0.0.1:8788", pattern=BIND_PATTERN)
     signature_tolerance_seconds: int = Field(default=300, ge=1)
     cancellation_grace_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     max_attempts: int = Field(default=5, ge=1)
@@ -138,6 +145,9 @@ class ProvisionerSettings(StoreSettings):
     http_threads: int = Field(default=16, ge=1, le=256)
     http_body_timeout_seconds: float = Field(default=10, gt=0)
     http_max_connections: int = Field(default=2000, ge=16)
+    # Finished job records older than this are deleted (never a customer's newest event, newest deploy,
+    # newest completed provision or billing job). Longer than Stripe's three days of redelivery.
+    job_retention_days: float = Field(default=30, ge=4)
     # Where customer stacks keep their state, and how their secrets are encrypted.
     pulumi_backend_url: str = "file:///var/lib/clawhosters/pulumi-state"
     pulumi_secrets_provider: str = "passphrase"
@@ -163,6 +173,16 @@ class ProvisionerSettings(StoreSettings):
     def _projects_json(cls, value: Any) -> Any:
         return _from_json(value, "a JSON list")
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        if PREFIX + "BIND" in environ:
+            # Silently ignoring it would leave the webhook on loopback, or an operator's API address unserved.
+            raise SettingsError(
+                "invalid provisioner settings:\n  CLAW_BIND: replaced by two listeners, CLAW_PUBLIC_BIND (the "
+                "billing webhook) and CLAW_PRIVATE_BIND (the operator and review API, metrics)"
+            )
+        return super().from_env(environ)
+
     @field_validator("plans", mode="before")
     @classmethod
     def _plans_json(cls, value: Any) -> Any:
@@ -175,6 +195,26 @@ class ProvisionerSettings(StoreSettings):
                 raise ValueError(
                     f"CLAW_PLANS: {price} buys {plan.server_type!r}, which CLAW_PLATFORM's server_types does not offer"
                 )
+        return self
+
+    @field_validator("public_bind", "private_bind")
+    @classmethod
+    def _port_in_range(cls, bind: str) -> str:
+        if not 0 < int(bind.rpartition(":")[2]) < 65536:
+            raise ValueError("the port must be 1 to 65535")
+        return bind
+
+    @field_validator("private_bind")
+    @classmethod
+    def _private_address(cls, bind: str) -> str:
+        if bind.rpartition(":")[0] in _WILDCARDS:
+            raise ValueError("must name an address of the private network, not every address (the public ones too)")
+        return bind
+
+    @model_validator(mode="after")
+    def _two_listeners(self) -> ProvisionerSettings:
+        if self.public_bind == self.private_bind:
+            raise ValueError("CLAW_PUBLIC_BIND and CLAW_PRIVATE_BIND must differ")
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,14 @@ Jobs take a per-stack lease while they run, and every write a running job makes 
 it commits only while no other worker holds the lease. `holder:<customer>` names the operation that
 is running on the stack; it is cleared only when that operation's CLI exited on its own and left no
 lock, so the next worker to take the stack knows when it has to clear a stale stack lock first.
+
+Every write of a job record also keeps, in the same transaction, what would otherwise need a read of
+every record: each customer's newest completed provision (`provisioned:<customer>`, the settings a
+deploy runs with and the fleet preview reads) and newest completed billing job
+(`completed:<customer>`, whether the stack exists, so billing's change of it goes through the gated
+deploy), the unfinished jobs (`open:<event id>`, what the sweep looks at) and the metrics' counters
+(`metric:*`, changed by increments, so writers never conflict on them). Finished records are pruned
+after the retention period, never one a pointer names.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +43,13 @@ Kind = Literal["provision", "deprovision", "deploy"]
 BILLING_KINDS: tuple[Kind, ...] = ("provision", "deprovision")
 # noted: a billing event that changes nothing for the instance (provisioner.billing); it never runs.
 State = Literal["queued", "running", "done", "failed", "superseded", "stale", "noted"]
+STATES: tuple[State, ...] = ("queued", "running", "done", "failed", "superseded", "stale", "noted")
 FINISHED: tuple[State, ...] = ("done", "failed", "superseded", "stale", "noted")
+# How an attempt at a stack operation ended (its history entry), and the metrics' latency buckets.
+OUTCOMES = ("done", "will retry", "failed", "cancelled")
+ATTEMPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# Written once the index and the counters below exist for every record (JobStore.build_index).
+INDEX_KEY, INDEX_VERSION = "index:version", "1"
 
 
 class HistoryEntry(BaseModel):
@@ -120,9 +135,18 @@ class StoreUnavailable(RuntimeError):
     """The store (SQLite file or Redis) cannot be reached or stays busy."""
 
 
+@dataclass(frozen=True)
+class Add:
+    """A counter's change, applied by the store without reading the counter: concurrent transactions
+    that count never conflict over it."""
+
+    amount: float
+
+
 Reader = Callable[[str], str | None]
+Write = str | Add | None
 # A transaction body: reads what it needs, returns the writes (None deletes a key) or None to abort.
-Change = Callable[[Reader], dict[str, str | None] | None]
+Change = Callable[[Reader], dict[str, Write] | None]
 
 
 @dataclass(frozen=True)
@@ -147,6 +171,8 @@ class KeyValue(Protocol):
 class SqliteKeyValue:
     # Long enough to ride out another process's write, short enough that an outage shows.
     BUSY_SECONDS = 10
+    # Keys per SELECT of `many` (SQLite's limit on parameters is 32,766 since 3.32, 999 before).
+    MANY_BATCH = 500
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,14 +217,21 @@ class SqliteKeyValue:
         return None if row is None else str(row[0])
 
     def keys(self, prefix: str) -> list[str]:
+        # A range on the primary key: the index finds the prefix's keys without reading the others.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         with self._errors():
-            rows = self._connection().execute(
-                "SELECT key FROM claw_kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
-            )
+            rows = self._connection().execute("SELECT key FROM claw_kv WHERE key >= ? AND key < ?", (prefix, upper))
             return [str(row[0]) for row in rows]
 
     def many(self, keys: list[str]) -> list[str | None]:
-        return [self.get(key) for key in keys]
+        found: dict[str, str] = {}
+        with self._errors():
+            for start in range(0, len(keys), self.MANY_BATCH):
+                batch = keys[start : start + self.MANY_BATCH]
+                marks = ",".join("?" * len(batch))
+                rows = self._connection().execute(f"SELECT key, value FROM claw_kv WHERE key IN ({marks})", batch)  # noqa: S608 (placeholders only)
+                found.update((str(key), str(value)) for key, value in rows)
+        return [found.get(key) for key in keys]
 
     def transact(self, change: Change, fence: Fence | None = None) -> bool:
         with self._errors():
@@ -218,6 +251,12 @@ class SqliteKeyValue:
                 for key, value in writes.items():
                     if value is None:
                         db.execute("DELETE FROM claw_kv WHERE key = ?", (key,))
+                    elif isinstance(value, Add):
+                        db.execute(
+                            "INSERT INTO claw_kv VALUES (?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS REAL) + excluded.value",
+                            (key, value.amount),
+                        )
                     else:
                         db.execute("INSERT OR REPLACE INTO claw_kv VALUES (?, ?)", (key, value))
                 if fence is not None:
@@ -326,6 +365,8 @@ class RedisKeyValue:
                         for key, value in writes.items():
                             if value is None:
                                 pipe.delete(key)
+                            elif isinstance(value, Add):
+                                pipe.incrbyfloat(key, value.amount)
                             else:
                                 pipe.set(key, value)
                         if fence is not None:
@@ -358,6 +399,84 @@ def key_value(queue_url: str) -> KeyValue:
     return RedisKeyValue(queue_url)
 
 
+def _job(raw: str | Add | None) -> Job | None:
+    return Job.model_validate_json(raw) if isinstance(raw, str) else None
+
+
+def _counted(old: Job | None, new: Job | None) -> dict[str, float]:
+    """How a job record's write changes the metrics' counters: jobs by state, and the attempts it adds
+    to its history (duration buckets, count, sum)."""
+    changes: dict[str, float] = defaultdict(float)
+    if old is not None:
+        changes[f"metric:jobs:{old.state}"] -= 1
+    if new is not None:
+        changes[f"metric:jobs:{new.state}"] += 1
+        for entry in new.history[len(old.history) if old is not None else 0 :]:
+            if entry.event in OUTCOMES and entry.seconds is not None:
+                prefix = f"metric:attempts:{entry.event}:"
+                for bound in ATTEMPT_BUCKETS:
+                    if entry.seconds <= bound:
+                        changes[f"{prefix}{bound}"] += 1
+                changes[prefix + "count"] += 1
+                changes[prefix + "sum"] += entry.seconds
+    return changes
+
+
+def _is_open(job: Job | None) -> bool:
+    return job is not None and job.state not in FINISHED
+
+
+def _settles(job: Job | None) -> tuple[str, ...]:
+    """The pointers a completed billing job competes for, each held by the customer's newest by order:
+    `completed` (whether the stack exists), and for a provision `provisioned` (its settings)."""
+    if job is None or job.state != "done" or job.kind not in BILLING_KINDS:
+        return ()
+    return ("completed", "provisioned") if job.kind == "provision" else ("completed",)
+
+
+class IndexedKeyValue:
+    """The store's keys, where every write of a job record also keeps, in its transaction, the index and
+    the counters derived from it (see the module's docstring)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self.get, self.keys, self.many, self.ping = kv.get, kv.keys, kv.many, kv.ping
+        self.acquire, self.release = kv.acquire, kv.release
+
+    def transact(self, change: Change, fence: Fence | None = None) -> bool:
+        def indexed(read: Reader) -> dict[str, Write] | None:
+            writes = change(read)
+            if not writes:
+                return writes
+            derived: dict[str, Write] = {}
+            counts: dict[str, float] = defaultdict(float)
+            for key, value in writes.items():
+                if key.startswith("job:"):
+                    old, new = _job(read(key)), _job(value)
+                    for counter, amount in _counted(old, new).items():
+                        counts[counter] += amount
+                    derived.update(self._pointers(read, old, new))
+            derived.update({counter: Add(amount) for counter, amount in counts.items() if amount})
+            return {**writes, **derived}
+
+        return self._kv.transact(indexed, fence)
+
+    @staticmethod
+    def _pointers(read: Reader, old: Job | None, new: Job | None) -> dict[str, Write]:
+        writes: dict[str, Write] = {}
+        job = new or old
+        assert job is not None
+        if _is_open(new) != _is_open(old):
+            writes[f"open:{job.event_id}"] = "1" if _is_open(new) else None
+        for name in _settles(new):
+            key = f"{name}:{job.customer_id}"
+            pointer = read(key)
+            current = _job(read(f"job:{pointer}")) if pointer else None
+            if current is None or current.order <= job.order:
+                writes[key] = job.event_id
+        return writes
+
+
 DeployOutcome = Literal["accepted", "duplicate"]
 # While the customer's billing event is still to run, a deploy waits for it this long between tries.
 DEPLOY_WAIT_SECONDS = 5.0
@@ -372,7 +491,38 @@ class Claim:
 
 class JobStore:
     def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+        self.kv: KeyValue = IndexedKeyValue(kv)
+
+    def build_index(self) -> bool:
+        """Derive the index and the counters from every job record, once per store, so that a store an
+        earlier version wrote gains them; True when this call built them. Every process calls it before
+        its first write (processes of an earlier version, which do not keep the index, must be stopped)."""
+        if self.kv.get(INDEX_KEY) == INDEX_VERSION:
+            return False
+        counts: dict[str, float] = dict.fromkeys(self.kv.keys("metric:"), 0.0)
+        writes: dict[str, Write] = dict.fromkeys(
+            self.kv.keys("open:") + self.kv.keys("provisioned:") + self.kv.keys("completed:")
+        )
+        newest: dict[str, Job] = {}  # by pointer
+        for job in self.jobs():
+            for counter, amount in _counted(None, job).items():
+                counts[counter] = counts.get(counter, 0.0) + amount
+            if _is_open(job):
+                writes[f"open:{job.event_id}"] = "1"
+            for key in (f"{name}:{job.customer_id}" for name in _settles(job)):
+                if key not in newest or newest[key].order < job.order:
+                    newest[key] = job
+        writes.update({key: job.event_id for key, job in newest.items()})
+        writes.update({counter: str(amount) for counter, amount in counts.items()})
+        writes[INDEX_KEY] = INDEX_VERSION
+        return self.kv.transact(lambda read: None if read(INDEX_KEY) == INDEX_VERSION else writes)
+
+    def counters(self) -> dict[str, float]:
+        """The metrics' counters (`metric:*`, see IndexedKeyValue), absent ones as 0."""
+        names = [f"metric:jobs:{state}" for state in STATES] + [
+            f"metric:attempts:{outcome}:{part}" for outcome in OUTCOMES for part in (*ATTEMPT_BUCKETS, "count", "sum")
+        ]
+        return {name: float(value or 0) for name, value in zip(names, self.kv.many(names), strict=True)}
 
     @staticmethod
     def _lock(customer_id: str) -> str:
@@ -383,10 +533,10 @@ class JobStore:
         return self._read_job(read, read(f"customer:{customer_id}"))
 
     @staticmethod
-    def make_newest(latest: Job | None, job: Job) -> dict[str, str | None]:
+    def make_newest(latest: Job | None, job: Job) -> dict[str, Write]:
         """The writes that store `job` as its customer's newest billing job, superseding `latest` if it
         has not started (part of the transaction that read `latest`)."""
-        writes: dict[str, str | None] = {f"customer:{job.customer_id}": job.event_id}
+        writes: dict[str, Write] = {f"customer:{job.customer_id}": job.event_id}
         if latest is not None and latest.state == "queued":
             latest.state = "superseded"
             latest.note("superseded", detail=f"by {job.event_id}")
@@ -400,7 +550,7 @@ class JobStore:
         never touches the customer's billing events."""
         result: list[tuple[DeployOutcome, Job] | DeployRefused] = []
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             result.clear()
             existing = read(f"job:{job.event_id}")
             if existing is not None:
@@ -415,7 +565,7 @@ class JobStore:
                 return None
             fresh = job.model_copy(deep=True)
             fresh.note("accepted")
-            writes: dict[str, str | None] = {}
+            writes: dict[str, Write] = {}
             earlier = self._read_job(read, read(f"deploy:{job.customer_id}"))
             if earlier is not None and earlier.state == "queued":
                 earlier.state = "superseded"
@@ -451,36 +601,24 @@ class JobStore:
 
     def last_provisioned(self, customer_id: str) -> Job | None:
         """The newest provision that completed: the settings the customer's stack last had."""
-        done = [
-            job
-            for job in self.jobs()
-            if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
-        ]
-        return max(done, key=lambda job: job.order, default=None)
+        return self._read_job(self.kv.get, self.kv.get(f"provisioned:{customer_id}"))
 
     def stack_exists(self, customer_id: str) -> bool:
         """Whether the customer's newest completed billing job is a provision (a completed decommission
         removes the stack): a change to it then goes through the gated deploy."""
-        done = [
-            job
-            for job in self.jobs()
-            if job.customer_id == customer_id and job.kind in BILLING_KINDS and job.state == "done"
-        ]
-        newest = max(done, key=lambda job: job.order, default=None)
-        return newest is not None and newest.kind == "provision"
+        completed = self._read_job(self.kv.get, self.kv.get(f"completed:{customer_id}"))
+        return completed is not None and completed.kind == "provision"
 
     def deployable(self) -> list[str]:
         """Every customer with a completed provision whose newest event is not a cancellation, sorted:
         the fleet's stacks."""
-        jobs = {job.event_id: job for job in self.jobs()}
-        keys = self.kv.keys("customer:")
-        pointers = zip(keys, self.kv.many(keys), strict=True)
-        newest = {key.removeprefix("customer:"): jobs.get(event_id or "") for key, event_id in pointers}
-        provisioned = {job.customer_id for job in jobs.values() if job.kind == "provision" and job.state == "done"}
+        customers = [key.removeprefix("provisioned:") for key in self.kv.keys("provisioned:")]
+        newest_ids = self.kv.many([f"customer:{customer}" for customer in customers])
+        newest = self.kv.many([f"job:{event_id}" for event_id in newest_ids])
         return sorted(
             customer
-            for customer in provisioned
-            if (latest := newest.get(customer)) is not None and latest.kind != "deprovision"
+            for customer, raw in zip(customers, newest, strict=True)
+            if (latest := _job(raw)) is not None and latest.kind != "deprovision"
         )
 
     def project_of(self, customer_id: str, projects: list[str]) -> str:
@@ -488,7 +626,7 @@ class JobStore:
         fewest customers so far, and kept (a server cannot move between projects)."""
         chosen: list[str] = []
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             chosen.clear()
             assigned = read(f"project:{customer_id}")
             if assigned is not None:
@@ -509,7 +647,7 @@ class JobStore:
         wait: list[float] = []
         refill = per_hour / 3600
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             wait.clear()
             raw = read(f"budget:{project}")
             tokens, updated = (float(part) for part in raw.split()) if raw else (float(per_hour), now)
@@ -535,7 +673,7 @@ class JobStore:
         run (finished, superseded, not the customer's newest), or the seconds until it is due."""
         outcome: list[Claim | float | None] = []
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             outcome.clear()
             raw = read(f"job:{event_id}")
             job = Job.model_validate_json(raw) if raw else None
@@ -559,7 +697,7 @@ class JobStore:
                 return None
             holder_raw = read(f"holder:{job.customer_id}")
             previous = Holder.model_validate_json(holder_raw) if holder_raw else None
-            writes: dict[str, str | None] = {}
+            writes: dict[str, Write] = {}
             if previous is not None and previous.event_id != event_id:
                 earlier_raw = read(f"job:{previous.event_id}")
                 earlier = Job.model_validate_json(earlier_raw) if earlier_raw else None
@@ -604,8 +742,8 @@ class JobStore:
         """Write a running job's progress, fenced by its stack lease; `operation_ended` says the CLI
         exited on its own and left no lock, so the stack holds no lock of ours any more."""
 
-        def change(read: Reader) -> dict[str, str | None]:
-            writes: dict[str, str | None] = {f"job:{job.event_id}": job.model_dump_json()}
+        def change(read: Reader) -> dict[str, Write]:
+            writes: dict[str, Write] = {f"job:{job.event_id}": job.model_dump_json()}
             if operation_ended:
                 holder = read(f"holder:{job.customer_id}")
                 if holder is not None and Holder.model_validate_json(holder).worker == owner:
@@ -618,7 +756,7 @@ class JobStore:
         """Queue a failed job again; the reason when it may not be (then nothing changes)."""
         refusal: list[str] = []
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             refusal.clear()
             raw = read(f"job:{event_id}")
             job = Job.model_validate_json(raw) if raw else None
@@ -639,7 +777,7 @@ class JobStore:
     def defer(self, event_id: str, until: float) -> None:
         """Hold a queued job back until `until` (the sweep queues it again only once it is due)."""
 
-        def change(read: Reader) -> dict[str, str | None] | None:
+        def change(read: Reader) -> dict[str, Write] | None:
             raw = read(f"job:{event_id}")
             job = Job.model_validate_json(raw) if raw else None
             if job is None or job.state != "queued" or job.run_after >= until:
@@ -650,5 +788,30 @@ class JobStore:
         self.kv.transact(change)
 
     def runnable(self, now: float) -> list[Job]:
-        """Jobs that should be in the queue: not finished, and due."""
-        return [job for job in self.jobs() if job.state in ("queued", "running") and job.run_after <= now]
+        """Jobs that should be in the queue: not finished, and due; oldest first."""
+        keys = [f"job:{key.removeprefix('open:')}" for key in self.kv.keys("open:")]
+        found = [job for raw in self.kv.many(keys) if (job := _job(raw)) is not None]
+        due = [job for job in found if job.state in ("queued", "running") and job.run_after <= now]
+        return sorted(due, key=lambda job: job.received)
+
+    def prune(self, before: float) -> int:
+        """Delete the finished job records last changed before `before`, but never one that a customer's
+        newest-event, newest-deploy, newest-provision or newest-completed pointer names: ordering, a
+        redelivery's deduplication, the stack's settings and whether it exists rest on those. The number
+        deleted."""
+        pruned = 0
+        for job in self.jobs():
+            if job.state not in FINISHED or job.updated >= before:
+                continue
+
+            def change(read: Reader, event_id: str = job.event_id) -> dict[str, Write] | None:
+                current = _job(read(f"job:{event_id}"))
+                if current is None or current.state not in FINISHED or current.updated >= before:
+                    return None
+                pointers = ("customer", "deploy", "provisioned", "completed")
+                if any(read(f"{pointer}:{current.customer_id}") == event_id for pointer in pointers):
+                    return None
+                return {f"job:{event_id}": None}
+
+            pruned += self.kv.transact(change)
+        return pruned

@@ -272,7 +272,7 @@ def test_a_stack_without_a_settings_file_is_previewed_with_the_settings_from_the
     platform = json.dumps({"provisioner_cidrs": ["203.0.113.0/28"]})
     with running(request, tmp_path, "sqlite", platform) as api:
         _provisioned(api.env["CLAW_QUEUE_URL"], "example")
-        reviewer = Provisioner(url=api.url, token=SecretStr(REVIEW_TOKEN))
+        reviewer = Provisioner(url=api.private_url, token=SecretStr(REVIEW_TOKEN))
         desired = reviewer.settings
         read_tokens = ProjectReadTokens(reviewer, {"acme": SecretStr(ACME)})
 

@@ -100,7 +100,13 @@ class Provisioner:
 
     @property
     def url(self) -> str:
-        return f"http://{self.env['CLAW_BIND']}"
+        """The public listener's: the billing webhook and a health check."""
+        return f"http://{self.env['CLAW_PUBLIC_BIND']}"
+
+    @property
+    def private_url(self) -> str:
+        """The private listener's: the operator and review API, readiness and metrics."""
+        return f"http://{self.env['CLAW_PRIVATE_BIND']}"
 
     def start(self, role: str, *arguments: str) -> None:
         with (self.records.parent / f"{role}.log").open("ab") as log:
@@ -152,7 +158,7 @@ class Provisioner:
         self, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN
     ) -> tuple[int, dict[str, Any]]:
         """The operator API."""
-        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method)
+        request = urllib.request.Request(f"{self.private_url}{path}", data=body, method=method)
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         return _call(request)
@@ -203,7 +209,8 @@ def deploy(
         "CLAW_QUEUE_URL": queue_url,
         "CLAW_STATE_DIR": str(tmp_path / "state"),
         "CLAW_PLATFORM": platform,
-        "CLAW_BIND": f"127.0.0.1:{free_port()}",
+        "CLAW_PUBLIC_BIND": f"127.0.0.1:{free_port()}",
+        "CLAW_PRIVATE_BIND": f"127.0.0.1:{free_port()}",
         # The real AutomationRunner, driving the stand-in pulumi CLI (tests/provisioner/bin/pulumi); a
         # deploy's health gate asks the stand-in's hosts (tests/provisioner/hosts.py).
         "CLAW_PULUMI_BINARY": str(Path(__file__).parent / "bin" / "pulumi"),
@@ -223,7 +230,8 @@ def deploy(
     }
     deployment = Provisioner(env, records, backend, server)
     deployment.start("serve")
-    wait_for("the webhook endpoint", lambda: _connects(int(env["CLAW_BIND"].rsplit(":", 1)[1])))
+    for listener in ("CLAW_PUBLIC_BIND", "CLAW_PRIVATE_BIND"):
+        wait_for(listener, lambda listener=listener: _connects(int(env[listener].rsplit(":", 1)[1])))
     return deployment
 
 

@@ -247,7 +247,9 @@ def main(argv: list[str]) -> int:
         case ["stack", "export"]:
             print(json.dumps({"version": 3, "deployment": {"pending_operations": stack.state()["pending_operations"]}}))
         case ["stack", "import"]:
-            imported = json.loads(Path(flags["--file"][0]).read_text())
+            # As the CLI reads it: the file --file names, else stdin.
+            source = flags.get("--file")
+            imported = json.loads(Path(source[0]).read_text() if source else sys.stdin.read())
             pending = imported["deployment"].get("pending_operations") or []
             stack.save_state({**stack.state(), "pending_operations": pending})
         case ["stack", "rm"]:

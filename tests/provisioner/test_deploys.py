@@ -235,7 +235,7 @@ def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_sett
     provisioned = {record["customer"]: record["config"] for record in records(provisioner.records, "up")}
 
     state = tmp_path / "rollout.json"
-    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.url}
+    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.private_url}
     del env["HCLOUD_TOKEN"]  # the rollout never holds a Hetzner token
     waves = ["--canary", "customer-acme", "--first-batch", "1", "--seed", "7"]
     rollout = subprocess.run(
@@ -276,7 +276,7 @@ def test_an_operators_up_of_one_stack_is_a_deploy_job_on_the_workers(sqlite_prov
     provisioner.post(signup("acme"))
     wait_for("acme ready", lambda: provisioner.status("acme") == "ready", timeout=60)
     provisioned = records(provisioner.records, "up")[-1]
-    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.url}
+    env = {**provisioner.env, "CLAW_PROVISIONER_URL": provisioner.private_url}
     del env["HCLOUD_TOKEN"]
 
     one = _fleet(env, "up", "--provisioner", "--stack", "customer-acme")
@@ -307,3 +307,21 @@ def test_an_operators_up_of_one_stack_is_a_deploy_job_on_the_workers(sqlite_prov
     assert unset.returncode == 2 and "not set: CLAW_OPERATOR_TOKEN" in unset.stderr
     local = _fleet(env, "up", "--stack", "customer-acme", "--commit", "a" * 40)
     assert local.returncode == 2 and "--commit: only with --provisioner" in local.stderr
+
+
+def test_a_token_never_goes_to_the_provisioner_over_plain_http_but_on_loopback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {control.URL_VARIABLE: "http://10.0.0.2:8788", control.TOKEN_VARIABLE: TOKEN}
+    with pytest.raises(control.ProvisionerError, match=r"CLAW_PROVISIONER_URL must be https://.*\(10\.0\.0\.2\)"):
+        control.Provisioner.from_env(environ)
+    for url in ("https://provisioner.internal:8788", "http://127.0.0.1:8788", "http://[::1]:8788", "http://localhost"):
+        assert control.Provisioner.from_env({**environ, control.URL_VARIABLE: url}).url == url
+    with pytest.raises(ValidationError, match="must be https://"):
+        control.Provisioner(url="http://provisioner.internal", token=SecretStr(TOKEN))
+    rollout = ["rollout", "--provisioner", "--state", "/nonexistent/rollout.json"]
+    for command in (["preview", "--settings-from-provisioner"], rollout, ["up", "--provisioner"]):
+        reviewer = {control.URL_VARIABLE: "http://provisioner.internal:8788", control.REVIEW_TOKEN_VARIABLE: TOKEN}
+        with patch.dict(os.environ, {**reviewer, control.TOKEN_VARIABLE: TOKEN}):
+            assert fleet_main([*command, "--stack", "customer-acme"]) == 2, command
+        assert "CLAW_PROVISIONER_URL must be https://" in capsys.readouterr().err, command

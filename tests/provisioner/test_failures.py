@@ -329,10 +329,11 @@ def test_10_bad_headers_get_an_http_answer(provisioner: Provisioner) -> None:
     assert provisioner.post(body, signature="t=1,v1=\u00e9\u00e9")[0] == 400
     answer = _raw(provisioner, b"POST /webhooks/billing HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    # A chunked body is read as any other, counted against the limit (test_listeners.py).
     answer = _raw(
         provisioner, b"POST /webhooks/billing HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     )
-    assert answer.startswith(b"HTTP/1.1 411"), answer[:80]
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
     assert provisioner.get("/jobs")[1] == {"jobs": []}
 
 
@@ -355,7 +356,7 @@ def test_metrics_show_jobs_attempts_and_queue_depth(sqlite_provisioner: Provisio
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready")
-    with urllib.request.urlopen(f"{provisioner.url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{provisioner.private_url}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert 'claw_jobs{state="done"} 1.0' in text
     assert 'claw_attempt_seconds_count{outcome="done"} 1.0' in text

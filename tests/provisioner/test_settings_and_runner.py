@@ -85,6 +85,12 @@ def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
         ({**GOOD, "CLAW_PLANS": '{"price 1": {"server_type": "cx23"}}'}, "CLAW_PLANS.price 1"),
         ({**GOOD, "CLAW_PLANS": '{"price_1": {"server_type": "CX23"}}'}, "CLAW_PLANS.price_1.server_type"),
         ({**GOOD, "CLAW_PLANS": '{"price_1": {"server_type": "cx99"}}'}, "CLAW_PLANS: price_1 buys 'cx99', which"),
+        ({**GOOD, "CLAW_BIND": "0.0.0.0:8787"}, "CLAW_BIND: replaced by two listeners, CLAW_PUBLIC_BIND"),
+        ({**GOOD, "CLAW_PRIVATE_BIND": "0.0.0.0:8788"}, "CLAW_PRIVATE_BIND: must name an address of the private"),
+        ({**GOOD, "CLAW_PRIVATE_BIND": "[::]:8788"}, "CLAW_PRIVATE_BIND: must name an address of the private"),
+        ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:8788"}, "CLAW_PUBLIC_BIND and CLAW_PRIVATE_BIND must differ"),
+        ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:99999"}, "CLAW_PUBLIC_BIND: the port must be 1 to 65535"),
+        ({**GOOD, "CLAW_JOB_RETENTION_DAYS": "1"}, "CLAW_JOB_RETENTION_DAYS"),
     ],
 )
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:
