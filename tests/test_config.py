@@ -16,8 +16,8 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from config.hetzner import HETZNER
 from config.loader import stack_config
-from lab.hcloud_api.catalog import SERVER_TYPES
 from tests.keys import public_key
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
@@ -233,7 +233,7 @@ def test_server_types_come_from_the_platform_allow_list() -> None:
 
 def test_the_default_and_every_offered_type_are_orderable_today() -> None:
     now = datetime.now(UTC)
-    sold = {server_type.name for server_type in SERVER_TYPES if server_type.orderable_anywhere(now)}
+    sold = {server_type.name for server_type in HETZNER.server_types if server_type.orderable_anywhere(now)}
     assert CustomerConfig.model_fields["server_type"].default == "cx23"
     assert set(PlatformConfig().server_types) <= sold
     assert not {f"cx{n}2" for n in "2345"} & sold, "cx22-cx52 are unorderable since 2025-12-31"
