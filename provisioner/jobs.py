@@ -34,11 +34,13 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
+from fleet import resize
 from fleet.desired import stack_config
 from fleet.rollout import DeployFailed
+from provisioner import placement
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import Claim, Job, JobStore, StoreUnavailable, key_value
+from provisioner.store import Claim, Job, JobStore, Placement, StoreUnavailable, key_value
 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
@@ -285,6 +287,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                     f"cleared: {', '.join(cleared) or 'nothing'}",
                 )
             if job.kind == "provision":
+                job.config = _placed(job, config, project, owner)
                 job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
             elif job.kind == "deploy":
                 job.outputs = _deploy(job, config, project, output)
@@ -304,7 +307,8 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     if failure is not None:
         job.last_error = _describe(failure)
         # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
-        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed):
+        # A signup nothing could be placed for waits for an operator (plans, or a retry once Hetzner has stock).
+        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed | placement.NoPlacement):
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
             _record(job, owner, config, operation_ended=not stale)
@@ -334,6 +338,30 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {said[-900:]}"
 
 
+def _placed(job: Job, config: ProvisionerSettings, project: str, owner: str) -> dict[str, str]:
+    """The signup's settings on the customer's placement: the one recorded, or, for a new customer, the
+    first choice of their plan Hetzner has available now, recorded before anything is created."""
+    recorded = store().placement(job.customer_id)
+    how = "as recorded"
+    if recorded is None:
+        fresh, how = _place(job, config, project)
+        recorded = store().record_placement(job.customer_id, fresh, owner, config.lease_seconds)
+        if recorded is None:
+            raise RuntimeError("the stack lease passed to another worker before the placement was recorded")
+    job.note("placed", attempt=job.attempts, detail=f"{recorded.server_type} in {recorded.location}, {how}")
+    return placement.placed_config(job.config, recorded)
+
+
+def _place(job: Job, config: ProvisionerSettings, project: str) -> tuple[Placement, str]:
+    previous = store().last_finished_billing(job.customer_id)
+    if previous is not None and previous.kind == "provision":
+        # Provisioned before placements were recorded: its server runs what that provision ran.
+        return placement.adopted(previous), f"kept from {previous.event_id}"
+    token = config.hetzner_read_tokens(os.environ)[project].get_secret_value()
+    available = placement.read_availability(resize.hetzner_client({"HCLOUD_TOKEN": token}), stopped=STOP.is_set)
+    return placement.place(config.plans, job.plan, available)
+
+
 def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
     """The customer's last provisioned settings, previewed with the pack, `up` held to that plan, then
     the health gate (fleet.rollout.DeployStack); a drift repair refreshes the stack's state first."""
@@ -359,6 +387,8 @@ def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Ca
     runner().destroy(project, job.customer_id, output)
     job.note("destroyed", attempt=job.attempts)
     runner().remove(project, job.customer_id, output)
+    # The server is gone: a new signup of the customer is placed afresh.
+    store().release_placement(job.customer_id, worker_id(), config.lease_seconds)
 
 
 def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ended: bool) -> bool:

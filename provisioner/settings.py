@@ -10,6 +10,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from config.customer import PlatformConfig
+from config.placement import DEFAULT_PLAN, DEFAULT_PLANS, PlanName, Preferences
 
 PREFIX = "CLAW_"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
@@ -89,6 +90,9 @@ class HetznerProject(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     # The environment variable that holds the project's token: the token itself is never in settings.
     token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # The variable of the project's read-only token, which placing a new customer reads Hetzner's
+    # availability with; without one, the project's token is used.
+    read_token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     requests_per_hour: int = Field(default=3000, ge=1, le=3600)
 
 
@@ -133,11 +137,32 @@ class ProvisionerSettings(StoreSettings):
     program_commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
     # module:attribute of the StackRunner factory; the Automation API by default.
     runner: str = "provisioner.runner:AutomationRunner"
+    # Where a new customer's server goes, per plan: the first (server type, location) Hetzner has
+    # available when the customer signs up (provisioner/placement.py). Must hold DEFAULT_PLAN.
+    plans: dict[PlanName, Preferences] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     @field_validator("hetzner_projects", mode="before")
     @classmethod
     def _projects_json(cls, value: Any) -> Any:
         return _from_json(value, "a JSON list")
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _plans_json(cls, value: Any) -> Any:
+        return _from_json(value, "a JSON object")
+
+    @model_validator(mode="after")
+    def _plans_runnable(self) -> ProvisionerSettings:
+        if DEFAULT_PLAN not in self.plans:
+            raise ValueError(f"CLAW_PLANS: plan {DEFAULT_PLAN!r} is missing (a signup that names no plan gets it)")
+        offered = self.platform.server_types
+        for plan, choices in self.plans.items():
+            if refused := [str(choice) for choice in choices if choice.server_type not in offered]:
+                raise ValueError(
+                    f"CLAW_PLANS: plan {plan!r} places on {', '.join(refused)}, which CLAW_PLATFORM's "
+                    "server_types does not allow (the program would refuse the stack)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cancel_within_lease(self) -> ProvisionerSettings:
@@ -163,3 +188,18 @@ class ProvisionerSettings(StoreSettings):
         if missing:
             raise SettingsError(f"CLAW_HETZNER_PROJECTS: token variable not set: {', '.join(missing)}")
         return {project.name: SecretStr(environ[project.token_env]) for project in self.hetzner_projects}
+
+    def hetzner_read_tokens(self, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+        """Each project's read-only token, or its token where it has none configured."""
+        missing = [
+            project.read_token_env
+            for project in self.hetzner_projects
+            if project.read_token_env is not None and not environ.get(project.read_token_env)
+        ]
+        if missing:
+            raise SettingsError(f"CLAW_HETZNER_PROJECTS: read token variable not set: {', '.join(missing)}")
+        tokens = self.hetzner_tokens(environ)
+        return {
+            project.name: SecretStr(environ[project.read_token_env]) if project.read_token_env else tokens[project.name]
+            for project in self.hetzner_projects
+        }

@@ -69,6 +69,9 @@ class Job(BaseModel):
     refresh: bool = False
     # The Hetzner project the customer's servers live in, once a worker has run the job.
     project: str | None = None
+    # A provision: the customer's plan, which places a new server (provisioner/placement.py); None:
+    # the platform's default plan.
+    plan: str | None = None
     received: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
     history: list[HistoryEntry] = Field(default_factory=list)
@@ -95,6 +98,19 @@ _STATUS = {
     "deprovision": ("deprovisioned", "deprovisioning"),
     "deploy": ("deployed", "deploying"),
 }
+
+
+class Placement(BaseModel):
+    """Where a customer's server is: chosen once, when the customer is first placed, and kept until a
+    cancellation has removed the server, whatever Hetzner's stock or the plans do later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_type: str
+    location: str
+    # The plan it was chosen for; None for a customer provisioned before placements were recorded.
+    plan: str | None
+    at: float
 
 
 class Holder(BaseModel):
@@ -473,6 +489,44 @@ class JobStore:
             if job.customer_id == customer_id and job.kind == "provision" and job.state == "done"
         ]
         return max(done, key=lambda job: job.order, default=None)
+
+    def last_finished_billing(self, customer_id: str) -> Job | None:
+        """The customer's newest billing event that completed: a provision (a server runs) or a
+        deprovision (none does)."""
+        done = [
+            job
+            for job in self.jobs()
+            if job.customer_id == customer_id and job.kind in BILLING_KINDS and job.state == "done"
+        ]
+        return max(done, key=lambda job: job.order, default=None)
+
+    def placement(self, customer_id: str) -> Placement | None:
+        raw = self.kv.get(f"placement:{customer_id}")
+        return None if raw is None else Placement.model_validate_json(raw)
+
+    def record_placement(self, customer_id: str, placement: Placement, owner: str, seconds: float) -> Placement | None:
+        """Record where the customer's server goes, unless a placement is recorded already: the one
+        recorded, or None when another worker holds the stack (nothing is written then)."""
+        recorded: list[Placement] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            recorded.clear()
+            existing = read(f"placement:{customer_id}")
+            if existing is not None:
+                recorded.append(Placement.model_validate_json(existing))
+                return None
+            recorded.append(placement)
+            return {f"placement:{customer_id}": placement.model_dump_json()}
+
+        # The fence is checked before `change` reads anything: nothing recorded means fenced out.
+        self.kv.transact(change, Fence(self._lock(customer_id), owner, seconds))
+        return recorded[0] if recorded else None
+
+    def release_placement(self, customer_id: str, owner: str, seconds: float) -> bool:
+        """Forget the placement once the customer's server is gone: a new signup is placed afresh."""
+        return self.kv.transact(
+            lambda _read: {f"placement:{customer_id}": None}, Fence(self._lock(customer_id), owner, seconds)
+        )
 
     def deployable(self) -> list[str]:
         """Every customer with a completed provision whose newest event is not a cancellation, sorted:

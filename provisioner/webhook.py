@@ -25,8 +25,9 @@ DEPROVISION_EVENTS = ("customer.subscription.deleted",)
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9]{1,64}")
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# Keys the provisioner itself writes into a stack (see jobs.desired_config).
-RESERVED_KEYS = ("decommission",)
+# Keys the provisioner itself writes into a stack (see jobs.desired_config); where the server goes is
+# the platform's placement for the customer's plan (provisioner/placement.py).
+RESERVED_KEYS = ("decommission", "server_type", "location")
 # Nothing a setting legitimately holds: newlines and other control characters slip past `$` checks.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
