@@ -25,6 +25,7 @@ import requests
 
 from provisioner.store import JobStore, key_value
 from provisioner.webhook import sign
+from tests.conftest import PROJECT_READ_TOKEN, PROJECT_TOKEN
 from tests.hcloud_api.conftest import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +33,7 @@ SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
 REVIEW_TOKEN = "review-token-0123456789"
 PLATFORM = json.dumps({"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]})
-# The workers' Hetzner project, its token and its read-only token (which placement reads with).
-HETZNER_TOKEN = "W" * 32 + "rite" * 8
-HETZNER_READ_TOKEN = "R" * 32 + "read" * 8
+# The workers' Hetzner project (on the session's emulator, tests/conftest.py `hetzner_api`).
 PROJECTS = json.dumps([{"name": "default", "token_env": "HCLOUD_TOKEN", "read_token_env": "HCLOUD_READ_TOKEN"}])
 
 
@@ -93,21 +92,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def _connects(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture(scope="session")
-def hetzner_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """Hetzner, as the workers' placement sees it: every type in stock unless a test says otherwise."""
-    tokens = [
-        {"project": "default", "token": HETZNER_TOKEN},
-        {"project": "default", "token": HETZNER_READ_TOKEN, "read_only": True},
-    ]
-    emulator = Emulator(tmp_path_factory.mktemp("hetzner"), {"tokens": tokens})
-    emulator.start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 @contextmanager
@@ -246,8 +230,8 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path, backend: str, platfor
         # A worker needs its Hetzner projects' tokens; the stand-in CLI never calls Hetzner, a signup's
         # placement reads the emulator's availability with the read-only one.
         "CLAW_HETZNER_PROJECTS": PROJECTS,
-        "HCLOUD_TOKEN": HETZNER_TOKEN,
-        "HCLOUD_READ_TOKEN": HETZNER_READ_TOKEN,
+        "HCLOUD_TOKEN": PROJECT_TOKEN,
+        "HCLOUD_READ_TOKEN": PROJECT_READ_TOKEN,
         "HCLOUD_ENDPOINT": f"{hetzner.url}/v1",
         "PYTHONPATH": str(REPO),
     }

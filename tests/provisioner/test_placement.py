@@ -13,8 +13,9 @@ from config.placement import DEFAULT_PLANS, Choice
 from provisioner.placement import NoPlacement, adopted, place, read_availability
 from provisioner.store import Job, JobStore, Placement, key_value
 from provisioner.webhook import parse
+from tests.conftest import PROJECT_READ_TOKEN
 from tests.hcloud_api.conftest import Emulator
-from tests.provisioner.conftest import HETZNER_READ_TOKEN, Provisioner, sold_out, wait_for
+from tests.provisioner.conftest import Provisioner, sold_out, wait_for
 from tests.provisioner.events import IMAGE, cancellation, signup
 from tests.provisioner.standin import records
 
@@ -25,7 +26,7 @@ PLANS = {
 
 
 def _reader(hetzner: Emulator) -> Client:
-    return hetzner.client(HETZNER_READ_TOKEN)
+    return hetzner.client(PROJECT_READ_TOKEN)
 
 
 def test_the_first_choice_hetzner_has_available_is_taken(hetzner_api: Emulator) -> None:
