@@ -4,6 +4,7 @@ store and kept for the running server; and the same through real workers."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from hcloud import Client
 
 from config.placement import DEFAULT_PLANS, Choice
 from provisioner.placement import NoPlacement, adopted, place, read_availability
+from provisioner.settings import ProvisionerSettings, SettingsError
 from provisioner.store import Job, JobStore, Placement, key_value
 from provisioner.webhook import parse
 from tests.conftest import PROJECT_READ_TOKEN
@@ -18,6 +20,7 @@ from tests.hcloud_api.conftest import Emulator
 from tests.provisioner.conftest import Provisioner, sold_out, wait_for
 from tests.provisioner.events import IMAGE, cancellation, signup
 from tests.provisioner.standin import records
+from tests.provisioner.test_settings_and_runner import GOOD
 
 PLANS = {
     "standard": DEFAULT_PLANS["standard"],
@@ -53,6 +56,26 @@ def test_nothing_available_or_an_unknown_plan_fails_naming_the_plan(hetzner_api:
     )
     with pytest.raises(NoPlacement, match=r"plan 'gold' is not one of the platform's plans \(overseas, standard\)"):
         place(PLANS, "gold", available)
+
+
+@pytest.mark.parametrize(
+    ("plans", "named"),
+    [
+        ('{"pro": [{"server_type": "cpx22", "location": "fsn1"}]}', "CLAW_PLANS: plan 'standard' is missing"),
+        ('{"standard": [{"server_type": "cx23", "location": "ash"}]}', "Hetzner does not sell cx23 in 'ash'"),
+        ('{"standard": [{"server_type": "ccx13", "location": "fsn1"}]}', "places on ccx13 in fsn1, which CLAW_"),
+        ('{"standard": []}', "CLAW_PLANS.standard: Tuple should have at least 1 item"),
+        ('{"Standard!": [{"server_type": "cpx22", "location": "fsn1"}]}', "CLAW_PLANS.Standard!.[key]"),
+    ],
+)
+def test_plans_are_checked_when_the_provisioner_starts(plans: str, named: str) -> None:
+    assert ProvisionerSettings.from_env(GOOD).plans == dict(DEFAULT_PLANS)
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        ProvisionerSettings.from_env({**GOOD, "CLAW_PLANS": plans})
+    read = {**GOOD, "CLAW_HETZNER_PROJECTS": '[{"name": "p", "token_env": "T", "read_token_env": "R"}]', "T": "t"}
+    with pytest.raises(SettingsError, match="read token variable not set: R"):
+        ProvisionerSettings.from_env(read).hetzner_read_tokens(read)
+    assert ProvisionerSettings.from_env(read).hetzner_read_tokens({**read, "R": "r"})["p"].get_secret_value() == "r"
 
 
 def test_a_placement_is_recorded_once_under_the_stack_lease(stores: tuple[JobStore, JobStore]) -> None:
