@@ -316,7 +316,8 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     if failure is not None:
         job.last_error = _describe(failure)
         # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
-        # A signup nothing could be placed for waits for an operator (plans, or a retry once Hetzner has stock).
+        # A job no choice of its plan fits (nothing available for a signup, nothing a running server can be
+        # resized to in its location) waits for an operator: the plans, or a retry once Hetzner has stock.
         if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed | placement.NoPlacement):
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
