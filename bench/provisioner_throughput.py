@@ -1,7 +1,8 @@
 """Jobs per second through the provisioner, and each event's time from webhook to finished job, with
 a stand-in stack runner that does no work, on SQLite and on Redis, with 1 and 4 worker processes.
 
-Real `serve` and `worker` processes and a real Redis server are started and stopped by PID.
+Real `serve` and `worker` processes, a real Redis server and the lab's emulation of Hetzner's API
+(which each signup's placement reads) are started and stopped by PID.
 
     python -m bench.provisioner_throughput [--jobs 200] [--repeat 3]
 """
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Throwaway credentials of a benchmark run on loopback.
 SECRET = "whsec_bench_0123456789abcdef"  # noqa: S105
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105
+HETZNER_TOKEN = "bench" + "0" * 59
 
 
 class NoopRunner:
@@ -94,7 +96,7 @@ def _request(url: str, body: bytes | None = None, headers: dict[str, str] | None
         return result
 
 
-def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[float, float, list[float]]:
+def _run(queue_url: str, hetzner: str, workers: int, jobs: int, directory: Path) -> tuple[float, float, list[float]]:
     """(intake seconds, seconds from the first event to the last finished job, each event's seconds
     from its webhook to its finished job)."""
     bind, private = f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}"
@@ -108,8 +110,10 @@ def _run(queue_url: str, workers: int, jobs: int, directory: Path) -> tuple[floa
         "CLAW_PUBLIC_BIND": bind,
         "CLAW_PRIVATE_BIND": private,
         "CLAW_RUNNER": "bench.provisioner_throughput:NoopRunner",
-        # A worker starts only with its Hetzner project's token; the runner above never uses it.
-        "HCLOUD_TOKEN": "bench-" + "0" * 58,
+        # A worker starts only with its Hetzner project's token; the runner above never uses it, each
+        # signup's placement reads the emulator's availability with it.
+        "HCLOUD_TOKEN": HETZNER_TOKEN,
+        "HCLOUD_ENDPOINT": hetzner,
         # The queue's own overhead: each job's share of the Hetzner budget is the least there is, so no
         # job waits for it (bench.hetzner_requests measures what operations really ask of Hetzner).
         "CLAW_HETZNER_REQUESTS_PER_OPERATION": "1",
@@ -165,12 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     if redis_binary is None:
         parser.error("needs redis-server")
     rows = []
-    with tempfile.TemporaryDirectory() as temporary, _processes() as redis:
+    with tempfile.TemporaryDirectory() as temporary, _processes() as services:
         directory = Path(temporary)
         redis_port = _port()
         command = [redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", temporary]
-        redis.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True))
+        services.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True))
         _wait(lambda: socket.socket().connect_ex(("127.0.0.1", redis_port)) == 0, 20)
+        hetzner_port = _port()
+        emulator = [sys.executable, "-m", "lab.hcloud_api", "--state", str(directory / "hetzner")]
+        emulator += ["--listen", f"127.0.0.1:{hetzner_port}", "--token", f"default={HETZNER_TOKEN}"]
+        services.append(subprocess.Popen([*emulator, "--rate-limit", "1000000"], cwd=REPO, start_new_session=True))
+        _wait(lambda: socket.socket().connect_ex(("127.0.0.1", hetzner_port)) == 0, 20)
+        hetzner = f"http://127.0.0.1:{hetzner_port}/v1"
         for backend in ("sqlite", "redis"):
             for workers in (1, 4):
                 intake, total, p50, p95 = [], [], [], []
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                             ["redis-cli", "-p", str(redis_port), "flushall"], check=True, capture_output=True
                         )
                         queue_url = f"redis://127.0.0.1:{redis_port}/0"
-                    seconds_in, seconds_all, latency = _run(queue_url, workers, args.jobs, directory)
+                    seconds_in, seconds_all, latency = _run(queue_url, hetzner, workers, args.jobs, directory)
                     intake.append(args.jobs / seconds_in)
                     total.append(args.jobs / seconds_all)
                     cuts = statistics.quantiles(latency, n=20)
@@ -200,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     body = (
         f"{args.jobs} signed signup events posted one after another to a real `serve` (Starlette on uvicorn), "
-        f"run by real `worker` processes with a runner that does no work; {args.repeat} runs each, median "
+        f"run by real `worker` processes with a runner that does no work (each signup placed on a read of the "
+        f"lab's emulated Hetzner API); {args.repeat} runs each, median "
         "[min, max]. Webhook to done: from posting an event to its job's `done` entry (p50 and p95 over the "
         "events of a run; the events queue up behind each other, so this grows with the batch). Real stacks "
         "take minutes each, so in production the queue is never the bottleneck; this measures its overhead.\n\n"

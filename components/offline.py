@@ -26,9 +26,9 @@ from pulumi.runtime.mocks import MockMonitor, MockResourceArgs
 from components.cloud_firewall import firewall_rules
 from components.instance import CustomerInstance
 from config.customer import CustomerConfig
+from config.hetzner import HETZNER, ServerType
 from config.loader import ConfigError, StackSettings
 from config.policy import BaselinePolicy
-from lab.hcloud_api.catalog import SERVER_TYPES, ServerType
 
 PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SERVER = "hcloud:index/server:Server"
@@ -106,8 +106,9 @@ class Cloud:
 
     servers: tuple[CloudServer, ...] = ()
     firewalls: tuple[CloudFirewall, ...] = ()
-    # Hetzner's catalogue, as the lab's emulation of its API serves it.
-    server_types: tuple[ServerType, ...] = SERVER_TYPES
+    # Hetzner's catalogue (config/hetzner.yaml), and the (type, location) pairs it has run out of.
+    server_types: tuple[ServerType, ...] = HETZNER.server_types
+    sold_out: frozenset[tuple[str, str]] = frozenset()
 
 
 def baseline_firewall(firewall_id: int, policy: BaselinePolicy, name: str = "platform-baseline") -> CloudFirewall:
@@ -201,7 +202,11 @@ class StandInMocks(pulumi.runtime.Mocks):
                     "architecture": server_type.architecture,
                     "disk": server_type.disk,
                     "locations": [
-                        {"name": location, "available": server_type.orderable_in(location, now)}
+                        {
+                            "name": location,
+                            "available": server_type.orderable_in(location, now)
+                            and (server_type.name, location) not in self.cloud.sold_out,
+                        }
                         for location in server_type.locations
                     ],
                 }

@@ -9,7 +9,9 @@ firewall by its id. A refusal is a ConfigError naming the setting and how to pro
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import pulumi_hcloud as hcloud
 
@@ -40,6 +42,17 @@ class ExistingServer:
     server_type: str
     disk_gb: int
     status: str
+
+
+class Resizable(Protocol):
+    """What decides whether Hetzner resizes a server: its name, type and disk."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def server_type(self) -> str: ...
+    @property
+    def disk_gb(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ def check_server_type(settings: StackSettings, server: ExistingServer | None) ->
 
 
 def server_type_refusal(
-    wanted: str, location: str, server: ExistingServer | None, listed: dict[str, OfferedType]
+    wanted: str, location: str, server: Resizable | None, listed: Mapping[str, OfferedType]
 ) -> str | None:
     """Why Hetzner would refuse `wanted` for a new server in `location` or for `server`, if it would."""
     offered = listed.get(wanted)

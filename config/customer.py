@@ -7,13 +7,14 @@ import binascii
 import ipaddress
 import re
 import struct
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from config.hetzner import HETZNER
+
 # Hetzner Cloud locations (Falkenstein, Nuremberg, Helsinki, Ashburn, Hillsboro, Singapore).
-Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
-HETZNER_LOCATIONS: tuple[str, ...] = get_args(Location)
+HETZNER_LOCATIONS: tuple[str, ...] = HETZNER.location_names
 
 # Matched with fullmatch: `$` would let a trailing newline through.
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
@@ -35,10 +36,11 @@ _KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 MIN_RSA_BITS = 2048
-# The server types the platform sells, unless `platform:server_types` says otherwise.
-# Only types Hetzner still sells somewhere: cx22-cx52 are unorderable since 2025-12-31, cpx11-cpx51 in
-# the EU (they remain the shared types of ash, hil and sin). Which of them a location offers is
-# Hetzner's answer, read at preview (components/safety.py).
+# The server types a stack may run, unless `platform:server_types` says otherwise: types Hetzner still
+# sells somewhere (cx22-cx52 are unorderable since 2025-12-31, cpx11-cpx51 in the EU; they remain the
+# shared types of ash, hil and sin), the cost-optimised ones included, which customers already run.
+# Which of them a location offers and has in stock is Hetzner's answer, read at preview
+# (components/safety.py); which one a new customer gets is the provisioner's placement (config/plans.py).
 DEFAULT_SERVER_TYPES = (
     "cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cpx32", "cpx42",
     "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31", "cax41",
@@ -129,6 +131,14 @@ def _distinct_keys(keys: tuple[str, ...]) -> None:
 def _server_type(value: str) -> str:
     if not _SERVER_TYPE.fullmatch(value):
         raise ValueError("must be a Hetzner server type name such as 'cx23'")
+    if HETZNER.server_type(value) is None:
+        raise ValueError(f"{value!r} is not a server type of Hetzner's catalogue (config/hetzner.yaml)")
+    return value
+
+
+def _location(value: str) -> str:
+    if value not in HETZNER_LOCATIONS:
+        raise ValueError(f"must be one of {', '.join(HETZNER_LOCATIONS)}")
     return value
 
 
@@ -144,6 +154,7 @@ ImageReference = Annotated[str, AfterValidator(_image_reference)]
 OpenSshPublicKey = Annotated[str, AfterValidator(parse_openssh_public_key)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 ServerType = Annotated[str, AfterValidator(_server_type)]
+Location = Annotated[str, AfterValidator(_location)]
 
 
 class CustomerConfig(BaseModel):

@@ -144,11 +144,16 @@ class ControlPlane:
             "CLAW_CANCELLATION_GRACE_SECONDS": "0",
             "CLAW_RETRY_BASE_SECONDS": "5",
             "CLAW_PROGRAM_COMMIT": self.program_commit,
-            # The fleet spans two of the lab cloud's projects, each with its own token and budget.
+            # The fleet spans two of the lab cloud's projects, each with its own token and budget, and a
+            # read-only token that a signup's placement reads Hetzner's availability with.
             "CLAW_HETZNER_PROJECTS": json.dumps(
-                [{"name": project, "token_env": _token_variable(project)} for project in projects]
+                [
+                    {"name": project, "token_env": _token_variable(project), "read_token_env": _read_variable(project)}
+                    for project in projects
+                ]
             ),
             **{_token_variable(project): self.lab.project_token(project) for project in HETZNER_PROJECTS},
+            **{_read_variable(project): self.lab.project_read_token(project) for project in HETZNER_PROJECTS},
             # The emulator serves inside every platform host's namespace.
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
@@ -387,6 +392,10 @@ class ControlPlane:
 def _token_variable(project: str) -> str:
     # The first project's token is the one every other tool reads, HCLOUD_TOKEN.
     return "HCLOUD_TOKEN" if project == HETZNER_PROJECT else f"HCLOUD_TOKEN_{project.upper().replace('-', '_')}"
+
+
+def _read_variable(project: str) -> str:
+    return f"HCLOUD_READ_TOKEN_{project.upper().replace('-', '_')}"
 
 
 def _answers(address: str, port: int) -> bool:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from config.hetzner import HETZNER
 from lab import cloud_firewall, smbios, topology
 from lab.hcloud_api import catalog
 from lab.hcloud_api.backend import MachineError, MachineSpec, ServerFirewall
@@ -466,7 +467,7 @@ class ServerBackend:
 
     def _record(self, machine: MachineSpec, server: ServerMachine) -> None:
         """What the metadata service, the DHCP server and the firmware say about the server."""
-        location = catalog.location_by_ref(machine.location)
+        location = HETZNER.location(machine.location)
         if location is None:
             raise MachineError(f"unknown location {machine.location}")
         record = ServerMetadata(
@@ -477,7 +478,7 @@ class ServerBackend:
             ipv6_network=machine.ipv6_network,
             public_keys=machine.ssh_public_keys,
             user_data=machine.user_data,
-            availability_zone=location.datacenter_name,
+            availability_zone=catalog.AVAILABILITY_ZONES[location.name],
             region=location.network_zone,
             nameservers=(topology.DNS_V4,),
         )

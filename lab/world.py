@@ -25,7 +25,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,6 +214,23 @@ class Lab:
         with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (the lab's own emulator)
             usage: dict[str, Any] = next(t for t in json.load(answer)["tokens"] if t["token_sha256"] == digest)
         return usage
+
+    @contextlib.contextmanager
+    def sold_out(self, *pairs: tuple[str, str]) -> Iterator[None]:
+        """Hetzner out of these (server type, location) pairs, for every project, until the block ends."""
+        self._set_stock(pairs)
+        try:
+            yield
+        finally:
+            self._set_stock(())
+
+    def _set_stock(self, pairs: Iterable[tuple[str, str]]) -> None:
+        import urllib.request
+
+        body = json.dumps({"sold_out": [{"server_type": st, "location": location} for st, location in pairs]})
+        url = self.hetzner_endpoint.removesuffix("/v1") + "/_lab/stock"
+        request = urllib.request.Request(url, data=body.encode(), method="PUT")  # noqa: S310 (the lab's own emulator)
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
 
     def hetzner(self, project: str = HETZNER_PROJECT) -> Client:
         """Hetzner's own client on one of the lab's projects (the lab's own by default)."""

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
         settings, store = jobs.settings(), jobs.store()
         if args.command == "worker":
-            settings.hetzner_tokens(os.environ)  # a missing token stops the worker here, naming it
+            settings.hetzner_read_tokens(os.environ)  # a missing token stops the worker here, naming it
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2

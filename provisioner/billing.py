@@ -4,14 +4,16 @@ carries it, and what has to happen to it.
 Ownership. A customer's instance (`metadata.customer_id` of a subscription) belongs to the Stripe
 customer whose subscription first named it, for good: an event of another Stripe customer naming it
 is refused and changes nothing. Of that Stripe customer's subscriptions naming the instance, the newest
-live one (by the subscription's own creation time) carries it, and its settings and plan are the
-instance's. So a plan switch through a new subscription moves the instance to the new one once it is
-live, and cancelling the old subscription, or a duplicate, leaves the server alone. The instance is
-decommissioned (after the grace period) only when no live subscription carries it any more.
+live one (by the subscription's own creation time) carries it, and its settings and plan (the one its
+price selects, CLAW_PLANS) are the instance's. So a plan switch through a new subscription moves the
+instance to the new one once it is live, and cancelling the old subscription, or a duplicate, leaves
+the server alone. The instance is decommissioned (after the grace period) only when no live
+subscription carries it any more.
 
 Statuses (Stripe's, `data.object.status`):
 - `active`, `trialing`: in good standing. A server is made only for these, and a changed plan or
-  setting applies (a provisioned stack changes through the gated deploy).
+  setting applies (a provisioned stack changes through the gated deploy; a change of plan changes the
+  server's type, never its location: provisioner/placement.py).
 - `past_due` (Stripe retries the payment), `unpaid` (retries exhausted, the subscription kept) and
   `paused` (no invoices until resumed): live, so the server keeps running with the settings it has,
   data untouched, until the subscription is in good standing again (then pending changes apply) or
@@ -34,6 +36,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.plans import DEFAULT_PLAN
+from provisioner.placement import customer_settings
 from provisioner.store import Job, JobStore, Reader, Write
 
 Status = Literal["incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"]
@@ -66,9 +70,10 @@ class SubscriptionEvent:
     subscription_created: int
     status: Status
     customer_id: str
-    # The instance's settings (`clawhosters:*`) from the subscription's metadata and plan; empty once
-    # the subscription has ended.
+    # The instance's settings (`clawhosters:*`) from the subscription's metadata, and the plan its price
+    # selects; empty and None once the subscription has ended.
     config: dict[str, str]
+    plan: str | None
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -86,6 +91,7 @@ class SubscriptionState(BaseModel):
     event_created: int
     event_life: int
     config: dict[str, str] = Field(default_factory=dict)
+    plan: str | None = None
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -137,6 +143,7 @@ def decide(
         event_created=event.created,
         event_life=LIFE[event.type],
         config=event.config,
+        plan=event.plan,
     )
     record.owner = record.carrier()
     job, reason = _job(record, latest, event, grace_seconds, now)
@@ -148,7 +155,7 @@ def _job(
 ) -> tuple[Job | None, str]:
     """The job that brings the instance to what the subscriptions now say, or None and why none."""
     # The instance as the customer's newest billing job left it, or will leave it.
-    current = latest.config if latest is not None and latest.kind == "provision" else None
+    current = _instance(latest.config, latest.plan) if latest is not None and latest.kind == "provision" else None
     # Jobs follow one another in the order they were accepted, whatever the events' own times.
     created = max(event.created, latest.created + 1) if latest is not None else event.created
     if record.owner is None:
@@ -165,24 +172,39 @@ def _job(
     owner = record.subscriptions[record.owner]
     carried = f"{record.owner} ({owner.status}) carries the instance"
     if owner.status in GOOD_STANDING:
-        wanted = owner.config
+        wanted = _instance(owner.config, owner.plan)
     elif current is not None:
         wanted = current  # the server keeps what it has until the subscription is in good standing
     elif latest is not None and latest.kind == "deprovision" and latest.state == "queued":
-        wanted = owner.config  # the server is still there: the pending decommission is called off
+        wanted = _instance(owner.config, owner.plan)  # the server is still there: the decommission is called off
     else:
         return None, f"{carried}; no server is made while it is {owner.status}"
     if wanted == current:
-        return None, f"{carried}; the instance's settings stay as they are"
+        return None, f"{carried}; the instance's settings and plan stay as they are"
     provision = Job(
         event_id=event.event_id,
         kind="provision",
         customer_id=event.customer_id,
         created=created,
-        config=wanted,
+        config=wanted.config,
+        plan=wanted.plan,
         run_after=now,
     )
     return provision, carried
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """What the subscriptions decide of an instance: the customer's settings and the plan."""
+
+    config: dict[str, str]
+    plan: str
+
+
+def _instance(config: dict[str, str], plan: str | None) -> _Instance:
+    # A job's settings hold where its worker placed the server too: the platform's, not billing's. No plan
+    # (a job or subscription recorded before plans): the default plan.
+    return _Instance(customer_settings(config), plan or DEFAULT_PLAN)
 
 
 def record_only(event: SubscriptionEvent, outcome: Literal["noted", "stale"], reason: str) -> Job:

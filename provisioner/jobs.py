@@ -34,11 +34,14 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
+from config.loader import settings_from_mapping
+from fleet import resize
 from fleet.desired import stack_config
 from fleet.rollout import DeployFailed
+from provisioner import placement
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import FINISHED, Claim, Job, JobStore, StoreUnavailable, key_value
+from provisioner.store import FINISHED, Claim, Job, JobStore, Placement, StoreUnavailable, key_value
 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
@@ -286,10 +289,15 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                     f"cleared: {', '.join(cleared) or 'nothing'}",
                 )
             if job.kind == "provision" and store().stack_exists(job.customer_id):
-                # A billing change of a running server (a plan's server type, a setting): reviewed as a
+                # A billing change of a running server (a change of plan, a setting): reviewed as a
                 # rollout's step is, the preview with the pack, `up` held to its plan, the health gate.
+                recorded, placed = _replanned(job, config, project)
+                job.config = placement.placed_config(job.config, placed)
                 job.outputs = runner().deploy(project, job.customer_id, desired_config(job, config), output)
+                if placed != recorded:
+                    _record_placement(job, placed, owner, config, over=recorded)
             elif job.kind == "provision":
+                job.config = _placed(job, config, project, owner)
                 job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
             elif job.kind == "deploy":
                 job.outputs = _deploy(job, config, project, output)
@@ -309,7 +317,9 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     if failure is not None:
         job.last_error = _describe(failure)
         # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
-        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed):
+        # A job no choice of its plan fits (nothing available for a signup, nothing a running server can be
+        # resized to in its location) waits for an operator: the plans, or a retry once Hetzner has stock.
+        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed | placement.NoPlacement):
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
             _record(job, owner, config, operation_ended=not stale)
@@ -339,6 +349,54 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {said[-900:]}"
 
 
+def _placed(job: Job, config: ProvisionerSettings, project: str, owner: str) -> dict[str, str]:
+    """The signup's settings on the customer's placement: the one recorded, or, for a new customer, the
+    first choice of their plan Hetzner has available now, recorded before anything is created."""
+    recorded = store().placement(job.customer_id)
+    how = "as recorded"
+    if recorded is None:
+        fresh, how = placement.place(config.plans, placement.plan_name(job), _offer(config, project))
+        recorded = _record_placement(job, fresh, owner, config, over=None)
+    job.note("placed", attempt=job.attempts, detail=f"{recorded.server_type} in {recorded.location}, {how}")
+    return placement.placed_config(job.config, recorded)
+
+
+def _replanned(job: Job, config: ProvisionerSettings, project: str) -> tuple[Placement | None, Placement]:
+    """The running server's placement (None where none is recorded yet) and where the job puts it: the
+    same while the plan stays, else the new plan's type for it in its location, never another location."""
+    plan = placement.plan_name(job)
+    recorded = store().placement(job.customer_id)
+    current, how = recorded, "as recorded"
+    if current is None:
+        last = store().last_provisioned(job.customer_id)
+        if last is None:
+            raise RuntimeError(f"customer {job.customer_id} has no completed provision, so its server is unknown")
+        current, how = placement.adopted(last, plan), "kept as it runs (provisioned before placements were recorded)"
+    placed = current
+    if current.plan != plan:
+        server = settings_from_mapping(job.config).customer.server_name
+        placed = placement.change_plan(config.plans, plan, current, _offer(config, project), server)
+        how = f"plan {plan} (was {current.plan}): its first choice in {placed.location} the server can run"
+    job.note("placed", attempt=job.attempts, detail=f"{placed.server_type} in {placed.location}, {how}")
+    return recorded, placed
+
+
+def _offer(config: ProvisionerSettings, project: str) -> placement.Offer:
+    """Hetzner's server types and their availability now, read with the project's read-only token."""
+    token = config.hetzner_read_tokens(os.environ)[project].get_secret_value()
+    return placement.read_offer(resize.hetzner_client({"HCLOUD_TOKEN": token}), stopped=STOP.is_set)
+
+
+def _record_placement(
+    job: Job, placed: Placement, owner: str, config: ProvisionerSettings, *, over: Placement | None
+) -> Placement:
+    """Record where the customer's server is (in place of `over`); the placement recorded."""
+    recorded = store().record_placement(job.customer_id, placed, owner, config.lease_seconds, over=over)
+    if recorded is None:
+        raise RuntimeError("the stack lease passed to another worker before the placement was recorded")
+    return recorded
+
+
 def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
     """The customer's last provisioned settings, previewed with the pack, `up` held to that plan, then
     the health gate (fleet.rollout.DeployStack); a drift repair refreshes the stack's state first."""
@@ -364,6 +422,8 @@ def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Ca
     runner().destroy(project, job.customer_id, output)
     job.note("destroyed", attempt=job.attempts)
     runner().remove(project, job.customer_id, output)
+    # The server is gone: a new signup of the customer is placed afresh.
+    store().release_placement(job.customer_id, worker_id(), config.lease_seconds)
 
 
 def _record(job: Job, owner: str, config: ProvisionerSettings, *, operation_ended: bool) -> bool:

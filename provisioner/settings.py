@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from config.customer import PlatformConfig, ServerType
+from config.customer import PlatformConfig
+from config.plans import DEFAULT_PLANS, Plans
 
 PREFIX = "CLAW_"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
@@ -102,19 +94,10 @@ class HetznerProject(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     # The environment variable that holds the project's token: the token itself is never in settings.
     token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # The variable of the project's read-only token, which placing a new customer reads Hetzner's
+    # availability with; without one, the project's token is used.
+    read_token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     requests_per_hour: int = Field(default=3000, ge=1, le=3600)
-
-
-# A Stripe price's id (`price_...`) or its lookup key.
-PriceKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")]
-
-
-class BillingPlan(BaseModel):
-    """What a Stripe price buys: the server type of the instance its subscription carries."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    server_type: ServerType
 
 
 class ProvisionerSettings(StoreSettings):
@@ -162,11 +145,11 @@ class ProvisionerSettings(StoreSettings):
     # The commit of the program this worker runs (its deployment sets it); a deploy that names another
     # commit fails instead of rolling out a program that was not the one merged.
     program_commit: str | None = Field(default=None, pattern=COMMIT_PATTERN)
-    # The plans billing sells, by Stripe price: with plans, a subscription's price decides its server
-    # type (a price change is a resize); without, `metadata.server_type` does.
-    plans: dict[PriceKey, BillingPlan] = Field(default_factory=dict)
     # module:attribute of the StackRunner factory; the Automation API by default.
     runner: str = "provisioner.runner:AutomationRunner"
+    # The plans billing sells (config/plans.py): the Stripe prices that select each, and where its
+    # servers go, first choice first.
+    plans: Plans = Field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     @field_validator("hetzner_projects", mode="before")
     @classmethod
@@ -189,11 +172,13 @@ class ProvisionerSettings(StoreSettings):
         return _from_json(value, "a JSON object")
 
     @model_validator(mode="after")
-    def _plans_offered(self) -> ProvisionerSettings:
-        for price, plan in self.plans.items():
-            if plan.server_type not in self.platform.server_types:
+    def _plans_runnable(self) -> ProvisionerSettings:
+        offered = self.platform.server_types
+        for name, plan in self.plans.items():
+            if refused := [str(choice) for choice in plan.choices if choice.server_type not in offered]:
                 raise ValueError(
-                    f"CLAW_PLANS: {price} buys {plan.server_type!r}, which CLAW_PLATFORM's server_types does not offer"
+                    f"CLAW_PLANS: plan {name!r} places on {', '.join(refused)}, which CLAW_PLATFORM's "
+                    "server_types does not allow (the program would refuse the stack)"
                 )
         return self
 
@@ -241,3 +226,18 @@ class ProvisionerSettings(StoreSettings):
         if missing:
             raise SettingsError(f"CLAW_HETZNER_PROJECTS: token variable not set: {', '.join(missing)}")
         return {project.name: SecretStr(environ[project.token_env]) for project in self.hetzner_projects}
+
+    def hetzner_read_tokens(self, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+        """Each project's read-only token, or its token where it has none configured."""
+        missing = [
+            project.read_token_env
+            for project in self.hetzner_projects
+            if project.read_token_env is not None and not environ.get(project.read_token_env)
+        ]
+        if missing:
+            raise SettingsError(f"CLAW_HETZNER_PROJECTS: read token variable not set: {', '.join(missing)}")
+        tokens = self.hetzner_tokens(environ)
+        return {
+            project.name: SecretStr(environ[project.read_token_env]) if project.read_token_env else tokens[project.name]
+            for project in self.hetzner_projects
+        }

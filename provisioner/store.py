@@ -87,6 +87,10 @@ class Job(BaseModel):
     refresh: bool = False
     # The Hetzner project the customer's servers live in, once a worker has run the job.
     project: str | None = None
+    # A provision: the plan the customer's subscription selects (CLAW_PLANS), which places a new server
+    # and whose change resizes a running one (provisioner/placement.py); None (a job stored before
+    # plans): the default plan.
+    plan: str | None = None
     received: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
     history: list[HistoryEntry] = Field(default_factory=list)
@@ -113,6 +117,23 @@ _STATUS = {
     "deprovision": ("deprovisioned", "deprovisioning"),
     "deploy": ("deployed", "deploying"),
 }
+
+
+class Placement(BaseModel):
+    """Where a customer's server is: its location chosen once, when the customer is first placed, and
+    kept until a cancellation has removed the server, whatever Hetzner's stock or the plans do later;
+    its type changed only by a change of plan (provisioner/placement.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_type: str
+    location: str
+    # The plan it was chosen for (a customer provisioned before placements were recorded: the plan it
+    # was first recorded under, its type and location kept).
+    plan: str
+    # The server's disk: its first type's, kept by every resize (a resize never shrinks a disk).
+    disk_gb: int = Field(ge=1)
+    at: float
 
 
 class Holder(BaseModel):
@@ -608,6 +629,38 @@ class JobStore:
         removes the stack): a change to it then goes through the gated deploy."""
         completed = self._read_job(self.kv.get, self.kv.get(f"completed:{customer_id}"))
         return completed is not None and completed.kind == "provision"
+
+    def placement(self, customer_id: str) -> Placement | None:
+        raw = self.kv.get(f"placement:{customer_id}")
+        return None if raw is None else Placement.model_validate_json(raw)
+
+    def record_placement(
+        self, customer_id: str, placement: Placement, owner: str, seconds: float, *, over: Placement | None = None
+    ) -> Placement | None:
+        """Record where the customer's server is, in place of `over` (None: where nothing is recorded
+        yet). Returns the placement recorded afterwards: `placement`, or the one found when it was not
+        `over` (nothing is written then); None when another worker holds the stack."""
+        recorded: list[Placement | None] = []
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            recorded.clear()
+            raw = read(f"placement:{customer_id}")
+            existing = None if raw is None else Placement.model_validate_json(raw)
+            if existing != over:
+                recorded.append(existing)
+                return None
+            recorded.append(placement)
+            return {f"placement:{customer_id}": placement.model_dump_json()}
+
+        # The fence is checked before `change` reads anything: nothing recorded means fenced out.
+        self.kv.transact(change, Fence(self._lock(customer_id), owner, seconds))
+        return recorded[0] if recorded else None
+
+    def release_placement(self, customer_id: str, owner: str, seconds: float) -> bool:
+        """Forget the placement once the customer's server is gone: a new signup is placed afresh."""
+        return self.kv.transact(
+            lambda _read: {f"placement:{customer_id}": None}, Fence(self._lock(customer_id), owner, seconds)
+        )
 
     def deployable(self) -> list[str]:
         """Every customer with a completed provision whose newest event is not a cancellation, sorted:

@@ -3,7 +3,7 @@
 `Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">[,v1=...]`.
 Handled: `customer.subscription.created`, `.updated`, `.paused`, `.resumed` and `.deleted`, each
 carrying the subscription object as it stood. What the provisioner reads of it: the Stripe customer
-and subscription ids, the status, the creation time, the prices (a plan's server type, CLAW_PLANS),
+and subscription ids, the status, the creation time, the prices (which select the plan, CLAW_PLANS),
 and the metadata, whose settings go through the same validation as the Pulumi program. What an
 event means for the instance is provisioner.billing's.
 """
@@ -21,15 +21,16 @@ import stripe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.loader import CUSTOMER_NAMESPACE, ConfigError, settings_from_mapping
+from config.plans import DEFAULT_PLAN, Plan, plan_selected_by
 from provisioner.billing import ENDED, LIFE, Status, SubscriptionEvent
-from provisioner.settings import BillingPlan
 
 # fullmatch: `$` would also accept a trailing newline.
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9]{1,64}")
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# Keys the provisioner itself writes into a stack (see jobs.desired_config).
-RESERVED_KEYS = ("decommission",)
+# Keys the provisioner itself writes into a stack (see jobs.desired_config); where the server goes is
+# the platform's placement for the customer's plan (provisioner/placement.py).
+RESERVED_KEYS = ("decommission", "server_type", "location")
 # Nothing a setting legitimately holds: newlines and other control characters slip past `$` checks.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -126,8 +127,8 @@ def _subscription(event: dict[str, Any]) -> _Subscription:
         raise WebhookError(400, f"{where}: {problem['msg']}") from None
 
 
-def _settings(metadata: dict[str, Any], prices: list[_Price], plans: Mapping[str, BillingPlan]) -> dict[str, str]:
-    """The instance's validated `clawhosters:*` settings: the metadata's, and the plan's server type."""
+def _settings(metadata: dict[str, Any]) -> dict[str, str]:
+    """The instance's validated `clawhosters:*` settings, from the metadata."""
     raw: dict[str, str] = {}
     for key, value in metadata.items():
         if not _KEY.fullmatch(key):
@@ -143,15 +144,6 @@ def _settings(metadata: dict[str, Any], prices: list[_Price], plans: Mapping[str
             json.dumps(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
         )
         raw[f"{CUSTOMER_NAMESPACE}:{key}"] = text
-    if plans:
-        if "server_type" in metadata:
-            raise WebhookError(422, "metadata.server_type is the plan's (CLAW_PLANS), never the metadata's")
-        bought = [plan for price in prices if (plan := _plan_of(price, plans)) is not None]
-        if len(bought) != 1:
-            raise WebhookError(
-                422, f"items: {len(bought)} of the subscription's prices are plans (CLAW_PLANS); one must be"
-            )
-        raw[f"{CUSTOMER_NAMESPACE}:server_type"] = bought[0].server_type
     try:
         settings_from_mapping(raw)
     except ConfigError as error:
@@ -159,15 +151,27 @@ def _settings(metadata: dict[str, Any], prices: list[_Price], plans: Mapping[str
     return raw
 
 
-def _plan_of(price: _Price, plans: Mapping[str, BillingPlan]) -> BillingPlan | None:
-    """The plan a price is, by its lookup key or else its id."""
+def _plan(prices: list[_Price], plans: Mapping[str, Plan]) -> str:
+    """The plan the subscription's prices select; with no Stripe prices in the plans, the default plan."""
+    if not any(plan.prices for plan in plans.values()):
+        return DEFAULT_PLAN
+    selected = [name for price in prices if (name := _selected_by(price, plans)) is not None]
+    if len(selected) != 1:
+        raise WebhookError(
+            422, f"items: {len(selected)} of the subscription's prices select a plan (CLAW_PLANS); one must"
+        )
+    return selected[0]
+
+
+def _selected_by(price: _Price, plans: Mapping[str, Plan]) -> str | None:
+    """The plan a price selects, by its lookup key or else its id."""
     for key in (price.lookup_key, price.id):
-        if key is not None and key in plans:
-            return plans[key]
+        if key is not None and (name := plan_selected_by(plans, key)) is not None:
+            return name
     return None
 
 
-def parse(body: bytes, plans: Mapping[str, BillingPlan]) -> SubscriptionEvent:
+def parse(body: bytes, plans: Mapping[str, Plan]) -> SubscriptionEvent:
     """What an authenticated delivery says, validated, or a WebhookError saying why it cannot be used."""
     try:
         event = json.loads(body)
@@ -199,6 +203,7 @@ def parse(body: bytes, plans: Mapping[str, BillingPlan]) -> SubscriptionEvent:
         subscription_created=subscription.created,
         status=subscription.status,
         customer_id=customer_id,
-        # An ended subscription's settings are never used: only its end counts.
-        config={} if subscription.status in ENDED else _settings(subscription.metadata, prices, plans),
+        # An ended subscription's settings and plan are never used: only its end counts.
+        config={} if subscription.status in ENDED else _settings(subscription.metadata),
+        plan=None if subscription.status in ENDED else _plan(prices, plans),
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from config import (
@@ -16,8 +20,9 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from config.hetzner import CATALOG_FILE, HETZNER, CatalogError, load_catalog
 from config.loader import stack_config
-from lab.hcloud_api.catalog import SERVER_TYPES
+from config.plans import DEFAULT_PLAN, DEFAULT_PLANS, Choice
 from tests.keys import public_key
 
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ab" * 32
@@ -233,10 +238,52 @@ def test_server_types_come_from_the_platform_allow_list() -> None:
 
 def test_the_default_and_every_offered_type_are_orderable_today() -> None:
     now = datetime.now(UTC)
-    sold = {server_type.name for server_type in SERVER_TYPES if server_type.orderable_anywhere(now)}
+    sold = {server_type.name for server_type in HETZNER.server_types if server_type.orderable_anywhere(now)}
     assert CustomerConfig.model_fields["server_type"].default == "cx23"
     assert set(PlatformConfig().server_types) <= sold
     assert not {f"cx{n}2" for n in "2345"} & sold, "cx22-cx52 are unorderable since 2025-12-31"
+
+
+def _catalogue_with(tmp_path: Path, section: str, index: int, changes: dict[str, Any]) -> Path:
+    document = yaml.safe_load(CATALOG_FILE.read_text())
+    document[section][index].update(changes)
+    path = tmp_path / "hetzner.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("section", "index", "changes", "problem"),
+    [
+        ("server_types", 0, {"locations": ["fsn1", "mars1"]}, "server type cx23: unknown location mars1"),
+        ("server_types", 4, {"deprecated_in": ["ash"]}, "server_types.4: deprecated_in names a location"),
+        ("server_types", 0, {"deprecated_in": ["fsn1"]}, "server_types.0: deprecation and deprecated_in go"),
+        ("server_types", 1, {"name": "cx23"}, "server type name used twice: cx23"),
+        ("server_types", 0, {"architecture": "sparc"}, "server_types.0.architecture: Input should be"),
+        ("locations", 0, {"country": "Germany"}, "locations.0.country: String should match"),
+    ],
+)
+def test_the_catalogue_is_validated_at_load_naming_the_field(
+    tmp_path: Path, section: str, index: int, changes: dict[str, Any], problem: str
+) -> None:
+    assert load_catalog() == HETZNER
+    with pytest.raises(CatalogError, match=re.escape(problem)) as caught:
+        load_catalog(_catalogue_with(tmp_path, section, index, changes))
+    assert str(caught.value).startswith("hetzner.yaml: invalid Hetzner catalogue:")
+
+
+def test_settings_name_only_what_the_catalogue_holds() -> None:
+    with pytest.raises(
+        ConfigError, match=r"platform:server_types\.1: 'cx99' is not a server type of Hetzner's catalogue"
+    ):
+        settings_from_mapping({**CUSTOMER, "platform:server_types": json.dumps(["cx23", "cx99"])})
+    with pytest.raises(ConfigError, match="clawhosters:location: must be one of fsn1, nbg1, hel1, ash, hil, sin"):
+        settings_from_mapping({**CUSTOMER, "clawhosters:location": "1"})
+    with pytest.raises(ValidationError, match="Hetzner does not sell cpx22 in 'ash'"):
+        Choice(server_type="cpx22", location="ash")
+    with pytest.raises(ValidationError, match="'109' is not a server type"):
+        Choice(server_type="109", location="fsn1")
+    assert all(choice.server_type in PlatformConfig().server_types for choice in DEFAULT_PLANS[DEFAULT_PLAN].choices)
 
 
 def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> None:

@@ -113,6 +113,15 @@ def test_a_deprecated_type_is_refused_for_a_new_server_and_kept_by_a_running_one
     assert kept.inputs["serverType"] == "cx22"
 
 
+def test_a_type_hetzner_has_run_out_of_is_refused_for_a_new_server_and_kept_by_a_running_one() -> None:
+    sold_out = frozenset({("cpx22", "fsn1"), ("cpx32", "fsn1")})
+    refused(settings(server_type="cpx22"), Cloud(sold_out=sold_out), "does not sell cpx22 in fsn1", "in hel1, nbg1")
+    running = on("cpx22", 80)
+    existing = Cloud(servers=running.servers, firewalls=running.firewalls, sold_out=sold_out)
+    assert build_graph(settings(server_type="cpx22"), cloud=existing).one(SERVER).inputs["serverType"] == "cpx22"
+    refused(settings(server_type="cpx32"), existing, "does not sell cpx32 in fsn1")
+
+
 def test_a_resize_hetzner_would_refuse_is_refused_before_the_server_is_touched() -> None:
     # keep_disk: the disk stays 80 GB; a type with a smaller one cannot take the server.
     refused(settings(server_type="cx23"), on("cx33", 80), "80 GB disk", "cx23 has 40 GB")

@@ -1,18 +1,18 @@
-"""The README's baseline table is generated from the policy and must be current."""
+"""The README's tables are generated from the policy, the catalogue and the default plans, and must be current."""
 
 from pathlib import Path
 
 import pytest
 
 from config import BaselinePolicy
-from config.docs import START, baseline_table, with_table
+from config.docs import START, baseline_table, with_table, with_tables
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_table_is_generated_from_the_policy() -> None:
     document = README.read_text()
-    assert with_table(document, BaselinePolicy()) == document, "run: python -m config.docs README.md"
+    assert with_tables(document, BaselinePolicy()) == document, "run: python -m config.docs README.md"
     assert baseline_table(BaselinePolicy()) in document
 
 

@@ -1,9 +1,11 @@
 """An emulation of Hetzner's Cloud API (https://docs.hetzner.cloud), for the lab's small Hetzner Cloud.
 
 It speaks what the program, pulumi-hcloud (terraform-provider-hcloud v1.68.0 on hcloud-go v2) and
-hcloud-python use: servers and their actions, firewalls, SSH keys, images and snapshots, server
-types with per-location availability and deprecation, locations, datacenters and actions, with
-Bearer tokens mapped to separate projects, Hetzner's pagination, error format and rate limit.
+hcloud-python use, as Hetzner answers in 2026: servers (a location, no datacenter) and their actions,
+firewalls, SSH keys, images and snapshots, server types (the platform's catalogue, config/hetzner.yaml)
+with per-location deprecation and availability (stock-outs set by the lab), locations and actions;
+`/datacenters` gone (410); Bearer tokens mapped to separate projects, Hetzner's pagination, error
+format and rate limit.
 Servers run on a `MachineBackend` (backend.py); the default one only records.
 
 Fidelity: no package on PyPI or npm ships Hetzner's OpenAPI description (hetzner-sdk-ts downloads

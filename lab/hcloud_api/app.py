@@ -1,5 +1,6 @@
 """The HTTP side: Hetzner's routes under /v1 (Bearer token, rate limit, pagination, error format)
-and, outside it, the lab's own GET /_lab/requests: how many requests each token made."""
+and, outside it, the lab's own: GET /_lab/requests (how many requests each token made), and GET and
+PUT /_lab/stock (which server types Hetzner has run out of where)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from config.hetzner import HETZNER
 from lab.hcloud_api import catalog, schemas
 from lab.hcloud_api.backend import MachineBackend, RecordingBackend
+from lab.hcloud_api.catalog import Stock
 from lab.hcloud_api.cloud import Emulator, now
-from lab.hcloud_api.config import EmulatorConfig, Token
+from lab.hcloud_api.config import EmulatorConfig, StockChange, Token
 from lab.hcloud_api.errors import ApiError, invalid_input, not_found
 from lab.hcloud_api.ratelimit import Bucket
 from lab.hcloud_api.views import Json, ssh_key_view
@@ -308,46 +312,40 @@ def firewall_action(emulator: Emulator, call: Call) -> Reply:
 
 def list_server_types(emulator: Emulator, call: Call) -> Reply:
     moment, name = now(), call.one("name")
-    # Past `unavailable_after` everywhere, a type leaves the listing (GET by id still answers).
+    # Past `unavailable_after` everywhere, a type leaves the listing (GET by id still answers); a
+    # type out of stock stays listed, unavailable where it is out.
     types = [
-        catalog.server_type_view(st, moment)
-        for st in catalog.SERVER_TYPES
+        catalog.server_type_view(st, moment, emulator.stock)
+        for st in HETZNER.server_types
         if st.orderable_anywhere(moment) and (name is None or st.name == name)
     ]
     return page(call, "server_types", types)
 
 
 def get_server_type(emulator: Emulator, call: Call) -> Reply:
-    found = catalog.server_type_by_ref(call.id())
+    found = HETZNER.server_type(call.id())
     if found is None:
         raise not_found("server_type")
-    return Reply(200, {"server_type": catalog.server_type_view(found, now())})
+    return Reply(200, {"server_type": catalog.server_type_view(found, now(), emulator.stock)})
 
 
 def list_locations(emulator: Emulator, call: Call) -> Reply:
     name = call.one("name")
-    locations = [catalog.location_view(loc) for loc in catalog.LOCATIONS if name is None or loc.name == name]
+    locations = [catalog.location_view(loc) for loc in HETZNER.locations if name is None or loc.name == name]
     return page(call, "locations", locations, ("id", "name"))
 
 
 def get_location(emulator: Emulator, call: Call) -> Reply:
-    found = catalog.location_by_ref(call.id())
+    found = HETZNER.location(call.id())
     if found is None:
         raise not_found("location")
     return Reply(200, {"location": catalog.location_view(found)})
 
 
-def list_datacenters(emulator: Emulator, call: Call) -> Reply:
-    name = call.one("name")
-    found = [catalog.datacenter_view(loc) for loc in catalog.LOCATIONS if name is None or loc.datacenter_name == name]
-    return page(call, "datacenters", found, ("id", "name"))
-
-
-def get_datacenter(emulator: Emulator, call: Call) -> Reply:
-    found = next((loc for loc in catalog.LOCATIONS if loc.datacenter_id == call.id()), None)
-    if found is None:
-        raise not_found("datacenter")
-    return Reply(200, {"datacenter": catalog.datacenter_view(found)})
+def datacenters_gone(emulator: Emulator, call: Call) -> Reply:
+    raise ApiError(
+        "deprecated_api_endpoint", "API functionality was removed", {"announcement": catalog.DATACENTERS_GONE}
+    )
 
 
 # --- the application -------------------------------------------------------------------------
@@ -397,6 +395,17 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
             return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
         return endpoint
+
+    async def lab_stock(request: Request) -> Response:
+        """PUT {"sold_out": [{"server_type", "location"}, ...]}: what Hetzner has run out of, from now on."""
+        if request.method == "PUT":
+            try:
+                change = StockChange.model_validate_json(await request.body())
+            except ValidationError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+            emulator.stock = Stock((entry.server_type, entry.location) for entry in change.sold_out)
+        entries = sorted(emulator.stock.sold_out)
+        return JSONResponse({"sold_out": [{"server_type": st, "location": loc} for st, loc in entries]})
 
     async def lab_requests(request: Request) -> Response:
         return JSONResponse(
@@ -459,11 +468,12 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
         ("GET", "/server_types/{id:int}", get_server_type),
         ("GET", "/locations", list_locations),
         ("GET", "/locations/{id:int}", get_location),
-        ("GET", "/datacenters", list_datacenters),
-        ("GET", "/datacenters/{id:int}", get_datacenter),
+        ("GET", "/datacenters", datacenters_gone),
+        ("GET", "/datacenters/{id:int}", datacenters_gone),
     ]
     routes: list[BaseRoute] = [Route(f"/v1{path}", api(handler), methods=[method]) for method, path, handler in table]
     routes.append(Route("/_lab/requests", lab_requests, methods=["GET"]))
+    routes.append(Route("/_lab/stock", lab_stock, methods=["GET", "PUT"]))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -20,9 +20,10 @@ from typing import Any
 
 import anyio.to_thread
 
+from config.hetzner import HETZNER, ServerType
 from lab.hcloud_api import catalog, schemas, store
 from lab.hcloud_api.backend import FirewallRule, MachineBackend, MachineError, MachineSpec, ServerFirewall
-from lab.hcloud_api.catalog import ServerType
+from lab.hcloud_api.catalog import Stock
 from lab.hcloud_api.config import EmulatorConfig
 from lab.hcloud_api.errors import ApiError, invalid_input, not_found
 from lab.hcloud_api.labels import parse_selector, validate_labels
@@ -63,6 +64,8 @@ _HOSTNAME = re.compile(
 _PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?|any")
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 USER_DATA_LIMIT = 32 * 1024
+# What Hetzner answers when it has no room for a server of that type there (users' reports, 2025).
+UNPLACEABLE = "we are unable to provision servers for this location, try with a different location or try later"
 RULES_LIMIT = 50
 FIREWALLS_PER_SERVER = 5
 # Actions during which a server takes no other action (Hetzner answers `locked`).
@@ -105,6 +108,8 @@ class Emulator:
         self.config = config
         self.backend = backend
         self.cloud: Cloud = store.load(config.state_dir)
+        # Hetzner's, not a project's: what every project finds sold out.
+        self.stock = Stock((entry.server_type, entry.location) for entry in config.sold_out)
         self._finished: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Firewall hooks one at a time: the rules computed last are the rules applied last.
@@ -278,7 +283,7 @@ class Emulator:
         return found
 
     def server_json(self, project: str, server: ServerRecord) -> Json:
-        return server_view(self.project(project), server, now())
+        return server_view(self.project(project), server, now(), self.stock)
 
     def list_servers(self, project: str, name: str | None, selector: str | None, statuses: list[str]) -> list[Json]:
         matches = parse_selector(selector) if selector else None
@@ -322,7 +327,7 @@ class Emulator:
             raise invalid_input("datacenter", "datacenter was removed from servers (2026-07-01); use location")
         if body.volumes or body.networks or body.placement_group is not None:
             raise ApiError("unsupported_error", "volumes, networks and placement groups are not emulated")
-        server_type = catalog.server_type_by_ref(body.server_type)
+        server_type = HETZNER.server_type(body.server_type)
         if server_type is None:
             raise invalid_input("server_type", f"server type {body.server_type!r} not found")
         moment = now()
@@ -380,11 +385,14 @@ class Emulator:
 
     def _location_for(self, server_type: ServerType, ref: str | int | None, moment: datetime) -> str:
         if ref is None:
-            choice = next((name for name in server_type.locations if server_type.orderable_in(name, moment)), None)
-            if choice is None:
+            orderable = [name for name in server_type.locations if server_type.orderable_in(name, moment)]
+            if not orderable:
                 raise ApiError("invalid_server_type", f"server type {server_type.name} is deprecated")
+            choice = next((name for name in orderable if self.stock.available(server_type, name, moment)), None)
+            if choice is None:
+                raise ApiError("resource_unavailable", UNPLACEABLE)
             return choice
-        location = catalog.location_by_ref(ref)
+        location = HETZNER.location(ref)
         if location is None:
             raise invalid_input("location", f"location '{ref}' not found")
         if location.name not in server_type.locations:
@@ -394,6 +402,8 @@ class Emulator:
                 "invalid_server_type",
                 f"server type {server_type.name} is deprecated in {location.name} and unavailable",
             )
+        if not self.stock.available(server_type, location.name, moment):
+            raise ApiError("resource_unavailable", UNPLACEABLE)
         return location.name
 
     def update_server(self, project_name: str, server_id: int, body: schemas.UpdateNameLabels) -> Json:
@@ -464,7 +474,7 @@ class Emulator:
         if server.status != "off":
             raise ApiError("server_not_stopped", "server must be stopped before changing type")
         current = catalog.server_type_by_id(server.server_type_id)
-        target = catalog.server_type_by_ref(body.server_type)
+        target = HETZNER.server_type(body.server_type)
         if target is None:
             raise invalid_input("server_type", f"server type {body.server_type!r} not found")
         problem = None
@@ -484,6 +494,8 @@ class Emulator:
             problem = f"server type {target.name} is deprecated"
         if problem is not None:
             raise ApiError("invalid_server_type", problem)
+        if not self.stock.available(target, server.location, now()):
+            raise ApiError("resource_unavailable", UNPLACEABLE)
         disk = target.disk if body.upgrade_disk else server.primary_disk_size
         step = Step(server_id=server.id, server_type_id=target.id, disk_gb=disk)
         action = self._action(project_name, "change_server_type", [ResourceRef(id=server.id, type="server")], step)

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
+from config.hetzner import HETZNER
 from lab import topology
 
 # terraform-provider-hcloud refuses any token that is not 64 characters long; Hetzner's are
@@ -68,6 +69,30 @@ class AddressPools(_Settings):
     )
 
 
+class SoldOut(_Settings):
+    """A server type Hetzner has run out of in a location (it must sell it there)."""
+
+    server_type: str
+    location: str
+
+    @field_validator("location")
+    @classmethod
+    def _sold_there(cls, location: str, info: ValidationInfo) -> str:
+        name = info.data.get("server_type", "")
+        server_type = HETZNER.server_type(name)
+        if server_type is None or server_type.name != name:
+            raise ValueError(f"{name!r} is not a server type of the catalogue")
+        if location not in server_type.locations:
+            raise ValueError(f"{name} is not sold in {location!r} ({', '.join(server_type.locations)})")
+        return location
+
+
+class StockChange(_Settings):
+    """The body of PUT /_lab/stock: what Hetzner has run out of from now on."""
+
+    sold_out: tuple[SoldOut, ...]
+
+
 class EmulatorConfig(_Settings):
     state_dir: Path
     host: str = "127.0.0.1"
@@ -77,6 +102,8 @@ class EmulatorConfig(_Settings):
     pools: AddressPools = AddressPools()
     # How long an action stays `running` at least, as Hetzner's take a moment too.
     action_seconds: Annotated[float, Field(ge=0)] = 0.5
+    # What Hetzner has run out of when the emulator starts (the lab changes it at PUT /_lab/stock).
+    sold_out: tuple[SoldOut, ...] = ()
 
     @field_validator("tokens")
     @classmethod

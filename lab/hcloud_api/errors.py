@@ -17,7 +17,9 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "rate_limit_exceeded": 429,
     "resource_limit_exceeded": 403,
-    "resource_unavailable": 403,
+    # "The requested resource is currently unavailable (e.g. not available for order)": Hetzner's
+    # OpenAPI description of 2026.
+    "resource_unavailable": 412,
     "server_error": 500,
     "service_error": 503,
     "uniqueness_error": 409,

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from lab.hcloud_api import catalog
-from lab.hcloud_api.catalog import SystemImage, timestamp
+from lab.hcloud_api.catalog import Stock, SystemImage, timestamp
 from lab.hcloud_api.labels import parse_selector
 from lab.hcloud_api.records import (
     ActionRecord,
@@ -150,10 +150,10 @@ def server_firewalls(project: ProjectState, server: ServerRecord) -> list[Json]:
     ]
 
 
-def server_view(project: ProjectState, server: ServerRecord, now: datetime) -> Json:
+def server_view(project: ProjectState, server: ServerRecord, now: datetime, stock: Stock) -> Json:
+    """A server as Hetzner shows it since 2026-07-01: its location, no datacenter."""
     server_type = catalog.server_type_by_id(server.server_type_id)
-    location = catalog.location_by_ref(server.location)
-    assert location is not None
+    location = catalog.location_named(server.location)
     ipv4 = None
     if server.ipv4 is not None:
         reverse = ".".join(reversed(server.ipv4.split(".")))
@@ -178,7 +178,7 @@ def server_view(project: ProjectState, server: ServerRecord, now: datetime) -> J
             "firewalls": server_firewalls(project, server),
         },
         "private_net": [],
-        "server_type": catalog.server_type_view(server_type, now),
+        "server_type": catalog.server_type_view(server_type, now, stock),
         "location": catalog.location_view(location),
         "image": image_view(project, server.image_id),
         "iso": None,
@@ -187,7 +187,7 @@ def server_view(project: ProjectState, server: ServerRecord, now: datetime) -> J
         "backup_window": None,
         "outgoing_traffic": 0,
         "ingoing_traffic": 0,
-        "included_traffic": server_type.included_traffic(server.location),
+        "included_traffic": catalog.included_traffic(server.location),
         "protection": {"delete": server.delete_protection, "rebuild": server.rebuild_protection},
         "labels": server.labels,
         "volumes": [],

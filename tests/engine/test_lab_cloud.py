@@ -1,8 +1,9 @@
 """The real hcloud provider against the lab's emulation of Hetzner's API, through the real CLI.
 
-What the emulator answers is what the provider parses and acts on: a server created with its SSH key
-and firewall, a resize through the provider's own poweroff and change_type, a destroy, and the
-requests each step costs.
+What the emulator answers is what the provider parses and acts on: a create Hetzner cannot place
+refused with `resource_unavailable`, a server created with its SSH key and firewall (servers as Hetzner
+shows them since 2026-07-01: a location, no datacenter), refreshed without a change, a resize through
+the provider's own poweroff and change_type, a destroy, and the requests each step costs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -45,11 +47,18 @@ def requests_made(emulator: Emulator) -> int:
 def test_the_provider_creates_resizes_and_destroys_a_server_on_the_lab_cloud(cli: Cli, cloud: Emulator) -> None:
     cli.run("config", "set", "read_hcloud", "true")
     cli.run("config", "set", "cloud", "true")
+    hetzner = cloud.client()
+    stock = f"{cloud.url}/_lab/stock"
+    requests.put(stock, json={"sold_out": [{"server_type": "cx23", "location": "fsn1"}]}, timeout=10).raise_for_status()
+    unplaced = cli.run("up", "--yes", check=False)
+    assert unplaced.returncode != 0 and "resource_unavailable" in unplaced.stdout + unplaced.stderr, unplaced.stdout
+    assert hetzner.servers.get_all() == []
+    requests.put(stock, json={"sold_out": []}, timeout=10).raise_for_status()
     cli.run("up", "--yes")
     outputs = json.loads(cli.run("stack", "output", "--json").stdout)
-    hetzner = cloud.client()
     server = hetzner.servers.get_by_id(int(outputs["server_id"]))
     assert (server.server_type.name, server.status, server.location.name) == ("cx23", "running", "fsn1")
+    cli.run("refresh", "--yes", "--expect-no-changes")
     assert [firewall.firewall.name for firewall in server.public_net.firewalls] == [hetzner.firewalls.get_all()[0].name]
     assert outputs["ipv4_address"] == server.public_net.ipv4.ip
 

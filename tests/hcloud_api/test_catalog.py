@@ -1,4 +1,5 @@
-"""Server types, images, locations and datacenters as Hetzner serves them since the 2025-10-16 deprecations."""
+"""Server types, images and locations as Hetzner serves them since the 2025-10-16 deprecations; its
+datacenters gone (2026-10-01)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.server_types import ServerType
 
+from config.hetzner import HETZNER
 from tests.hcloud_api.conftest import Emulator, create_server
 
 ORDERABLE_EU = ("cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cpx32", "cpx42", "cpx52", "cax11", "cax41", "ccx13")
@@ -111,11 +113,29 @@ def test_image_labels_description_and_delete(client: Client) -> None:
     assert caught.value.code == "not_found"
 
 
-def test_locations_and_datacenters(emulator: Emulator, client: Client) -> None:
+def test_locations_and_no_datacenters(emulator: Emulator, client: Client) -> None:
     locations = client.locations.get_all()
+    assert [loc.name for loc in locations] == [location.name for location in HETZNER.locations]
     assert [loc.name for loc in locations] == ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
     assert client.locations.get_by_name("sin").network_zone == "ap-southeast"
-    body = emulator.get("/v1/datacenters").json()
-    assert [dc["location"]["name"] for dc in body["datacenters"]] == [loc.name for loc in locations]
-    assert all("server_types" not in dc for dc in body["datacenters"])
-    assert emulator.get("/v1/datacenters", name="fsn1-dc14").json()["datacenters"][0]["id"] == 4
+    # Deprecated 2026-06-02, 410 Gone since 2026-10-01.
+    for path in ("/v1/datacenters", "/v1/datacenters/4"):
+        response = emulator.get(path)
+        assert response.status_code == 410
+        assert response.json()["error"] == {
+            "code": "deprecated_api_endpoint",
+            "message": "API functionality was removed",
+            "details": {"announcement": "https://docs.hetzner.cloud/changelog#2026-06-02-datacenters-deprecated"},
+        }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(APIException) as caught:
+            client.datacenters.get_all()
+    assert caught.value.code == "deprecated_api_endpoint"
+
+
+def test_a_server_has_a_location_and_no_datacenter(emulator: Emulator, client: Client) -> None:
+    server = create_server(client, "placed", location=Location(name="hel1"))
+    body = emulator.get(f"/v1/servers/{server.id}").json()["server"]
+    assert body["location"]["name"] == "hel1" and "datacenter" not in body
+    assert server.location.name == "hel1" and "datacenter" not in server.__api_properties__

@@ -1,5 +1,6 @@
-"""Real services for the provisioner's tests: a Redis server, and the provisioner's own serve and
-worker processes, all started here and stopped by PID."""
+"""Real services for the provisioner's tests: a Redis server, the lab's emulation of Hetzner's API
+(which a signup's placement reads), and the provisioner's own serve and worker processes, all started
+here and stopped by PID."""
 
 from __future__ import annotations
 
@@ -20,15 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from provisioner.store import JobStore, key_value
 from provisioner.webhook import sign
+from tests.conftest import PROJECT_READ_TOKEN, PROJECT_TOKEN
+from tests.hcloud_api.conftest import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
 TOKEN = "operator-token-0123456789"
 REVIEW_TOKEN = "review-token-0123456789"
 PLATFORM = json.dumps({"firewall_mode": "shared", "shared_firewall_id": 4242, "provisioner_cidrs": ["203.0.113.0/28"]})
+# The workers' Hetzner project (on the session's emulator, tests/conftest.py `hetzner_api`).
+PROJECTS = json.dumps([{"name": "default", "token_env": "HCLOUD_TOKEN", "read_token_env": "HCLOUD_READ_TOKEN"}])
 
 
 def free_port() -> int:
@@ -86,6 +92,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def _connects(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def sold_out(hetzner: Emulator, *pairs: tuple[str, str]) -> Iterator[None]:
+    """Hetzner out of these (server type, location) pairs until the block ends."""
+    stock = [{"server_type": server_type, "location": location} for server_type, location in pairs]
+    assert requests.put(f"{hetzner.url}/_lab/stock", json={"sold_out": stock}, timeout=10).status_code == 200
+    try:
+        yield
+    finally:
+        requests.put(f"{hetzner.url}/_lab/stock", json={"sold_out": []}, timeout=10).raise_for_status()
 
 
 @dataclass
@@ -199,6 +216,7 @@ def deploy(
         queue_url = server.url + "/0"
     else:
         queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+    hetzner: Emulator = request.getfixturevalue("hetzner_api")
     records = tmp_path / "records"
     records.mkdir()
     env = {
@@ -223,8 +241,12 @@ def deploy(
         "CLAW_MAX_ATTEMPTS": "2",
         "CLAW_CANCELLATION_GRACE_SECONDS": "2",
         "CLAW_STANDIN_DIR": str(records),
-        # A worker needs its Hetzner projects' tokens; the stand-in CLI never calls Hetzner.
-        "HCLOUD_TOKEN": "stand-in",
+        # A worker needs its Hetzner projects' tokens; the stand-in CLI never calls Hetzner, a signup's
+        # placement reads the emulator's availability with the read-only one.
+        "CLAW_HETZNER_PROJECTS": PROJECTS,
+        "HCLOUD_TOKEN": PROJECT_TOKEN,
+        "HCLOUD_READ_TOKEN": PROJECT_READ_TOKEN,
+        "HCLOUD_ENDPOINT": f"{hetzner.url}/v1",
         "PYTHONPATH": str(REPO),
         **(settings or {}),
     }

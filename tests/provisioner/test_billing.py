@@ -16,13 +16,22 @@ from typing import Any
 import pytest
 
 from provisioner import billing
-from provisioner.store import JobStore
+from provisioner.store import JobStore, key_value
 from provisioner.webhook import parse
-from tests.provisioner.conftest import Provisioner, running, wait_for
+from tests.hcloud_api.conftest import Emulator
+from tests.provisioner.conftest import Provisioner, running, sold_out, wait_for
 from tests.provisioner.events import LARGE, SMALL, Subscription, subscription
 from tests.provisioner.standin import records
 
-PLANS = json.dumps({SMALL: {"server_type": "cx23"}, LARGE: {"server_type": "cx33"}})
+
+def _plan(price: str, server_type: str) -> dict[str, Any]:
+    return {
+        "prices": [price],
+        "choices": [{"server_type": server_type, "location": where} for where in ("fsn1", "nbg1")],
+    }
+
+
+PLANS = json.dumps({"small": _plan(SMALL, "cx23"), "large": _plan(LARGE, "cx33")})
 
 
 @pytest.fixture
@@ -116,6 +125,41 @@ def test_a_plan_change_resizes_through_the_gated_deploy_once_paid_for(billed: Pr
     assert _post(billed, acme.event("updated", "active", previous={"status": "past_due"})) == "accepted"
     _ready(billed, "acme")
     assert [up["config"]["clawhosters:server_type"] for up in _ups(billed, "acme")] == ["cx23", "cx33", "cx23"]
+
+
+def test_a_plan_change_keeps_the_servers_location_or_is_refused_changing_nothing(
+    billed: Provisioner, hetzner_api: Emulator
+) -> None:
+    store = JobStore(key_value(billed.env["CLAW_QUEUE_URL"]))
+    acme = subscription("acme")
+    with sold_out(hetzner_api, ("cx23", "fsn1")):
+        _post(billed, acme.event("created", "active"))
+        _ready(billed, "acme")
+    [signup] = _ups(billed, "acme")
+    assert (signup["config"]["clawhosters:server_type"], signup["config"]["clawhosters:location"]) == ("cx23", "nbg1")
+
+    # The large plan's first choice is in fsn1, available again: the server stays in nbg1.
+    larger = dataclasses.replace(acme, price=LARGE)
+    _post(billed, larger.event("updated", "active", previous={"items": {}}))
+    _ready(billed, "acme")
+    resized = _ups(billed, "acme")[-1]
+    assert (resized["config"]["clawhosters:server_type"], resized["config"]["clawhosters:location"]) == ("cx33", "nbg1")
+    placed = store.placement("acme")
+    assert placed is not None and (placed.server_type, placed.location, placed.plan) == ("cx33", "nbg1", "large")
+
+    # Back to the small plan while Hetzner has no cx23 in nbg1: refused, and nothing changes.
+    operations = records(billed.records)
+    with sold_out(hetzner_api, ("cx23", "nbg1")):
+        refused = acme.event("updated", "active", previous={"items": {}})
+        _post(billed, refused)
+        wait_for("the change to fail", lambda: billed.status("acme") == "failed", timeout=60)
+    job = billed.job(json.loads(refused)["id"])
+    assert job["attempts"] == 1 and str(job["last_error"]).startswith(
+        "NoPlacement: plan 'small' cannot run claw-acme (cx33 in nbg1, which a change of plan never moves): "
+        "cx23 in nbg1: Hetzner does not sell cx23 in nbg1"
+    )
+    assert records(billed.records) == operations, "no stack operation ran"
+    assert store.placement("acme") == placed
 
 
 def test_a_plan_switch_through_a_second_subscription_keeps_the_server(billed: Provisioner) -> None:

@@ -21,7 +21,7 @@ from provisioner import billing
 from provisioner.store import DEPLOY_WAIT_SECONDS, Claim, DeployRefused, Job, JobStore
 from provisioner.webhook import parse
 from tests.provisioner.conftest import REPO, REVIEW_TOKEN, TOKEN, Provisioner, wait_for
-from tests.provisioner.events import cancellation, signup
+from tests.provisioner.events import IMAGE, cancellation, signup
 from tests.provisioner.standin import records
 
 LEASE = 30.0
@@ -135,7 +135,7 @@ def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqli
     worker would write it, and can neither see billing's jobs nor submit a deploy."""
     provisioner = sqlite_provisioner
     provisioner.start("worker")
-    assert provisioner.post(signup("acme", "evt_acmesignup", server_type="cx33"))[0] == 200
+    assert provisioner.post(signup("acme", "evt_acmesignup"))[0] == 200
     wait_for("acme ready", lambda: provisioner.status("acme") == "ready", timeout=60)
     provisioned = next(record["config"] for record in records(provisioner.records, "up"))
 
@@ -144,7 +144,9 @@ def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqli
     assert code == 200 and body == provisioner.get("/stacks/customer-acme/settings")[1]
     config, project = body["config"], body["project"]
     assert project == "default", "the Hetzner project the worker assigned: a preview reads it with its token"
-    assert config["clawhosters:customer_id"] == "acme" and config["clawhosters:server_type"] == "cx33"
+    assert config["clawhosters:customer_id"] == "acme"
+    placed = (config["clawhosters:server_type"], config["clawhosters:location"])
+    assert placed == ("cpx22", "fsn1"), "the default plan's first choice, which Hetzner has available"
     assert json.loads(config["platform:provisioner_cidrs"]) == ["203.0.113.0/28"]
     assert config == provisioned, "the whole config the last provision ran with"
     code, body = provisioner.get("/stacks/customer-nobody/settings", token=REVIEW_TOKEN)
@@ -226,7 +228,8 @@ def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_sett
     provisioner = sqlite_provisioner
     provisioner.start("worker", "--workers", "2")
     for customer in ("acme", "globex", "initech", "umbrella"):
-        provisioner.post(signup(customer, server_type="cx33" if customer == "globex" else "cx23"))
+        image = IMAGE.replace("1.4.2", "1.4.3") if customer == "globex" else IMAGE
+        provisioner.post(signup(customer, gateway_image=image))
     provisioner.post(cancellation("umbrella"))
     for customer, status in (("acme", "ready"), ("globex", "ready"), ("initech", "ready")):
         wait_for(f"{customer} {status}", lambda c=customer, s=status: provisioner.status(c) == s, timeout=60)

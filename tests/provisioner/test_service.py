@@ -75,15 +75,16 @@ def test_one_operation_per_stack_at_a_time(provisioner: Provisioner) -> None:
     # other stack's job running while acme's are, whatever the machine's pace.
     provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
     provisioner.start("worker", "--workers", "3")
-    assert provisioner.post(signup("acme", server_type="cx23"))[0] == 200
+    first, queued, newest = (IMAGE.replace("1.4.2", version) for version in ("1.4.2", "1.4.3", "1.4.4"))
+    assert provisioner.post(signup("acme", gateway_image=first))[0] == 200
     wait_for("the first up", lambda: any(provisioner.records.glob("acme.up.*")))
-    for body in (signup("acme", server_type="cx33"), signup("acme", server_type="cx43"), signup("other")):
+    for body in (signup("acme", gateway_image=queued), signup("acme", gateway_image=newest), signup("other")):
         assert provisioner.post(body)[0] == 200
     wait_for("three operations", lambda: len(records(provisioner.records)) == 3, timeout=30)
     done = records(provisioner.records)
     acme_runs = [record for record in done if record["customer"] == "acme"]
-    assert [run["config"]["clawhosters:server_type"] for run in acme_runs] == ["cx23", "cx43"], (
-        "the queued cx33 was superseded by the newer cx43 before it ran"
+    assert [run["config"]["clawhosters:gateway_image"] for run in acme_runs] == [first, newest], (
+        "the queued 1.4.3 was superseded by the newer 1.4.4 before it ran"
     )
     for earlier, later in itertools.pairwise(acme_runs):
         assert later["start"] >= earlier["end"], "two operations overlapped on one stack"

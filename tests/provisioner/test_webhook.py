@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from provisioner.settings import BillingPlan
+from config.plans import DEFAULT_PLANS, Choice, Plan
 from provisioner.webhook import Delivery, WebhookError, parse, sign, verify
 from tests.provisioner.events import IMAGE, LARGE, SMALL, cancellation, event, signup, subscription
 
 SECRET = "whsec_unit_0123456789abcdef"
-PLANS = {SMALL: BillingPlan(server_type="cx23"), "claw-large": BillingPlan(server_type="cx33")}
+FSN1 = (Choice(server_type="cpx22", location="fsn1"),)
+PLANS = {"small": Plan(prices=(SMALL,), choices=FSN1), "large": Plan(prices=("claw-large",), choices=FSN1)}
 
 
 def test_a_correct_signature_within_the_window_passes() -> None:
@@ -84,19 +85,17 @@ def test_an_ended_subscription_carries_no_settings() -> None:
     assert (parsed.status, parsed.config, parsed.customer_id) == ("canceled", {}, "acme")
 
 
-def test_with_plans_the_price_decides_the_server_type() -> None:
-    assert parse(signup("acme"), PLANS).config["clawhosters:server_type"] == "cx23"
+def test_the_price_selects_the_plan_and_without_prices_every_subscription_is_on_the_default_plan() -> None:
+    assert parse(signup("acme"), PLANS).plan == "small"
     large = json.loads(subscription("acme", price=LARGE).event("updated", "active"))
     large["data"]["object"]["items"]["data"][0]["price"]["lookup_key"] = "claw-large"
-    assert parse(json.dumps(large).encode(), PLANS).config["clawhosters:server_type"] == "cx33"
-    with pytest.raises(WebhookError, match=r"metadata\.server_type is the plan's") as caught:
-        parse(signup("acme", server_type="cx53"), PLANS)
-    assert caught.value.status == 422
-    with pytest.raises(WebhookError, match="0 of the subscription's prices are plans"):
+    assert parse(json.dumps(large).encode(), PLANS).plan == "large", "by its lookup key"
+    with pytest.raises(WebhookError, match="0 of the subscription's prices select a plan") as caught:
         parse(subscription("acme", price=LARGE).event("created", "active"), PLANS)
-    assert parse(subscription("acme", price=LARGE).event("deleted", "canceled"), PLANS).config == {}, (
-        "an ended subscription's plan does not matter"
-    )
+    assert caught.value.status == 422
+    ended = parse(subscription("acme", price=LARGE).event("deleted", "canceled"), PLANS)
+    assert (ended.config, ended.plan) == ({}, None), "an ended subscription's plan does not matter"
+    assert parse(subscription("acme", price=LARGE).event("created", "active"), DEFAULT_PLANS).plan == "standard"
 
 
 def _with(body: bytes, path: str, value: Any) -> bytes:
@@ -150,9 +149,10 @@ def _with(body: bytes, path: str, value: Any) -> bytes:
         (signup("acme", gateway_image="nginx:1\n"), 422, "metadata.gateway_image contains a control character"),
         (signup("acme", decommission="true"), 422, "metadata.decommission is set by the platform"),
         (signup("acme", **{"a:b": "x"}), 422, "not a setting name"),
-        (signup("acme", location="mars1"), 422, "metadata.location"),
+        (signup("acme", location="fsn1"), 422, "metadata.location is set by the platform"),
         (signup("acme", syn_rate_per_second="1000"), 422, "metadata.syn_rate_per_second: unknown setting"),
-        (signup("acme", server_type={"nested": "object"}), 422, "unsupported type"),
+        (signup("acme", gateway_image={"nested": "object"}), 422, "unsupported type"),
+        (signup("acme", server_type="ccx63"), 422, "metadata.server_type is set by the platform"),
         (signup("acme", ssh_enabled=True, ssh_public_keys=["ssh-ed25519 AAAA"]), 422, "metadata.ssh_public_keys"),
         (subscription("acme").event("updated", "past_due", gateway_image="nginx:1\n"), 422, "control character"),
     ],
