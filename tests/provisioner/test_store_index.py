@@ -32,8 +32,8 @@ from tests.provisioner.conftest import RedisServer
 LEASE = 30.0
 
 
-def _job(customer: str, created: int, kind: Kind = "provision", server_type: str = "cx23") -> Job:
-    settings = {"clawhosters:customer_id": customer, "clawhosters:server_type": server_type}
+def _job(customer: str, created: int, kind: Kind = "provision", image: str = "gateway:1") -> Job:
+    settings = {"clawhosters:customer_id": customer, "clawhosters:gateway_image": image}
     return Job(
         event_id=f"evt_{customer}{created}",
         kind=kind,
@@ -57,6 +57,7 @@ def _accept(store: JobStore, job: Job, status: billing.Status = "active") -> str
         status="canceled" if ended else status,
         customer_id=job.customer_id,
         config=job.config,
+        plan=None,
     )
     return billing.accept(store, event, grace_seconds=0, now=time.time())[0]
 
@@ -130,11 +131,11 @@ def test_a_stacks_settings_and_the_metrics_cost_the_same_however_many_records(qu
     for index in range(100):
         customer = f"c{index:03d}"
         _run(store, _job(customer, 1000), "failed")
-        _run(store, _job(customer, 1001, server_type="cx33"))
+        _run(store, _job(customer, 1001, image="gateway:2"))
         _run(store, _job(customer, 1002, kind="deploy"))
     counting.read, counting.listed = 0, []
     last = store.last_provisioned("c042")
-    assert last is not None and last.config["clawhosters:server_type"] == "cx33"
+    assert last is not None and last.config["clawhosters:gateway_image"] == "gateway:2"
     assert (counting.read, counting.listed) == (2, []), "a pointer and the record it names"
     counting.read = 0
     assert store.stack_exists("c042")
@@ -166,17 +167,17 @@ def _expected_counters(store: JobStore) -> dict[str, float]:
 def test_the_counters_and_the_newest_provision_follow_every_write(queue_url: str) -> None:
     store = JobStore(key_value(queue_url))
     _run(store, _job("acme", 1000), seconds=0.5)
-    _run(store, _job("acme", 1001, server_type="cx33"), seconds=40)
-    _run(store, _job("acme", 1002, server_type="cx43"), "failed", seconds=7)
+    _run(store, _job("acme", 1001, image="gateway:2"), seconds=40)
+    _run(store, _job("acme", 1002, image="gateway:3"), "failed", seconds=7)
     _run(store, _job("acme", 1003, kind="deploy"), "will retry", seconds=2000)
     assert _accept(store, _job("globex", 1000)) == "accepted"
-    assert _accept(store, _job("globex", 1001, server_type="cx33")) == "accepted"  # supersedes the queued one
+    assert _accept(store, _job("globex", 1001, image="gateway:2")) == "accepted"  # supersedes the queued one
     assert _accept(store, _job("acme", 999)) == "stale", "older than acme's newest"
-    assert _accept(store, _job("acme", 1004, server_type="cx43"), "past_due") == "noted", "kept as it is"
+    assert _accept(store, _job("acme", 1004, image="gateway:3"), "past_due") == "noted", "kept as it is"
     _run(store, _job("initech", 1000))
     _run(store, _job("initech", 1001, kind="deprovision"))
     last = store.last_provisioned("acme")
-    assert last is not None and last.config["clawhosters:server_type"] == "cx33", "the failed one never ran"
+    assert last is not None and last.config["clawhosters:gateway_image"] == "gateway:2", "the failed one never ran"
     assert store.last_provisioned("globex") is None
     assert [store.stack_exists(customer) for customer in ("acme", "globex", "initech")] == [True, False, False]
     actual = {name: value for name, value in store.counters().items() if value}
@@ -193,7 +194,7 @@ def test_a_store_written_before_the_index_gains_it_once(queue_url: str) -> None:
     writer = JobStore(raw)
     for customer in ("acme", "globex", "initech"):
         _run(writer, _job(customer, 1000), seconds=12)
-        _run(writer, _job(customer, 1001, server_type="cx33"), seconds=20)
+        _run(writer, _job(customer, 1001, image="gateway:2"), seconds=20)
     _run(writer, _job("wayne", 1000))
     _run(writer, _job("wayne", 1001, kind="deprovision"))
     assert _accept(writer, _job("initech", 1002, kind="deprovision")) == "accepted"
@@ -217,7 +218,7 @@ def test_a_store_written_before_the_index_gains_it_once(queue_url: str) -> None:
     stacks = [store.stack_exists(customer) for customer in ("acme", "initech", "umbrella", "wayne")]
     assert stacks == [True, True, False, False], "initech's decommission has not run yet"
     last = store.last_provisioned("acme")
-    assert last is not None and last.config["clawhosters:server_type"] == "cx33"
+    assert last is not None and last.config["clawhosters:gateway_image"] == "gateway:2"
     assert [job.customer_id for job in store.runnable(time.time())] == ["initech", "umbrella"]
     assert {name: value for name, value in store.counters().items() if value} == pytest.approx(
         _expected_counters(store)
@@ -227,10 +228,10 @@ def test_a_store_written_before_the_index_gains_it_once(queue_url: str) -> None:
 def test_pruning_deletes_old_finished_records_but_none_a_pointer_names(queue_url: str) -> None:
     store = JobStore(key_value(queue_url))
     _run(store, _job("acme", 1000))
-    _run(store, _job("acme", 1001, server_type="cx33"), "failed")
+    _run(store, _job("acme", 1001, image="gateway:2"), "failed")
     _run(store, _job("acme", 1002, kind="deploy"))
     _run(store, _job("acme", 1003, kind="deploy"))
-    assert _accept(store, _job("acme", 1004, server_type="cx33"), "past_due") == "noted"
+    assert _accept(store, _job("acme", 1004, image="gateway:2"), "past_due") == "noted"
     _run(store, _job("globex", 1000))
     assert _accept(store, _job("globex", 1001, kind="deprovision")) == "accepted"  # queued: never pruned
     assert store.prune(before=time.time() - 3600) == 0, "nothing is old enough"
