@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from fleet import stacks
 from fleet.desired import DesiredConfig, MissingSettings
+from fleet.failures import StackOperationFailed
 from fleet.workers import Operation, Outcome, run_each
 
 SERVER = "hcloud:index/server:Server"
@@ -56,6 +57,8 @@ class StackPreview:
     blocking: list[str] = field(default_factory=list)
     advisories: list[str] = field(default_factory=list)
     properties: list[PropertyChange] = field(default_factory=list)
+    # A failed preview on one line: the CLI's errors, the stack and its log (fleet.failures).
+    failure: str | None = None
 
 
 def summarize(stack: str, events: Iterable[EngineEvent], detailed: bool = False) -> StackPreview:
@@ -127,8 +130,6 @@ class PreviewStack:
     hetzner_token: Callable[[str], SecretStr] | None = None
 
     def __call__(self, stack: str) -> StackPreview:
-        from pulumi import automation
-
         events: list[EngineEvent] = []
         plan = self.plans / f"{stack}.plan.json" if self.plans else None
         try:
@@ -139,10 +140,11 @@ class PreviewStack:
             stacks.preview(workspace, stack, events.append, plan=plan, config=config)
         except MissingSettings as error:
             return StackPreview(stack, blocking=[str(error)])
-        except automation.CommandError as error:
+        except StackOperationFailed as error:
             preview = summarize(stack, events, detailed=stack == self.canary)
-            lines = str(error).strip().splitlines()
-            preview.blocking.append(f"preview failed: {lines[-1] if lines else 'no output'}")
+            # The CLI's last word, the same on every stack that fails alike; the rest is in `failure`.
+            preview.blocking.append(f"preview failed: {error.errors[-1].lines()[0]}")
+            preview.failure = error.summary()
             return preview
         return summarize(stack, events, detailed=stack == self.canary)
 
