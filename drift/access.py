@@ -96,20 +96,29 @@ class AutomationStacks:
     hetzner_token: Callable[[str], SecretStr] | None = None
     _opened: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def _workspace(self, stack: str) -> stacks.Workspace:
+        if self.hetzner_token is None:
+            return self.workspace
+        return self.workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
+
+    def _configured(self, handle: Any, stack: str) -> Any:
+        if self.desired is not None:
+            stacks.write_config(handle, self.desired(stack))
+        self._opened[stack] = handle
+        return handle
+
     def _stack(self, stack: str) -> Any:
         if stack not in self._opened:
-            workspace = self.workspace
-            if self.hetzner_token is not None:
-                workspace = workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
-            handle = stacks.open_stack(workspace, stack)
-            if self.desired is not None:
-                stacks.write_config(handle, self.desired(stack))
-            self._opened[stack] = handle
+            self._configured(stacks.open_stack(self._workspace(stack), stack), stack)
         return self._opened[stack]
 
     def refresh_preview(self, stack: str) -> list[EngineEvent]:
+        """Opens the stack (a failure is this operation's, fleet.failures) and keeps it for the rest."""
         events: list[EngineEvent] = []
-        self._stack(stack).preview_refresh(on_event=events.append, color="never", suppress_outputs=True)
+        with stacks.operation(self._workspace(stack), stack, "refresh-preview") as (handle, running):
+            self._configured(handle, stack).preview_refresh(
+                on_event=running.watch(events.append), color="never", suppress_outputs=True
+            )
         return events
 
     def outputs(self, stack: str) -> dict[str, Any]:

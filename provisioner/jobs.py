@@ -37,6 +37,7 @@ from huey.exceptions import RetryTask
 from config.loader import settings_from_mapping
 from fleet import resize
 from fleet.desired import stack_config
+from fleet.failures import describe
 from fleet.rollout import DeployFailed
 from provisioner import placement
 from provisioner.runner import StackRunner, left_its_lock
@@ -315,7 +316,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
             _requeue(job)
         return
     if failure is not None:
-        job.last_error = _describe(failure)
+        job.last_error = describe(failure)
         # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
         # A job no choice of its plan fits (nothing available for a signup, nothing a running server can be
         # resized to in its location) waits for an operator: the plans, or a retry once Hetzner has stock.
@@ -336,17 +337,6 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     job.note("done", attempt=job.attempts, worker=owner, seconds=seconds)
     _record(job, owner, config, operation_ended=True)
     _event("done", job, seconds=round(seconds, 3))
-
-
-def _describe(error: Exception) -> str:
-    """The error for the job's history: for a failed CLI command, what the CLI said on stderr."""
-    message = str(error)
-    _, marker, stderr = message.partition("\n stderr: ")
-    # The CLI prefixes each of its errors with "error:"; several can follow one another (a failed
-    # state write, then the lock it could not delete), and each is worth a line of its own.
-    errors = [line.strip()[:450] for line in stderr.splitlines() if line.strip().startswith("error:")]
-    said = " | ".join(errors) if errors else (stderr if marker else message).strip()
-    return f"{type(error).__name__}: {said[-900:]}"
 
 
 def _placed(job: Job, config: ProvisionerSettings, project: str, owner: str) -> dict[str, str]:

@@ -9,7 +9,8 @@ released. The kernel sends the same SIGINT when the worker process dies (`bin/pu
 way to use the Automation API (it needs the pulumi CLI). Its state is process-global, so each
 worker process has its own runner and runs one stack operation at a time. Each stack gets its own
 workspace directory in the provisioner's state dir (project file pointing at this checkout's
-program, and the stack's settings file), never the checkout.
+program, and the stack's settings file), never the checkout. The CLI's output of an operation that
+fails is kept in the state dir's `logs/` (fleet.failures), and its failure names that file.
 """
 
 from __future__ import annotations
@@ -89,14 +90,15 @@ class AutomationRunner:
                 stacks_dir=settings.state_dir / "stacks",
                 pulumi_root=CLI_ROOT,
                 hetzner_token=token,
+                logs_dir=settings.state_dir / "logs",
             )
             for project, token in settings.hetzner_tokens(os.environ).items()
         }
         # A deploy's saved plans, deleted after it (they hold the stack's encrypted config).
         self.plans = settings.state_dir / "plans"
 
-    def _stack(self, project: str, customer_id: str) -> Any:
-        return stacks.open_stack(self.workspaces[project], stack_name(customer_id), create=True)
+    def _operation(self, project: str, customer_id: str, name: str) -> Any:
+        return stacks.operation(self.workspaces[project], stack_name(customer_id), name, create=True)
 
     def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
         workspace = self.workspaces[project]
@@ -122,28 +124,29 @@ class AutomationRunner:
         return None
 
     def destroy(self, project: str, customer_id: str, log: Log) -> None:
-        self._stack(project, customer_id).destroy(on_output=log, color="never")
+        # A cancellation may come before its signup ever ran: nothing to destroy, and no error.
+        stacks.destroy(self.workspaces[project], stack_name(customer_id), on_output=log, create=True)
 
     def remove(self, project: str, customer_id: str, log: Log) -> None:
-        stack = self._stack(project, customer_id)
-        stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
+        with self._operation(project, customer_id, "remove") as (stack, _):
+            stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
         shutil.rmtree(stack.workspace.work_dir, ignore_errors=True)
         log(f"removed stack {stack.name}")
 
     def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
-        stack = self._stack(project, customer_id)
-        # On a self-managed backend: deletes the stack's lock files, and succeeds when there are none; it
-        # fails only when the backend cannot be read, and then the lock may still be there.
-        stack.cancel()
-        cleared = ["stack locks, if any"]
-        # Its secrets stay encrypted, in memory and on the CLI's pipes only: nothing plaintext on a disk.
-        deployment = stacks.export_state(stack)
-        pending = deployment.get("pending_operations") or []
-        if pending:
-            # First, or a failure here would leave the next attempt no record of what to delete.
-            hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
-            cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
-            urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
-            stacks.import_state(stack, {**deployment, "pending_operations": []})
-            cleared.append("pending operations: " + ", ".join(urns))
+        with self._operation(project, customer_id, "clear") as (stack, _):
+            # On a self-managed backend: deletes the stack's lock files, and succeeds when there are none;
+            # it fails only when the backend cannot be read, and then the lock may still be there.
+            stack.cancel()
+            cleared = ["stack locks, if any"]
+            # Its secrets stay encrypted, in memory and on the CLI's pipes only: nothing plaintext on a disk.
+            deployment = stacks.export_state(stack)
+            pending = deployment.get("pending_operations") or []
+            if pending:
+                # First, or a failure here would leave the next attempt no record of what to delete.
+                hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
+                cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
+                urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
+                stacks.import_state(stack, {**deployment, "pending_operations": []})
+                cleared.append("pending operations: " + ", ".join(urns))
         return cleared

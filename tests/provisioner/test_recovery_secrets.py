@@ -11,10 +11,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from pulumi.automation import CommandError, Stack
+from pulumi.automation import Stack
 
 import toolchain
 from fleet import stacks
+from fleet.failures import StackOperationFailed
 from provisioner.runner import AutomationRunner
 from provisioner.settings import ProvisionerSettings
 
@@ -98,9 +99,12 @@ def test_clearing_a_stack_leaves_no_secret_in_clear_even_when_the_import_fails(
     assert _plaintext_files(tmp_path) == [], "the backend keeps the secret encrypted"
 
     refuse.touch()
-    with pytest.raises(CommandError, match="the stack is currently locked"):
+    with pytest.raises(StackOperationFailed, match="the stack is currently locked") as failed:
         runner.clear_stale_lock("default", "acme", lambda _line: None)
-    assert _plaintext_files(tmp_path) == [], "nothing in clear, in the temporary directory, workspace or backend"
+    # The import is the clearing's own command: its failure, and the log that keeps what the CLI said.
+    assert failed.value.headline == f"pulumi stack import failed on stack {STACK}"
+    assert failed.value.log is not None and failed.value.log.is_relative_to(tmp_path / "state" / "logs")
+    assert _plaintext_files(tmp_path) == [], "nothing in clear, in the temporary directory, workspace, logs or backend"
 
     refuse.unlink()
     assert runner.clear_stale_lock("default", "acme", lambda _line: None) == [
