@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, SkipValidation, field_validator
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
+from fleet.cli import BoundedCommand, CliObserver
 from fleet.resize import graceful_resize
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class StackListError(RuntimeError):
 class Workspace(BaseModel):
     """Where the program and the judging policy pack live, and which backend holds the stacks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     program_dir: DirectoryPath = REPO
     # In a pull request this is the base branch's pack, so a change cannot weaken its own judge.
@@ -52,6 +53,8 @@ class Workspace(BaseModel):
     # The Hetzner project's token the stack's operations use, when not the process's HCLOUD_TOKEN
     # (the provisioner spreads customers over several projects).
     hetzner_token: SecretStr | None = None
+    # Hears of each CLI process the stack's operations start (the provisioner's fencing).
+    cli_observer: SkipValidation[CliObserver | None] = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -84,7 +87,7 @@ def backend_stack_names(workspace: Workspace) -> list[str]:
 
     local = automation.LocalWorkspace(
         work_dir=str(workspace.program_dir),
-        pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+        pulumi_command=BoundedCommand(str(workspace.pulumi_root), workspace.cli_observer),
         env_vars=workspace.env_vars(),
     )
     return [summary.name for summary in local.list_stacks(include_all=True)]
@@ -116,7 +119,7 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Sta
         work_dir = workspace.stacks_dir / stack
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_project_file(workspace.program_dir, work_dir)
-    command = automation.PulumiCommand(root=str(workspace.pulumi_root))
+    command = BoundedCommand(str(workspace.pulumi_root), workspace.cli_observer)
     options = automation.LocalWorkspaceOptions(
         work_dir=str(work_dir),
         pulumi_command=command,

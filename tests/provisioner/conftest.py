@@ -14,15 +14,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from provisioner.sessions import members, session_of
 from provisioner.store import JobStore, key_value
 from provisioner.webhook import sign
+from tests.provisioner.standin import backend_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
@@ -113,10 +116,15 @@ class Provisioner:
                 start_new_session=True,
             )
 
-    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
-        """Signal the role's whole process group (its children and their CLIs too)."""
+    def kill(self, role: str) -> None:
+        """SIGKILL to every process of the role, as when its host dies: its own, its worker processes',
+        and their operations' (each worker process leads a session of its own, provisioner.sessions)."""
         process = self.processes.pop(role)
-        os.killpg(process.pid, sig)
+        tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+        for leader in [pid for pid in tree if session_of(pid) == pid]:
+            for member in [leader, *members(leader)]:
+                with suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGKILL)
         process.wait(timeout=20)
 
     @property
@@ -211,6 +219,8 @@ def deploy(
         "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
         "CLAW_CANCEL_SECONDS": "0.5",
+        "CLAW_KILL_GRACE_SECONDS": "0.3",
+        "CLAW_PULUMI_BACKEND_URL": f"file://{backend_dir(records)}",
         "CLAW_STOP_GRACE_SECONDS": "0.5",
         "CLAW_RETRY_BASE_SECONDS": "0.2",
         "CLAW_MAX_ATTEMPTS": "2",

@@ -125,7 +125,7 @@ def test_3_a_worker_killed_with_its_cli_leaves_a_lock_the_next_worker_clears(pro
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     _up_started(provisioner, "acme")
-    provisioner.kill("worker")  # SIGKILL to the whole group: the CLI dies holding the stack lock
+    provisioner.kill("worker")  # its host dies: the CLI dies holding the stack lock
     assert len(locks(provisioner.records)) == 1
     time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
     provisioner.start("worker")
