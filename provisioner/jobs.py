@@ -357,11 +357,10 @@ def _bound_reached(fence: Fence, failure: Exception | None, config: ProvisionerS
         return None
     if fence.overran:
         return f"stopped: {fence.reason}"
-    if any(marker in str(failure) for marker in OUT_OF_MEMORY):
-        return (
-            f"stopped: a process of the operation reached its memory bound of {config.process_memory_mib} MiB "
-            f"(CLAW_PROCESS_MEMORY_MIB); {_describe(failure)}"
-        )
+    said = next((marker for marker in OUT_OF_MEMORY if marker in str(failure)), None)
+    if said is not None:
+        bound = f"its memory bound of {config.process_memory_mib} MiB (CLAW_PROCESS_MEMORY_MIB)"
+        return f"stopped: a process of the operation reached {bound}: {said}"
     return None
 
 

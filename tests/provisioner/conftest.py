@@ -202,7 +202,7 @@ def deploy(
     else:
         queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     records = tmp_path / "records"
-    records.mkdir()
+    backend_dir(records).mkdir(parents=True)
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("CLAW_")},
         "CLAW_WEBHOOK_SECRET": SECRET,

@@ -7,6 +7,7 @@ and config behaviour. Each test is one numbered failure of issue 13.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import sqlite3
@@ -135,6 +136,32 @@ def test_3_a_worker_killed_with_its_cli_leaves_a_lock_the_next_worker_clears(pro
     assert len(took_over) == 1 and "stack lock" in took_over[0]["detail"]
     assert "pending operations: urn:pulumi:customer-acme::" in took_over[0]["detail"]
     assert locks(provisioner.records) == []
+    assert len(records(provisioner.records, "up")) == 1
+
+
+def test_3_a_stack_lock_of_another_holder_is_never_cleared(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
+    provisioner.env.update(CLAW_STANDIN_SECONDS="3", CLAW_MAX_ATTEMPTS="5")
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    _up_started(provisioner, "acme")
+    provisioner.kill("worker")  # its host dies: the CLI dies holding the stack lock
+    [own] = locks(provisioner.records)
+    # An operator's `pulumi up` of the stack meanwhile: its lock names its holder as every CLI's does.
+    operators = own.with_name("0b5e55ed-0000-4000-8000-000000000000.json")
+    operators.write_text(json.dumps({"pid": 4242, "username": "ops", "hostname": "bastion", "timestamp": "now"}))
+    time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
+    provisioner.start("worker")
+
+    def refused() -> list[dict[str, Any]]:
+        _, view = provisioner.get("/customers/acme")
+        return [entry for entry in view["history"] if entry["event"] == "will retry"]
+
+    [retry, *_] = wait_for("the attempt to meet the operator's lock", refused)
+    assert "locked by ops@bastion (pid 4242)" in retry["detail"], retry
+    assert locks(provisioner.records) == [operators], "its own lock deleted, the operator's kept"
+    operators.unlink()  # the operator's operation ends
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=30)
     assert len(records(provisioner.records, "up")) == 1
 
 
