@@ -165,4 +165,5 @@ class SshStatusReader:
                     raise HostUnreachable(f"the status read did not end within {self.timeout} s")
                 return text.decode(errors="replace") if stdout.channel.exit_status == 0 else None
             except (OSError, paramiko.SSHException) as error:  # the session stalled past the timeout
-                raise HostUnreachable(f"{type(error).__name__}: {error or 'no answer'}") from error
+                said = str(error) or f"no answer within {self.timeout} s"
+                raise HostUnreachable(f"{type(error).__name__}: {said}") from error

@@ -12,6 +12,7 @@ answer that does not fit is an error.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import threading
@@ -71,8 +72,9 @@ class BoundedCommand(automation.PulumiCommand):
         env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
         if Path(self.command).is_absolute():
             env = _fixup_path(env, str(Path(self.command).parent))
-        command = next((arg for arg in args if not arg.startswith("-")), "")
-        progress = command in PROGRESS_COMMANDS
+        words = itertools.dropwhile(lambda arg: arg.startswith("-"), args)
+        command = " ".join(itertools.takewhile(lambda arg: not arg.startswith("-"), words))
+        progress = command.partition(" ")[0] in PROGRESS_COMMANDS
         stdout = BoundedLines(OUTPUT_LIMIT if progress else 2 * ANSWER_LIMIT)
         stderr = BoundedLines()
         streams = ((stdout, on_output), (stderr, on_error))

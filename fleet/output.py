@@ -54,7 +54,7 @@ class BoundedLines:
             self.head.append(line)
             self.head_bytes += size
             return True
-        line = line[-self.half :]
+        line = line[-(self.half - 1) :]
         self.tail.append(line)
         self.tail_bytes += len(line) + 1
         self.dropped += size - len(line) - 1
