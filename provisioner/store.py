@@ -574,7 +574,10 @@ class JobStore:
             job.state, job.attempts, job.worker = "running", job.attempts + 1, owner
             job.note("started", attempt=job.attempts, worker=owner)
             writes[f"job:{event_id}"] = job.model_dump_json()
-            writes[f"holder:{job.customer_id}"] = Holder(worker=owner, event_id=event_id, started=now).model_dump_json()
+            # Until the stack is cleared, a lock any earlier CLI left may still be there: they stay named.
+            earlier_clis = previous.clis if previous is not None else []
+            holder = Holder(worker=owner, event_id=event_id, started=now, clis=earlier_clis)
+            writes[f"holder:{job.customer_id}"] = holder.model_dump_json()
             outcome.append(Claim(job, previous))
             return writes
 

@@ -307,3 +307,33 @@ def test_an_operators_up_of_one_stack_is_a_deploy_job_on_the_workers(sqlite_prov
     assert unset.returncode == 2 and "not set: CLAW_OPERATOR_TOKEN" in unset.stderr
     local = _fleet(env, "up", "--stack", "customer-acme", "--commit", "a" * 40)
     assert local.returncode == 2 and "--commit: only with --provisioner" in local.stderr
+
+
+def test_the_clis_of_attempts_that_did_not_end_cleanly_stay_named_until_one_ends_cleanly(
+    stores: tuple[JobStore, JobStore],
+) -> None:
+    """A stack lock names its CLI (host:pid); the holder record keeps every CLI an attempt started, and
+    an attempt after one that did not end cleanly keeps the earlier ones too: its clearing may fail
+    before it has deleted their locks. Only a worker holding the lease can name a CLI."""
+    store, other = stores
+    job = _accept(store, signup("acme"))
+    first = _claim(store, job.event_id)
+    assert isinstance(first, Claim) and first.previous is None
+    assert store.note_cli("acme", "worker", LEASE, "host-a:101")
+    assert not other.note_cli("acme", "another-worker", LEASE, "host-b:202"), "not the holder"
+    first.job.state = "queued"
+    assert store.update(first.job, "worker", LEASE, operation_ended=False)
+    second = _claim(store, job.event_id)
+    assert isinstance(second, Claim) and second.previous is not None and second.previous.clis == ["host-a:101"]
+    assert store.note_cli("acme", "worker", LEASE, "host-a:303")
+    second.job.state = "queued"
+    assert store.update(second.job, "worker", LEASE, operation_ended=False)
+    third = _claim(store, job.event_id)
+    assert isinstance(third, Claim) and third.previous is not None
+    assert third.previous.clis == ["host-a:101", "host-a:303"]
+    third.job.state = "done"
+    assert store.update(third.job, "worker", LEASE, operation_ended=True)
+    outcome = store.accept_deploy(_deploy("acme", "r1"))
+    assert not isinstance(outcome, DeployRefused)
+    after = _claim(store, outcome[1].event_id)
+    assert isinstance(after, Claim) and after.previous is None, "nothing to clear once an attempt ended cleanly"
