@@ -17,7 +17,8 @@ history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `
   Automation API over the gRPC event stream (`--event-log tcp://…`) as CLIs since 3.206 do.
 
 It records each operation (start, end, outcome, config, arguments) as a file in CLAW_STANDIN_DIR,
-takes CLAW_STANDIN_SECONDS, and fails for customers whose id starts with "doomed".
+takes CLAW_STANDIN_SECONDS (a stubborn one, CLAW_STANDIN_STUBBORN, ignores SIGINT meanwhile), and
+fails for customers whose id starts with "doomed".
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from components.bundle import Bundle
 
 RECORDS = "CLAW_STANDIN_DIR"
 SECONDS = "CLAW_STANDIN_SECONDS"
+# Set: SIGINT changes nothing, as for a real CLI whose in-flight step never finishes.
+STUBBORN = "CLAW_STANDIN_STUBBORN"
 VERSION = "v3.272.0"
 LOCKED = "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end"
 _WITH_VALUE = {"--stack", "--policy-pack", "--color", "--exec-kind", "--page-size", "--page", "--file"}
@@ -126,7 +129,10 @@ class _Stack:
         holder = {"pid": os.getpid(), "username": "root", "hostname": os.uname().nodename}
         lock.write_text(json.dumps({**holder, "timestamp": datetime.now(UTC).isoformat()}))
         cancelled: list[bool] = []
-        signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
+        if os.environ.get(STUBBORN):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
         started = time.time()
         state = self.state()
         # What a CLI killed mid-operation leaves in the state.

@@ -419,3 +419,22 @@ def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisione
     assert alive == [], "the CLI did not outlive its worker"
     assert locks(provisioner.records) == [], "it cancelled gracefully and released the stack lock"
     assert [run.get("outcome") for run in operations(provisioner.records)] == ["cancelled"]
+
+
+def test_7_a_killed_worker_process_whose_cli_does_not_cancel_is_ended_by_the_master(
+    sqlite_provisioner: Provisioner,
+) -> None:
+    provisioner = sqlite_provisioner
+    provisioner.env.update(CLAW_STANDIN_SECONDS="30", CLAW_STANDIN_STUBBORN="1", CLAW_LEASE_SECONDS="4")
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    _up_started(provisioner, "acme")
+    master = psutil.Process(provisioner.processes["worker"].pid)
+    cli = next(child for child in master.children(recursive=True) if "tests.provisioner.standin" in child.cmdline())
+    worker = cli.parent()
+    assert worker is not None and worker.pid != master.pid
+    worker.kill()  # the OOM killer's pick; the kernel's SIGINT does not stop this CLI
+    lease = float(provisioner.env["CLAW_LEASE_SECONDS"])
+    _, alive = psutil.wait_procs([cli], timeout=lease * 5 / 6)
+    assert alive == [], "the dead worker's operation outlived its lease"
+    assert "ended the operation of a dead worker process" in provisioner.logs
