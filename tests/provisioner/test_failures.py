@@ -405,8 +405,8 @@ def test_10_redis_down_is_a_503_and_not_ready(redis_provisioner: Provisioner) ->
     assert provisioner.post(signup("acme"))[0] == 200
 
 
-def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisioner) -> None:
-    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+def _kill_the_worker_process_mid_up(provisioner: Provisioner) -> psutil.Process:
+    """SIGKILL to the worker process running acme's `up` alone (the OOM killer's pick); its CLI."""
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     _up_started(provisioner, "acme")
@@ -414,7 +414,13 @@ def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisione
     cli = next(child for child in master.children(recursive=True) if "tests.provisioner.standin" in child.cmdline())
     worker = cli.parent()
     assert worker is not None and worker.pid != master.pid
-    worker.kill()  # the OOM killer's pick: the worker process alone
+    worker.kill()
+    return cli
+
+
+def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisioner) -> None:
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+    cli = _kill_the_worker_process_mid_up(provisioner)
     _, alive = psutil.wait_procs([cli], timeout=5)
     assert alive == [], "the CLI did not outlive its worker"
     assert locks(provisioner.records) == [], "it cancelled gracefully and released the stack lock"
@@ -425,15 +431,9 @@ def test_7_a_killed_worker_process_whose_cli_does_not_cancel_is_ended_by_the_mas
     sqlite_provisioner: Provisioner,
 ) -> None:
     provisioner = sqlite_provisioner
+    # The kernel's SIGINT does not stop this CLI.
     provisioner.env.update(CLAW_STANDIN_SECONDS="30", CLAW_STANDIN_STUBBORN="1", CLAW_LEASE_SECONDS="4")
-    provisioner.start("worker")
-    provisioner.post(signup("acme"))
-    _up_started(provisioner, "acme")
-    master = psutil.Process(provisioner.processes["worker"].pid)
-    cli = next(child for child in master.children(recursive=True) if "tests.provisioner.standin" in child.cmdline())
-    worker = cli.parent()
-    assert worker is not None and worker.pid != master.pid
-    worker.kill()  # the OOM killer's pick; the kernel's SIGINT does not stop this CLI
+    cli = _kill_the_worker_process_mid_up(provisioner)
     lease = float(provisioner.env["CLAW_LEASE_SECONDS"])
     _, alive = psutil.wait_procs([cli], timeout=lease * 5 / 6)
     assert alive == [], "the dead worker's operation outlived its lease"
