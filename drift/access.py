@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from components.drift import STATUS_FILE
 from fleet import stacks
 from fleet.desired import DesiredConfig
+from fleet.output import OUTPUT_LIMIT
 
 PRIVATE_KEY_TYPE = "tls:index/privateKey:PrivateKey"
 # pulumi `stack export --show-secrets` writes a secret as this object with its JSON-encoded value.
@@ -163,6 +164,15 @@ class SshStatusReader:
             client.close()
             raise HostUnreachable(f"{type(error).__name__}: {error}") from error
         with client:
-            _, stdout, _ = client.exec_command(f"cat {shlex.quote(self.status_file)}", timeout=self.timeout)
-            text = stdout.read().decode()
-            return text if stdout.channel.recv_exit_status() == 0 else None
+            try:
+                _, stdout, _ = client.exec_command(f"cat {shlex.quote(self.status_file)}", timeout=self.timeout)
+                # The host's root decides what this session sends (a forced command in authorized_keys).
+                text = stdout.read(OUTPUT_LIMIT + 1)
+                if len(text) > OUTPUT_LIMIT:
+                    raise HostRefused(f"the status read sent more than {OUTPUT_LIMIT} bytes; stopped reading")
+                if not stdout.channel.status_event.wait(self.timeout):
+                    raise HostUnreachable(f"the status read did not end within {self.timeout} s")
+                return text.decode(errors="replace") if stdout.channel.exit_status == 0 else None
+            except (OSError, paramiko.SSHException) as error:  # the session stalled past the timeout
+                said = str(error) or f"no answer within {self.timeout} s"
+                raise HostUnreachable(f"{type(error).__name__}: {said}") from error

@@ -1,12 +1,13 @@
 """What a failed stack operation tells its operator: the CLI's own error lines, the stack, and where
-the CLI's whole output is.
+the CLI's output is kept.
 
 Every stack operation of the repository's tools (`fleet.stacks`: preview, up, refresh, destroy; in
 `python -m fleet`, `python -m drift`, `python -m lab` and the provisioner's workers) runs as an
 `Operation`. The CLI commands it runs go through `LoggedCommand`, which streams the output of the
 operation's own commands (`preview`, `up`, `refresh`, `destroy`) into the operation's log file (mode
-0600) and keeps each command's stderr. The output of every other command stays out of the log, since
-the Automation API asks some of them for secrets in clear (`config --show-secrets`, `stack output
+0600) and keeps each command's stderr, both as bounded as `fleet.cli` keeps them (1 MiB each, its
+first and last half). The output of every other command stays out of the log, since the Automation
+API asks some of them for secrets in clear (`config --show-secrets`, `stack output
 --show-secrets`); such a command's stderr is logged only when it fails. A successful operation's log
 is removed; a failed one's is kept and named in the failure.
 
@@ -23,12 +24,14 @@ import datetime
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pulumi import automation
+
+from fleet.cli import BoundedCommand, CliObserver
 
 if TYPE_CHECKING:
     from pulumi.automation import EngineEvent
@@ -213,7 +216,7 @@ class Operation:
         if logged:
             self._write(f"$ pulumi {command}")
 
-    def output(self, logged: bool, forward: Callable[[str], None] | None) -> Callable[[str], None]:
+    def output(self, logged: bool, forward: Callable[[str], object] | None) -> Callable[[str], None]:
         def on_output(line: str) -> None:
             if logged:
                 self._write(line)
@@ -222,7 +225,7 @@ class Operation:
 
         return on_output
 
-    def error_output(self, logged: bool, forward: Callable[[str], None] | None) -> Callable[[str], None]:
+    def error_output(self, logged: bool, forward: Callable[[str], object] | None) -> Callable[[str], None]:
         on_output = self.output(logged, forward)
 
         def on_error(line: str) -> None:
@@ -253,34 +256,31 @@ class Operation:
         return tuple(errors)
 
 
-class LoggedCommand(automation.PulumiCommand):
-    """The pulumi CLI, each command's output also going to the `Operation` in progress, if any."""
+class LoggedCommand(BoundedCommand):
+    """The pulumi CLI with bounded output (fleet.cli), each command's output also going to the
+    `Operation` in progress, if any."""
 
-    def __init__(self, root: str, operation: Operation | None = None) -> None:
-        super().__init__(root=root)
+    def __init__(self, root: str, operation: Operation | None = None, observer: CliObserver | None = None) -> None:
+        super().__init__(root, observer)
         self.operation = operation
 
     def run(
         self,
         args: list[str],
         cwd: str,
-        additional_env: Any,
-        on_output: Callable[[str], None] | None = None,
-        on_error: Callable[[str], None] | None = None,
+        additional_env: Mapping[str, str],
+        on_output: Callable[[str], object] | None = None,
+        on_error: Callable[[str], object] | None = None,
+        stdin: str | None = None,
     ) -> automation.CommandResult:
-        return super().run(args, cwd, additional_env, *self.attended(args, on_output, on_error))
-
-    def attended(
-        self, args: Sequence[str], on_output: Callable[[str], None] | None, on_error: Callable[[str], None] | None
-    ) -> tuple[Callable[[str], None] | None, Callable[[str], None] | None]:
-        """The command `args` starts in the operation in progress, if any: the callbacks for its output."""
         operation = self.operation
         if operation is None or operation.ended:
-            return on_output, on_error
+            return super().run(args, cwd, additional_env, on_output, on_error, stdin)
         command = _command_words(args)
         logged = command.split(" ")[0] in OPERATION_COMMANDS
         operation.started(command, logged)
-        return operation.output(logged, on_output), operation.error_output(logged, on_error)
+        output, error = operation.output(logged, on_output), operation.error_output(logged, on_error)
+        return super().run(args, cwd, additional_env, output, error, stdin)
 
 
 def _command_words(args: Sequence[str]) -> str:

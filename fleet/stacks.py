@@ -4,8 +4,8 @@ refresh, destroy.
 Every preview and up runs with the policy pack. Each operation is a `fleet.failures.Operation`: its
 CLI output goes to a log file of its own in `Workspace.logs_dir` (kept when it fails), and a failed
 CLI command raises `fleet.failures.StackOperationFailed`, naming the stack, the CLI's errors and that
-log. Call these from a worker process of `fleet.workers` or of the provisioner: the Automation API
-keeps process-global state.
+log. Every CLI command runs with bounded output (`fleet.cli`). Call these from a worker process of
+`fleet.workers` or of the provisioner: the Automation API keeps process-global state.
 The CLI is the pinned toolchain (`toolchain`, built by setup.sh), run offline with the providers in
 its plugin cache (`toolchain.cli_environment`); the backend and passphrase come from the
 environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, SkipValidation, field_validator
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
+from fleet.cli import BoundedCommand, CliObserver
 from fleet.failures import LoggedCommand, Operation
 from fleet.resize import graceful_resize
 
@@ -44,7 +43,7 @@ class StackListError(RuntimeError):
 class Workspace(BaseModel):
     """Where the program and the judging policy pack live, and which backend holds the stacks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     program_dir: DirectoryPath = REPO
     # In a pull request this is the base branch's pack, so a change cannot weaken its own judge.
@@ -68,6 +67,8 @@ class Workspace(BaseModel):
     hetzner_token: SecretStr | None = None
     # Where each operation's CLI output is written (`<stack>-<time>-<operation>.log`), none if unset.
     logs_dir: Path | None = None
+    # Hears of each CLI process the stack's operations start (the provisioner's fencing).
+    cli_observer: SkipValidation[CliObserver | None] = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -102,7 +103,7 @@ def backend_stack_names(workspace: Workspace) -> list[str]:
 
     local = automation.LocalWorkspace(
         work_dir=str(workspace.program_dir),
-        pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+        pulumi_command=BoundedCommand(str(workspace.pulumi_root), workspace.cli_observer),
         env_vars=workspace.env_vars(),
     )
     return [summary.name for summary in local.list_stacks(include_all=True)]
@@ -143,7 +144,7 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False, operat
         write_project_file(workspace.program_dir, work_dir, workspace.confined_virtualenv)
     options = automation.LocalWorkspaceOptions(
         work_dir=str(work_dir),
-        pulumi_command=LoggedCommand(str(workspace.pulumi_root), operation),
+        pulumi_command=LoggedCommand(str(workspace.pulumi_root), operation, workspace.cli_observer),
         env_vars=workspace.env_vars(),
         secrets_provider=workspace.secrets_provider,
     )
@@ -176,30 +177,15 @@ def import_state(handle: Stack, deployment: Mapping[str, Any]) -> None:
 
 
 def _cli(handle: Stack, *arguments: str, stdin: str | None = None) -> str:
-    """The stack's CLI, run as the SDK runs it (its workspace's environment and directory); its stdout."""
-    from pulumi.automation import CommandResult
-    from pulumi.automation.errors import create_command_error
-
+    """The stack's CLI, run as the SDK runs it (its workspace's command, environment and directory: the
+    command of the operation in progress, bounded, its process observed), `stdin` on its standard
+    input; its stdout."""
     workspace = handle.workspace
     command = workspace.pulumi_command
-    # A command of the operation in progress, if any: its errors are the operation's (fleet.failures).
-    _, on_error = command.attended(arguments, None, None) if isinstance(command, LoggedCommand) else (None, None)
+    if not isinstance(command, BoundedCommand):
+        raise TypeError(f"{handle.name}: not opened by fleet.stacks.open_stack")
     home = {"PULUMI_HOME": workspace.pulumi_home} if workspace.pulumi_home else {}
-    done = subprocess.run(
-        [command.command, "--non-interactive", *arguments],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=workspace.work_dir,
-        env={**os.environ, **home, **workspace.env_vars, "PULUMI_AUTOMATION_API": "true"},
-        check=False,
-    )
-    if done.returncode != 0:
-        if on_error is not None:
-            for line in done.stderr.splitlines():
-                on_error(line)
-        raise create_command_error(CommandResult(stdout=done.stdout, stderr=done.stderr, code=done.returncode))
-    return done.stdout
+    return command.run(list(arguments), workspace.work_dir, {**home, **workspace.env_vars}, stdin=stdin).stdout
 
 
 def preview(

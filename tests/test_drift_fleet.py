@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from drift.access import HostAccess, HostRefused, HostUnreachable, SshStatusReader, host_access_from_state
 from drift.fleet import audit_stack, main
 from drift.report import Verdict, exit_status, render
+from fleet.output import OUTPUT_LIMIT
 from tests.drift_standin import DIGEST, NOW, SCENARIOS, TRACE, StandInStacks, audit_standin, status
 from tests.loopback_sshd import free_port, keypair, loopback_sshd
 
@@ -201,3 +203,25 @@ def test_a_host_that_does_not_answer_is_unreachable(sshd: tuple[HostAccess, Path
     reader = SshStatusReader(status_file=str(status_file), timeout_seconds=2)
     with pytest.raises(HostUnreachable):
         reader.read_status(access.model_copy(update={"port": free_port()}))
+
+
+@pytest.mark.parametrize(
+    ("forced", "refusal"),
+    [
+        ("cat /dev/zero", (HostRefused, f"sent more than {OUTPUT_LIMIT} bytes")),
+        ("sleep 600", (HostUnreachable, "no answer within 2 s")),
+        ("exec >&- 2>&-; sleep 600", (HostUnreachable, "did not end within 2 s")),
+    ],
+)
+def test_a_host_whose_root_forces_the_command_is_read_within_bounds(
+    sshd: tuple[HostAccess, Path], tmp_path: Path, forced: str, refusal: tuple[type[Exception], str]
+) -> None:
+    access, status_file = sshd
+    status_file.write_text(status())
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(f'command="{forced}" {keys.read_text()}')
+    started = time.monotonic()
+    error, message = refusal
+    with pytest.raises(error, match=message):
+        SshStatusReader(status_file=str(status_file), timeout_seconds=2).read_status(access)
+    assert time.monotonic() - started < 10
