@@ -15,8 +15,9 @@ CUSTOMER_NAMESPACE = "clawhosters"
 PLATFORM_NAMESPACE = "platform"
 
 
-class ConfigError(ValueError):
-    """Invalid stack configuration; the message names every offending key."""
+class ConfigError(ValueError, pulumi.RunError):
+    """Invalid stack configuration; the message names every offending key. A RunError: the CLI shows
+    the program's refusal as its own `error:` line, not as a Python traceback."""
 
 
 class StackSettings(BaseModel):

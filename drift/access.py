@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from components.drift import STATUS_FILE
 from fleet import stacks
 from fleet.desired import DesiredConfig
+from fleet.output import OUTPUT_LIMIT
 
 PRIVATE_KEY_TYPE = "tls:index/privateKey:PrivateKey"
 # pulumi `stack export --show-secrets` writes a secret as this object with its JSON-encoded value.
@@ -96,20 +97,29 @@ class AutomationStacks:
     hetzner_token: Callable[[str], SecretStr] | None = None
     _opened: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def _workspace(self, stack: str) -> stacks.Workspace:
+        if self.hetzner_token is None:
+            return self.workspace
+        return self.workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
+
+    def _configured(self, handle: Any, stack: str) -> Any:
+        if self.desired is not None:
+            stacks.write_config(handle, self.desired(stack))
+        self._opened[stack] = handle
+        return handle
+
     def _stack(self, stack: str) -> Any:
         if stack not in self._opened:
-            workspace = self.workspace
-            if self.hetzner_token is not None:
-                workspace = workspace.model_copy(update={"hetzner_token": self.hetzner_token(stack)})
-            handle = stacks.open_stack(workspace, stack)
-            if self.desired is not None:
-                stacks.write_config(handle, self.desired(stack))
-            self._opened[stack] = handle
+            self._configured(stacks.open_stack(self._workspace(stack), stack), stack)
         return self._opened[stack]
 
     def refresh_preview(self, stack: str) -> list[EngineEvent]:
+        """Opens the stack (a failure is this operation's, fleet.failures) and keeps it for the rest."""
         events: list[EngineEvent] = []
-        self._stack(stack).preview_refresh(on_event=events.append, color="never", suppress_outputs=True)
+        with stacks.operation(self._workspace(stack), stack, "refresh-preview") as (handle, running):
+            self._configured(handle, stack).preview_refresh(
+                on_event=running.watch(events.append), color="never", suppress_outputs=True
+            )
         return events
 
     def outputs(self, stack: str) -> dict[str, Any]:
@@ -154,6 +164,15 @@ class SshStatusReader:
             client.close()
             raise HostUnreachable(f"{type(error).__name__}: {error}") from error
         with client:
-            _, stdout, _ = client.exec_command(f"cat {shlex.quote(self.status_file)}", timeout=self.timeout)
-            text = stdout.read().decode()
-            return text if stdout.channel.recv_exit_status() == 0 else None
+            try:
+                _, stdout, _ = client.exec_command(f"cat {shlex.quote(self.status_file)}", timeout=self.timeout)
+                # The host's root decides what this session sends (a forced command in authorized_keys).
+                text = stdout.read(OUTPUT_LIMIT + 1)
+                if len(text) > OUTPUT_LIMIT:
+                    raise HostRefused(f"the status read sent more than {OUTPUT_LIMIT} bytes; stopped reading")
+                if not stdout.channel.status_event.wait(self.timeout):
+                    raise HostUnreachable(f"the status read did not end within {self.timeout} s")
+                return text.decode(errors="replace") if stdout.channel.exit_status == 0 else None
+            except (OSError, paramiko.SSHException) as error:  # the session stalled past the timeout
+                said = str(error) or f"no answer within {self.timeout} s"
+                raise HostUnreachable(f"{type(error).__name__}: {said}") from error

@@ -43,11 +43,7 @@ from drift.access import (
 )
 from drift.report import Finding, StackDrift, Verdict, cloud_finding, exit_status, host_finding, render, to_json
 from fleet import control, stacks
-
-
-def _last_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+from fleet.failures import describe
 
 
 def audit_stack(
@@ -59,26 +55,29 @@ def audit_stack(
 ) -> StackDrift:
     policy = policy or BaselinePolicy().drift
     # Any failure of one stack is that stack's finding, never the end of the audit.
+    failure = None
     try:
         cloud = cloud_finding(stacks.refresh_preview(stack))
     except Exception as error:
-        cloud = Finding(Verdict.ERROR, [f"refresh preview failed: {_last_line(error)}"])
+        failure = describe(error, "refresh preview failed")
+        cloud = Finding(Verdict.ERROR, [failure])
     try:
         outputs = stacks.outputs(stack)
         access = stacks.host_access(stack)
     except Exception as error:
-        return StackDrift(stack, cloud, Finding(Verdict.ERROR, [f"no SSH target: {_last_line(error)}"]))
+        host = Finding(Verdict.ERROR, [describe(error, "no SSH target")])
+        return StackDrift(stack, cloud, host, failure=failure)
     try:
         raw = reader.read_status(access)
     except HostUnreachable as error:
-        return StackDrift(stack, cloud, Finding(Verdict.UNREACHABLE, [f"{access.host}: {error}"]))
+        return StackDrift(stack, cloud, Finding(Verdict.UNREACHABLE, [f"{access.host}: {error}"]), failure=failure)
     except HostRefused as error:
-        return StackDrift(stack, cloud, Finding(Verdict.ERROR, [f"{access.host}: {error}"]))
+        return StackDrift(stack, cloud, Finding(Verdict.ERROR, [f"{access.host}: {error}"]), failure=failure)
     digest = outputs.get("baseline_digest")
     host, checked_at = host_finding(
         raw, str(digest) if digest else None, policy, now or datetime.datetime.now(datetime.UTC)
     )
-    return StackDrift(stack, cloud, host, checked_at)
+    return StackDrift(stack, cloud, host, checked_at, failure)
 
 
 @dataclass(frozen=True)
@@ -100,11 +99,11 @@ def audit_fleet(
         return list(pool.map(audit, stacks))
 
 
-def from_provisioner(environ: Mapping[str, str]) -> tuple[list[str], AutomationAudit]:
+def from_provisioner(environ: Mapping[str, str], logs: Path) -> tuple[list[str], AutomationAudit]:
     """The fleet as the provisioner knows it, and the audit that writes each stack's config from it."""
     reader = control.reading_provisioner(environ)
     tokens = control.ProjectReadTokens.from_env(reader, environ) if environ.get(control.READ_TOKENS_VARIABLE) else None
-    workspace = stacks.Workspace(stacks_dir=Path(tempfile.mkdtemp(prefix="drift-stacks-")))
+    workspace = stacks.Workspace(stacks_dir=Path(tempfile.mkdtemp(prefix="drift-stacks-")), logs_dir=logs)
     return reader.stacks(), AutomationAudit(AutomationStacks(workspace, reader.settings, tokens))
 
 
@@ -119,23 +118,33 @@ def main(argv: list[str] | None = None, audit: Callable[[str], StackDrift] | Non
     parser.add_argument("--concurrency", type=int, default=4, choices=range(1, 33), metavar="1-32")
     parser.add_argument("--out", type=Path, default=Path("drift-report.md"), help="Markdown report")
     parser.add_argument("--json", type=Path, help="also write the findings as JSON")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path("drift-logs"),
+        help="where the CLI's output of each failed refresh preview is kept (<stack>-<time>-<operation>.log)",
+    )
     args = parser.parse_args(argv)
     names: list[str] = args.stack
     if args.settings_from_provisioner:
         try:
-            fleet, audit = from_provisioner(os.environ)
+            fleet, audit = from_provisioner(os.environ, args.logs)
         except (control.ProvisionerError, ValidationError) as error:
             print(f"the provisioner: {error}", file=sys.stderr)
             return 2
         names = names or fleet
     elif not names:
         parser.error("--stack: name at least one stack, or read the fleet with --settings-from-provisioner")
-    audits = audit_fleet(names, args.concurrency, audit or AutomationAudit())
+    audit = audit or AutomationAudit(AutomationStacks(stacks.Workspace(logs_dir=args.logs)))
+    audits = audit_fleet(names, args.concurrency, audit)
     report = render(audits)
     args.out.write_text(report)
     if args.json:
         args.json.write_text(to_json(audits) + "\n")
     print(report)
+    for audited in audits:
+        if audited.failure is not None:
+            print(audited.failure, file=sys.stderr)
     return exit_status(audits)
 
 

@@ -46,6 +46,8 @@ class StackDrift:
     cloud: Finding
     host: Finding
     checked_at: str | None = None
+    # A refresh preview that failed, on one line: the CLI's errors and its log (fleet.failures).
+    failure: str | None = None
 
     @property
     def verdict(self) -> Verdict:

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pulumi import automation
 from pydantic import SecretStr, ValidationError
 
 from fleet import control, preview, resize, rollout, sandbox, stacks
 from fleet.desired import DesiredConfig
+from fleet.failures import StackOperationFailed
 from fleet.workers import Operation
 from provisioner.settings import COMMIT_PATTERN
 
@@ -25,7 +25,9 @@ from provisioner.settings import COMMIT_PATTERN
 def _workspace(args: argparse.Namespace) -> stacks.Workspace:
     # Settings from the provisioner are written into workspaces of their own, never into the checkout.
     stacks_dir = Path(tempfile.mkdtemp(prefix="fleet-stacks-")) if args.settings_from_provisioner else None
-    return stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack, stacks_dir=stacks_dir)
+    return stacks.Workspace(
+        program_dir=args.program_dir, policy_pack=args.policy_pack, stacks_dir=stacks_dir, logs_dir=args.logs
+    )
 
 
 def _reader(args: argparse.Namespace) -> control.Provisioner | None:
@@ -59,12 +61,22 @@ def _commit(value: str) -> str:
     return value
 
 
+def _logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=Path("fleet-logs"),
+        help="where the CLI's output of each failed stack operation is kept (<stack>-<time>-<operation>.log)",
+    )
+
+
 def _common(parser: argparse.ArgumentParser, concurrency: int, timeout: int) -> None:
     parser.add_argument("--stack", action="append", default=[], help="a customer stack (repeat); default: all")
     parser.add_argument("--program-dir", type=Path, default=stacks.REPO, help="the Pulumi program to run")
     parser.add_argument(
         "--policy-pack", type=Path, default=stacks.REPO / "policy", help="the pack that judges (the base branch's)"
     )
+    _logs(parser)
     parser.add_argument("--concurrency", type=int, default=concurrency, choices=range(1, 65), metavar="1-64")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per stack before it is killed")
     parser.add_argument(
@@ -116,6 +128,9 @@ def _preview(args: argparse.Namespace) -> int:
     args.full_report.write_text(full)
     args.out.write_text(preview.render(previews, fleet_findings=findings, canary=args.canary, full_report=report))
     print(args.out.read_text())
+    for failed in previews:
+        if failed.failure is not None:
+            print(failed.failure, file=sys.stderr)
     return 1 if findings or any(p.blocking for p in previews) else 0
 
 
@@ -173,13 +188,21 @@ def _rollout(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     if args.provisioner:
         return _submitted_up(args)
-    workspace = stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack)
+    workspace = stacks.Workspace(program_dir=args.program_dir, policy_pack=args.policy_pack, logs_dir=args.logs)
+
+    def show(line: str) -> None:
+        # The CLI's lines come without their newline; a resize's messages with one.
+        print(line.rstrip("\n"), flush=True)
+
     try:
         if args.refresh:
-            stacks.refresh(workspace, args.stack, on_output=lambda line: print(line, end=""))
-        outputs = stacks.up(workspace, args.stack, on_output=lambda line: print(line, end=""))
-    except (automation.CommandError, resize.ResizeError) as error:
+            stacks.refresh(workspace, args.stack, on_output=show)
+        outputs = stacks.up(workspace, args.stack, on_output=show)
+    except StackOperationFailed as error:
         print(error, file=sys.stderr)
+        return 1
+    except resize.ResizeError as error:
+        print(f"error: {error} (stack {args.stack})", file=sys.stderr)
         return 1
     return _print_outputs(outputs)
 
@@ -262,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--stack", required=True, help="the stack, e.g. customer-acme")
     one.add_argument("--program-dir", type=Path, default=stacks.REPO)
     one.add_argument("--policy-pack", type=Path, default=stacks.REPO / "policy")
+    _logs(one)
     one.add_argument(
         "--provisioner",
         action="store_true",

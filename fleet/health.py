@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from components.bundle import Bundle, RenderedFile
 from components.host_baseline import BUNDLE_DIR
+from fleet.output import run_bounded
 
 # Without credentials the gateway must refuse: basic auth is part of the contract.
 GATEWAY_UNAUTHENTICATED = 401
@@ -105,7 +106,8 @@ class LiveProbe:
             key_file.chmod(0o600)
             host = address if self.ssh_port == 22 else f"[{address}]:{self.ssh_port}"
             known_hosts.write_text(f"{host} {keys['host']}\n")
-            return subprocess.run(
+            # The host's root decides what this session sends: at most fleet.output.OUTPUT_LIMIT is read.
+            return run_bounded(
                 [
                     "ssh",
                     "-i",
@@ -123,10 +125,8 @@ class LiveProbe:
                     f"root@{address}",
                     f"tar -C '{self.bundle_dir}' -cf - .",
                 ],
-                check=True,
-                capture_output=True,
                 timeout=SSH_TIMEOUT_SECONDS * 2,
-            ).stdout
+            )
 
 
 def _keys(deployment: Mapping[str, Any], stack: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from fleet import sandbox, stacks
 from fleet.control import ProvisionerError
 from fleet.desired import DesiredConfig, MissingSettings
+from fleet.failures import StackOperationFailed
 from fleet.workers import Operation, Outcome, run_each
 
 SERVER = "hcloud:index/server:Server"
@@ -57,6 +58,8 @@ class StackPreview:
     blocking: list[str] = field(default_factory=list)
     advisories: list[str] = field(default_factory=list)
     properties: list[PropertyChange] = field(default_factory=list)
+    # A failed preview on one line: the CLI's errors, the stack and its log (fleet.failures).
+    failure: str | None = None
 
 
 def summarize(stack: str, events: Iterable[EngineEvent], detailed: bool = False) -> StackPreview:
@@ -131,8 +134,6 @@ class PreviewStack:
     redacted_state: Callable[[str], Mapping[str, Any]] | None = None
 
     def __call__(self, stack: str) -> StackPreview:
-        from pulumi import automation
-
         events: list[EngineEvent] = []
         plan = self.plans / f"{stack}.plan.json" if self.plans else None
         try:
@@ -146,10 +147,11 @@ class PreviewStack:
             stacks.preview(workspace, stack, events.append, plan=plan, config=config)
         except (MissingSettings, ProvisionerError) as error:
             return StackPreview(stack, blocking=[str(error)])
-        except automation.CommandError as error:
+        except StackOperationFailed as error:
             preview = summarize(stack, events, detailed=stack == self.canary)
-            lines = str(error).strip().splitlines()
-            preview.blocking.append(f"preview failed: {lines[-1] if lines else 'no output'}")
+            # The CLI's last word, the same on every stack that fails alike; the rest is in `failure`.
+            preview.blocking.append(f"preview failed: {error.errors[-1].lines()[0]}")
+            preview.failure = error.summary()
             return preview
         return summarize(stack, events, detailed=stack == self.canary)
 

@@ -161,7 +161,10 @@ class DeployStack:
         # The preview writes the stack's whole config; the `up` is held to its plan.
         preview = PreviewStack(self.workspace, plans=self.plans, desired=self.desired)(stack)
         if preview.blocking:
-            raise DeployFailed("the preview has blocking findings: " + "; ".join(preview.blocking)[:2000])
+            # A preview the CLI failed says so itself: its errors, the stack and its log.
+            raise DeployFailed(
+                preview.failure or "the preview has blocking findings: " + "; ".join(preview.blocking)[:2000]
+            )
         outputs = stacks.up(self.workspace, stack, plan=self.plans / f"{stack}.plan.json", on_output=self.on_output)
         probe = self.probe or health.LiveProbe(
             lambda name: stacks.open_stack(self.workspace, name).export_stack().deployment

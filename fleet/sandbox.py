@@ -95,10 +95,11 @@ def throwaway_workspace(workspace: stacks.Workspace, directory: Path) -> stacks.
 
 def import_redacted(workspace: stacks.Workspace, stack: str, export: Mapping[str, Any]) -> None:
     """`stack` on the workspace's backend as the redacted export holds it: the export's secrets (all
-    markers) are encrypted again with the stack's own secrets provider."""
+    markers) are encrypted again with the stack's own secrets provider. A failure is a failed stack
+    operation (fleet.failures)."""
     from pulumi import automation
 
-    handle = stacks.open_stack(workspace, stack, create=True)
-    own = handle.export_stack().deployment or {}
-    deployment = {**export["deployment"], "secrets_providers": own.get("secrets_providers")}
-    handle.import_stack(automation.Deployment(version=export.get("version"), deployment=deployment))
+    with stacks.operation(workspace, stack, "import", create=True) as (handle, _):
+        own = handle.export_stack().deployment or {}
+        deployment = {**export["deployment"], "secrets_providers": own.get("secrets_providers")}
+        handle.import_stack(automation.Deployment(version=export.get("version"), deployment=deployment))

@@ -1,7 +1,10 @@
 """The one way this repository drives a stack through the Automation API: list, open, preview, up,
-refresh.
+refresh, destroy.
 
-Every preview and up runs with the policy pack. Call these from a worker process of
+Every preview and up runs with the policy pack. Each operation is a `fleet.failures.Operation`: its
+CLI output goes to a log file of its own in `Workspace.logs_dir` (kept when it fails), and a failed
+CLI command raises `fleet.failures.StackOperationFailed`, naming the stack, the CLI's errors and that
+log. Every CLI command runs with bounded output (`fleet.cli`). Call these from a worker process of
 `fleet.workers` or of the provisioner: the Automation API keeps process-global state.
 The CLI is the pinned toolchain (`toolchain`, built by setup.sh), run offline with the providers in
 its plugin cache (`toolchain.cli_environment`); the backend and passphrase come from the
@@ -10,19 +13,20 @@ environment (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE) unless given here.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
-import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, SkipValidation, field_validator
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
+from fleet.cli import BoundedCommand, CliObserver
+from fleet.failures import LoggedCommand, Operation
 from fleet.resize import graceful_resize
 
 if TYPE_CHECKING:
@@ -39,7 +43,7 @@ class StackListError(RuntimeError):
 class Workspace(BaseModel):
     """Where the program and the judging policy pack live, and which backend holds the stacks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     program_dir: DirectoryPath = REPO
     # In a pull request this is the base branch's pack, so a change cannot weaken its own judge.
@@ -61,6 +65,10 @@ class Workspace(BaseModel):
     # The Hetzner project's token the stack's operations use, when not the process's HCLOUD_TOKEN
     # (the provisioner spreads customers over several projects).
     hetzner_token: SecretStr | None = None
+    # Where each operation's CLI output is written (`<stack>-<time>-<operation>.log`), none if unset.
+    logs_dir: Path | None = None
+    # Hears of each CLI process the stack's operations start (the provisioner's fencing).
+    cli_observer: SkipValidation[CliObserver | None] = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -95,7 +103,7 @@ def backend_stack_names(workspace: Workspace) -> list[str]:
 
     local = automation.LocalWorkspace(
         work_dir=str(workspace.program_dir),
-        pulumi_command=automation.PulumiCommand(root=str(workspace.pulumi_root)),
+        pulumi_command=BoundedCommand(str(workspace.pulumi_root), workspace.cli_observer),
         env_vars=workspace.env_vars(),
     )
     return [summary.name for summary in local.list_stacks(include_all=True)]
@@ -125,7 +133,8 @@ def write_project_file(program_dir: Path, work_dir: Path, confined: Path | None 
     (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
 
 
-def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Stack:
+def open_stack(workspace: Workspace, stack: str, *, create: bool = False, operation: Operation | None = None) -> Stack:
+    """The stack's handle; with `operation`, its CLI commands are that operation's (fleet.failures)."""
     from pulumi import automation
 
     work_dir = workspace.program_dir
@@ -133,15 +142,23 @@ def open_stack(workspace: Workspace, stack: str, *, create: bool = False) -> Sta
         work_dir = workspace.stacks_dir / stack
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_project_file(workspace.program_dir, work_dir, workspace.confined_virtualenv)
-    command = automation.PulumiCommand(root=str(workspace.pulumi_root))
     options = automation.LocalWorkspaceOptions(
         work_dir=str(work_dir),
-        pulumi_command=command,
+        pulumi_command=LoggedCommand(str(workspace.pulumi_root), operation, workspace.cli_observer),
         env_vars=workspace.env_vars(),
         secrets_provider=workspace.secrets_provider,
     )
     select = automation.create_or_select_stack if create else automation.select_stack
     return select(stack_name=stack, work_dir=str(work_dir), opts=options)
+
+
+@contextlib.contextmanager
+def operation(
+    workspace: Workspace, stack: str, name: str, *, create: bool = False
+) -> Iterator[tuple[Stack, Operation]]:
+    """The stack opened for one operation called `name`, logged and reported as fleet.failures says."""
+    with Operation(stack, name, workspace.logs_dir) as running:
+        yield open_stack(workspace, stack, create=create, operation=running), running
 
 
 def export_state(handle: Stack) -> dict[str, Any]:
@@ -160,24 +177,15 @@ def import_state(handle: Stack, deployment: Mapping[str, Any]) -> None:
 
 
 def _cli(handle: Stack, *arguments: str, stdin: str | None = None) -> str:
-    """The stack's CLI, run as the SDK runs it (its workspace's environment and directory); its stdout."""
-    from pulumi.automation import CommandResult
-    from pulumi.automation.errors import create_command_error
-
+    """The stack's CLI, run as the SDK runs it (its workspace's command, environment and directory: the
+    command of the operation in progress, bounded, its process observed), `stdin` on its standard
+    input; its stdout."""
     workspace = handle.workspace
+    command = workspace.pulumi_command
+    if not isinstance(command, BoundedCommand):
+        raise TypeError(f"{handle.name}: not opened by fleet.stacks.open_stack")
     home = {"PULUMI_HOME": workspace.pulumi_home} if workspace.pulumi_home else {}
-    done = subprocess.run(
-        [workspace.pulumi_command.command, "--non-interactive", *arguments],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=workspace.work_dir,
-        env={**os.environ, **home, **workspace.env_vars, "PULUMI_AUTOMATION_API": "true"},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise create_command_error(CommandResult(stdout=done.stdout, stderr=done.stderr, code=done.returncode))
-    return done.stdout
+    return command.run(list(arguments), workspace.work_dir, {**home, **workspace.env_vars}, stdin=stdin).stdout
 
 
 def preview(
@@ -190,10 +198,10 @@ def preview(
 ) -> None:
     """Preview with the policy pack; `plan` saves the update plan that `up` can be held to.
     `config`, when given, becomes the stack's whole config first (as for `up`)."""
-    handle = open_stack(workspace, stack)
-    if config is not None:
-        write_config(handle, config)
-    _preview(handle, workspace, on_event, plan, on_output)
+    with operation(workspace, stack, "preview") as (handle, running):
+        if config is not None:
+            write_config(handle, config)
+        _preview(handle, workspace, running.watch(on_event), plan, on_output)
 
 
 def refresh(
@@ -206,10 +214,18 @@ def refresh(
     """Bring the stack's state to what the cloud has, so the next preview's diff shows what was changed
     outside Pulumi (a firewall rule added in the console) and its `up` puts it back. A refresh changes
     no resource, only the state; the program does not run. `config` as for `up`."""
-    handle = open_stack(workspace, stack)
-    if config is not None:
-        write_config(handle, config)
-    handle.refresh(on_output=on_output, color="never", suppress_outputs=True)
+    with operation(workspace, stack, "refresh") as (handle, running):
+        if config is not None:
+            write_config(handle, config)
+        handle.refresh(on_output=on_output, on_event=running.watch(), color="never", suppress_outputs=True)
+
+
+def destroy(
+    workspace: Workspace, stack: str, *, on_output: Callable[[str], None] | None = None, create: bool = False
+) -> None:
+    """Delete the stack's resources; the stack itself stays (with `create`, one that never existed is made)."""
+    with operation(workspace, stack, "destroy", create=create) as (handle, running):
+        handle.destroy(on_output=on_output, on_event=running.watch(), color="never")
 
 
 def write_config(handle: Stack, config: Mapping[str, str]) -> None:
@@ -259,26 +275,27 @@ def up(
     and the engine judges stack policies only after every step ran, so a mandatory violation must stop
     the operation here, before anything changes. `config`, when given, becomes the stack's whole
     config: keys it does not name are removed."""
-    handle = open_stack(workspace, stack, create=create)
-    if config is not None:
-        write_config(handle, config)
-    with tempfile.TemporaryDirectory(prefix="plan-") as scratch:
-        if plan is None:
-            plan = Path(scratch) / f"{stack}.plan.json"
-            _preview(handle, workspace, on_event or (lambda _event: None), plan, on_output)
-        resize = graceful_resize(
-            handle,
-            plan,
-            shutdown_seconds=workspace.shutdown_seconds,
-            on_output=on_output,
-            environment=workspace.env_vars(),
-        )
-        with resize:
-            result = handle.up(
-                policy_packs=[str(workspace.policy_pack)],
-                plan=str(plan),
+    with operation(workspace, stack, "up", create=create) as (handle, running):
+        if config is not None:
+            write_config(handle, config)
+        events = running.watch(on_event)
+        with tempfile.TemporaryDirectory(prefix="plan-") as scratch:
+            if plan is None:
+                plan = Path(scratch) / f"{stack}.plan.json"
+                _preview(handle, workspace, events, plan, on_output)
+            resize = graceful_resize(
+                handle,
+                plan,
+                shutdown_seconds=workspace.shutdown_seconds,
                 on_output=on_output,
-                on_event=on_event,
-                color="never",
+                environment=workspace.env_vars(),
             )
+            with resize:
+                result = handle.up(
+                    policy_packs=[str(workspace.policy_pack)],
+                    plan=str(plan),
+                    on_output=on_output,
+                    on_event=events,
+                    color="never",
+                )
     return {name: output.value for name, output in result.outputs.items() if not output.secret}

@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Generic, TypeVar
 
+from fleet.failures import describe
+
 R = TypeVar("R")
 Operation = Callable[[str], R]
 
@@ -49,8 +51,7 @@ def _work(operation: Operation[R], stack: str, results: Connection) -> None:
     try:
         result = operation(stack)
     except Exception as error:  # any failure is this stack's outcome
-        message = str(error).strip().splitlines()
-        results.send(("error", f"{type(error).__name__}: {message[-1] if message else ''}"))
+        results.send(("error", describe(error)))
     else:
         results.send(("ok", result))
     results.close()

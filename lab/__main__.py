@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from components.gateway import GATEWAY_USER
+from fleet.failures import StackOperationFailed, describe
 from lab.machine import MachineError
 from lab.topology import ATTACKER, CLIENT, PROVISIONER
 from lab.world import HETZNER_PORT, STACK, Lab, LabError, down
@@ -37,6 +38,18 @@ Hetzner's API: {lab.hetzner_endpoint} (token in {lab.state_dir}/hetzner.token), 
 Remove it with: sudo .venv/bin/python -m lab down"""
 
 
+def _destroyed(lab: Lab) -> bool:
+    """Cancel the lab's customer (decommission, destroy); say so, or why not: the lab goes either way."""
+    try:
+        lab.destroy()
+    except Exception as error:
+        said = error if isinstance(error, StackOperationFailed) else f"lab: pulumi destroy failed: {describe(error)}"
+        print(f"{said}\nlab: removing everything anyway", file=sys.stderr)
+        return False
+    print(f"stack {STACK} destroyed")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     parser.add_argument("action", choices=("up", "down"))
@@ -44,15 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab = Lab()
         if args.action == "down":
-            if lab.deployed():
-                try:
-                    lab.destroy()
-                    print(f"stack {STACK} destroyed")
-                except Exception as error:  # the rest goes regardless
-                    print(f"lab: pulumi destroy failed, removing everything anyway: {error}", file=sys.stderr)
+            failed = lab.deployed() and not _destroyed(lab)
             down()
             print("lab removed")
-            return 0
+            return 1 if failed else 0
         for step in lab.up():
             print(f"{step.name:<40} {step.action:<10} {step.seconds:6.1f} s")
         password = lab.state_dir / "gateway.password"
@@ -60,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         password.write_text(lab.password + "\n")
         print(_describe(lab))
         return 0
+    except StackOperationFailed as error:
+        print(error, file=sys.stderr)
+        return 1
     except (LabError, MachineError) as error:
         print(f"lab: {error}", file=sys.stderr)
         return 1

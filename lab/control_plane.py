@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,6 +98,7 @@ class ControlPlane:
     # watchdog trips (at half the lease) well inside a lab signup, which takes under half a minute.
     lease_seconds: float = 12
     cancel_seconds: float = 5
+    kill_grace_seconds: float = 0.5
 
     @property
     def program_commit(self) -> str:
@@ -141,6 +142,7 @@ class ControlPlane:
             "CLAW_PULUMI_BACKEND_URL": self.backend_url,
             "CLAW_LEASE_SECONDS": str(self.lease_seconds),
             "CLAW_CANCEL_SECONDS": str(self.cancel_seconds),
+            "CLAW_KILL_GRACE_SECONDS": str(self.kill_grace_seconds),
             "CLAW_CANCELLATION_GRACE_SECONDS": "0",
             "CLAW_RETRY_BASE_SECONDS": "5",
             "CLAW_PROGRAM_COMMIT": self.program_commit,
@@ -216,12 +218,25 @@ class ControlPlane:
             self._start_redis()
             wait_until("Redis", lambda: _answers(PROVISIONER.ipv4, REDIS_PORT), timeout=30)
 
-    def start_worker(self, host: Peer, projects: tuple[str, ...] = HETZNER_PROJECTS) -> None:
-        """One worker process on the host, spreading new customers over `projects`."""
-        self._provisioner(f"worker-{host.link}", host, "worker", "--workers", "1", projects=projects)
+    def start_worker(
+        self,
+        host: Peer,
+        projects: tuple[str, ...] = HETZNER_PROJECTS,
+        workers: int = 1,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """`workers` worker processes on the host, spreading new customers over `projects`; `settings`
+        are more of the provisioner's variables."""
+        arguments = ("worker", "--workers", str(workers))
+        self._provisioner(f"worker-{host.link}", host, *arguments, projects=projects, settings=settings)
 
     def _provisioner(
-        self, name: str, host: Peer, *arguments: str, projects: tuple[str, ...] = HETZNER_PROJECTS
+        self,
+        name: str,
+        host: Peer,
+        *arguments: str,
+        projects: tuple[str, ...] = HETZNER_PROJECTS,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         # A host of its own: its own network and hostname (the job history names the worker by it).
         command = in_ns(
@@ -229,7 +244,8 @@ class ControlPlane:
             *("unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host.link),
             *(sys.executable, "-m", "provisioner", *arguments),
         )
-        self.lab.spawn(name, command, self.directory / f"{name}.log", env=self.environment(host, projects))
+        environment = self.environment(host, projects) | dict(settings or {})
+        self.lab.spawn(name, command, self.directory / f"{name}.log", env=environment)
 
     def start_rollout(self, state: Path, *arguments: str) -> None:
         """`python -m fleet rollout --provisioner --commit <the workers' commit>`, as the deploy workflow

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 STATE_DIR = Path("/run/clawhosters-lab")
 DATA_DIR = Path("/var/lib/clawhosters-lab")
+# The CLI's output of each failed stack operation (fleet.failures); kept by `down`.
+LOGS_DIR = DATA_DIR / "logs"
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER_ID = "lab"
@@ -254,6 +256,7 @@ class Lab:
             stacks_dir=self.state_dir / "stacks",
             pulumi_root=self.state_dir / "cli",
             shutdown_seconds=servers.SHUTDOWN_SECONDS + 30,
+            logs_dir=LOGS_DIR,
         )
 
     def _cli(self) -> None:
@@ -313,10 +316,8 @@ class Lab:
         customer = settings.customer.model_copy(update={"decommission": True})
         self.deploy(settings.model_copy(update={"customer": customer}))
         snapshot_id = int(self.outputs["snapshot_id"])
-        with (self.state_dir / "pulumi.log").open("a") as log:
-            handle = self.stack()
-            handle.destroy(on_output=lambda line: print(line, file=log, flush=True), color="never")
-            handle.workspace.remove_stack(STACK)
+        stacks.destroy(self.workspace(), STACK)
+        self.stack().workspace.remove_stack(STACK)
         # The next deploy is a new customer's first, with the settings it had and new keys.
         self.settings, self.outputs = settings, {}
         (self.state_dir / "provisioning_key").unlink(missing_ok=True)
@@ -346,20 +347,18 @@ class Lab:
             self.policy = policy
         recorder = StepRecorder()
         self._password = None
-        with (self.state_dir / "pulumi.log").open("a") as log:
-            self.outputs = stacks.up(
-                self.workspace(program_dir),
-                STACK,
-                config=stack_config(self.settings),
-                on_event=recorder,
-                on_output=lambda line: print(line, file=log, flush=True),
-                create=True,
-            )
+        self.outputs = stacks.up(
+            self.workspace(program_dir),
+            STACK,
+            config=stack_config(self.settings),
+            on_event=recorder,
+            create=True,
+        )
         return recorder.steps()
 
     def preview(self, settings: StackSettings, program_dir: Path | None = None) -> list[str]:
         """`pulumi preview --policy-pack` of the stack with other settings, which are not kept: the
-        CLI's output lines. Raises the Automation API's CommandError when the preview fails."""
+        CLI's output lines. Raises fleet.failures.StackOperationFailed when the preview fails."""
         handle = self.stack(program_dir)
         previous = {key: value.value for key, value in handle.get_all_config().items()}
         lines: list[str] = []

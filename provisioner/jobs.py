@@ -5,20 +5,25 @@ job store keeps the truth instead, and a sweep (every minute, and when a worker 
 due, unfinished job whose stack lease is free back on the queue.
 
 Fencing: a job runs only while its worker holds the stack lease. A heartbeat renews it and survives
-store errors; a watchdog cancels the operation (SIGINT to the CLI, then SIGKILL after
-CLAW_CANCEL_SECONDS) once the lease has gone unrenewed for half its length, so the operation has
-stopped before the lease can lapse and another worker can take the stack. The stack's own lock is
-the second fence: a worker that takes over a stack whose last operation did not end cleanly (its
-CLI killed, or exited unable to delete its lock) clears the stale lock and pending operations first,
-and says so in the job's history; until that has succeeded the stack counts as not cleanly ended.
+store errors; a watchdog stops the operation once the lease has gone unrenewed for half its length
+(or was lost, or the attempt ran past CLAW_OPERATION_SECONDS): SIGINT to the CLI, then after
+CLAW_CANCEL_SECONDS every process of the operation, providers included, gets SIGTERM and after
+CLAW_KILL_GRACE_SECONDS SIGKILL (provisioner.sessions), and the lease is let go only once none is
+left. So the operation has stopped, down to the last provider, before the lease can lapse and another
+worker can take the stack. The stack's own lock is the second fence: a worker that takes over a stack
+whose last operation did not end cleanly (its CLI killed, or exited unable to delete its lock) clears
+the locks that operation's CLIs left and its pending operations first, and says so in the job's
+history; until that has succeeded the stack counts as not cleanly ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
 import os
+import resource
 import signal
 import sqlite3
 import threading
@@ -37,8 +42,10 @@ from huey.exceptions import RetryTask
 from config.loader import settings_from_mapping
 from fleet import resize
 from fleet.desired import stack_config
+from fleet.failures import describe
+from fleet.output import OUTPUT_LIMIT, DroppedOutput
 from fleet.rollout import DeployFailed
-from provisioner import placement
+from provisioner import placement, sessions
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
 from provisioner.store import FINISHED, Claim, Job, JobStore, Placement, StoreUnavailable, key_value
@@ -131,53 +138,37 @@ def _event(message: str, job: Job, **fields: object) -> None:
     log.info(message, extra={"event_id": job.event_id, "customer": job.customer_id, "kind": job.kind, **fields})
 
 
-def cancel_operation(cancel_seconds: float) -> bool:
-    """Stop this process's CLI children: SIGINT (the CLI cancels gracefully and releases its lock),
-    then SIGKILL for any still running after `cancel_seconds`. True when one had to be killed."""
-    children = psutil.Process().children(recursive=False)
-    for child in children:
-        try:
-            child.send_signal(signal.SIGINT)
-        except psutil.NoSuchProcess:
-            continue
-    # Watch, never wait: reaping a child here would take its exit status from the thread that runs the
-    # operation (subprocess reports a child it cannot reap as a success).
-    deadline = time.monotonic() + cancel_seconds
-    alive = children
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [child for child in alive if _running(child)]
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            continue
-    return bool(alive)
+class OperationStopped(RuntimeError):
+    """A CLI may not run: the operation is being stopped, or the CLI could not be named as its own."""
 
 
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+# What a process of an operation says when it reached its memory bound (RLIMIT_DATA): Go's runtime
+# (the CLI, the language host, every provider) and Python (the program, the policy pack).
+OUT_OF_MEMORY = ("fatal error: runtime: cannot allocate memory", "fatal error: runtime: out of memory", "MemoryError")
 
 
 class Fence:
-    """The lease heartbeat and the watchdog that cancels the operation when the lease is at risk."""
+    """The lease heartbeat and the watchdog that stops the operation when the lease is at risk or the
+    attempt has run past its deadline; while it holds, each CLI the operation starts is named in the
+    stack's holder record before it can take the stack lock."""
 
     def __init__(self, customer_id: str, owner: str, config: ProvisionerSettings) -> None:
         self.customer_id, self.owner, self.config = customer_id, owner, config
-        self.last_renewed = time.monotonic()
+        self.started = self.last_renewed = time.monotonic()
         self.lost = threading.Event()
         self.done = threading.Event()
         self.reason: str | None = None
+        self.overran = False
         self.killed = False
+        self._interrupted: set[int] = set()
         self._threads = [
             threading.Thread(target=self._heartbeat, daemon=True),
             threading.Thread(target=self._watchdog, daemon=True),
         ]
 
     def __enter__(self) -> Fence:
+        sessions.PROCESSES.on_cli = self._name_cli
+        sessions.PROCESSES.kill_grace_seconds = self.config.kill_grace_seconds
         for thread in self._threads:
             thread.start()
         return self
@@ -186,12 +177,26 @@ class Fence:
         self.done.set()
         for thread in self._threads:
             thread.join()
+        sessions.PROCESSES.on_cli = None
+        # The lease is let go only once nothing of the operation is left running.
+        if sessions.end_own_operation(0, self.config.kill_grace_seconds).signalled:
+            self.killed = True
+
+    def _name_cli(self, pid: int) -> None:
+        if self.reason is not None:
+            raise OperationStopped(f"the operation is being stopped: {self.reason}")
+        # Before the CLI can lock the stack: a lock it leaves is then known to be this operation's.
+        holder = f"{os.uname().nodename}:{pid}"
+        if not store().note_cli(self.customer_id, self.owner, self.config.lease_seconds, holder):
+            raise OperationStopped("another worker holds the stack lease")
 
     def _heartbeat(self) -> None:
         while not self.done.wait(self.config.lease_seconds / 6):
+            # The lease runs from when the store was asked, at the latest: count from before the call.
+            asked = time.monotonic()
             try:
                 if store().lock(self.customer_id, self.owner, self.config.lease_seconds):
-                    self.last_renewed = time.monotonic()
+                    self.last_renewed = asked
                 else:
                     self.lost.set()  # another worker holds the stack now
                     return
@@ -205,8 +210,10 @@ class Fence:
                 if self.reason is None:
                     continue
                 log.warning("cancelling the operation", extra={"customer": self.customer_id, "reason": self.reason})
-            # Once tripped, every CLI command is cancelled, also one the runner starts after this one.
-            if cancel_operation(self.config.cancel_seconds):
+            # Once tripped, every process of the operation is ended, also one the runner starts after.
+            clis = sessions.interrupt_children(self._interrupted)
+            ending = sessions.end_own_operation(self.config.cancel_seconds, self.config.kill_grace_seconds)
+            if ending.signalled & clis:
                 self.killed = True
 
     def _risk(self) -> str | None:
@@ -215,6 +222,10 @@ class Fence:
             return "the stack lease was lost to another worker"
         if unrenewed > self.config.lease_seconds / 2:
             return f"the stack lease could not be renewed for {unrenewed:.1f} s"
+        if time.monotonic() - self.started > self.config.operation_seconds:
+            self.overran = True
+            deadline = self.config.operation_seconds
+            return f"the operation ran past its deadline of {deadline:g} s (CLAW_OPERATION_SECONDS)"
         if STOP.is_set():
             return "the worker is stopping"
         return None
@@ -268,8 +279,11 @@ def _admit(job: Job, config: ProvisionerSettings) -> str:
 
 def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) -> None:
     job = claim.job
+    dropped: list[int] = []
 
     def output(line: str) -> None:
+        if isinstance(line, DroppedOutput):
+            dropped.append(line.dropped)
         log.info("pulumi", extra={"event_id": job.event_id, "line": line.rstrip()})
 
     _event("started", job, attempt=job.attempts)
@@ -280,7 +294,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     with Fence(job.customer_id, owner, config) as fence:
         try:
             if claim.previous is not None:
-                cleared = runner().clear_stale_lock(project, job.customer_id, output)
+                cleared = runner().clear_stale_lock(project, job.customer_id, output, claim.previous.clis)
                 stale = False
                 job.note(
                     "took over" if claim.previous.worker != owner else "recovered",
@@ -307,28 +321,39 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
             failure = error
             stale = stale or left_its_lock(error)
     seconds = time.time() - started
-    if fence.reason is not None and failure is not None:
+    if dropped:
+        job.note(
+            "output dropped",
+            attempt=job.attempts,
+            detail=f"{sum(dropped)} bytes of the CLI's output were dropped "
+            f"(each command keeps its first and last {OUTPUT_LIMIT // 2} bytes)",
+        )
+    bound = _bound_reached(fence, failure, config)
+    ended = not (fence.killed or stale)
+    if fence.reason is not None and failure is not None and bound is None:
         job.state, job.run_after = "queued", time.time()
         job.note("cancelled", attempt=job.attempts, worker=owner, detail=fence.reason, seconds=seconds)
         _event("cancelled", job, reason=fence.reason)
-        if _record(job, owner, config, operation_ended=not (fence.killed or stale)) and not STOP.is_set():
+        if _record(job, owner, config, operation_ended=ended) and not STOP.is_set():
             _requeue(job)
         return
     if failure is not None:
-        job.last_error = _describe(failure)
-        # A deploy that the preview or the health gate refused would be refused again: the rollout counts it.
-        # A job no choice of its plan fits (nothing available for a signup, nothing a running server can be
-        # resized to in its location) waits for an operator: the plans, or a retry once Hetzner has stock.
-        if job.attempts >= config.max_attempts or isinstance(failure, DeployFailed | placement.NoPlacement):
+        job.last_error = bound or describe(failure)
+        # A deploy that the preview or the health gate refused would be refused again: the rollout counts
+        # it. An operation that met its bounds would meet them again, holding a worker each time. A job no
+        # choice of its plan fits (nothing available for a signup, nothing a running server can be resized
+        # to in its location) waits for an operator: the plans, or a retry once Hetzner has stock.
+        refused = isinstance(failure, DeployFailed | placement.NoPlacement)
+        if job.attempts >= config.max_attempts or refused or bound is not None:
             job.state = "failed"
             job.note("failed", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
-            _record(job, owner, config, operation_ended=not stale)
+            _record(job, owner, config, operation_ended=ended)
             _event("failed", job, error=job.last_error)
             return
         job.state = "queued"
         job.run_after = time.time() + config.retry_base_seconds * 2 ** (job.attempts - 1)
         job.note("will retry", attempt=job.attempts, worker=owner, detail=job.last_error, seconds=seconds)
-        if _record(job, owner, config, operation_ended=not stale):
+        if _record(job, owner, config, operation_ended=ended):
             _event("will retry", job, error=job.last_error, at=job.run_after)
             _requeue(job)
         return
@@ -336,17 +361,6 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
     job.note("done", attempt=job.attempts, worker=owner, seconds=seconds)
     _record(job, owner, config, operation_ended=True)
     _event("done", job, seconds=round(seconds, 3))
-
-
-def _describe(error: Exception) -> str:
-    """The error for the job's history: for a failed CLI command, what the CLI said on stderr."""
-    message = str(error)
-    _, marker, stderr = message.partition("\n stderr: ")
-    # The CLI prefixes each of its errors with "error:"; several can follow one another (a failed
-    # state write, then the lock it could not delete), and each is worth a line of its own.
-    errors = [line.strip()[:450] for line in stderr.splitlines() if line.strip().startswith("error:")]
-    said = " | ".join(errors) if errors else (stderr if marker else message).strip()
-    return f"{type(error).__name__}: {said[-900:]}"
 
 
 def _placed(job: Job, config: ProvisionerSettings, project: str, owner: str) -> dict[str, str]:
@@ -395,6 +409,22 @@ def _record_placement(
     if recorded is None:
         raise RuntimeError("the stack lease passed to another worker before the placement was recorded")
     return recorded
+
+
+def _bound_reached(fence: Fence, failure: Exception | None, config: ProvisionerSettings) -> str | None:
+    """Why a failed attempt met one of the operation's bounds, if it did: its deadline or its memory."""
+    if failure is None:
+        return None
+    if fence.overran:
+        return f"stopped: {fence.reason}"
+    # A failed CLI command's report (fleet.failures) holds the errors the CLI reported; what a process
+    # said as it died is in the CLI's output, which the Automation API's error it was raised from holds.
+    text = "\n".join(str(error) for error in (failure, failure.__cause__) if error is not None)
+    said = next((marker for marker in OUT_OF_MEMORY if marker in text), None)
+    if said is not None:
+        bound = f"its memory bound of {config.process_memory_mib} MiB (CLAW_PROCESS_MEMORY_MIB)"
+        return f"stopped: a process of the operation reached {bound}: {said}"
+    return None
 
 
 def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> dict[str, Any]:
@@ -480,6 +510,13 @@ def recover() -> int:
 
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 def _stop_requested(signum: int, frame: Any) -> None:
@@ -490,18 +527,38 @@ class GracefulConsumer(Consumer):  # type: ignore[misc]
     """huey's consumer with the stop behaviour systemd, Docker and Kubernetes expect.
 
     SIGTERM (and SIGINT) stop taking jobs and give running operations CLAW_STOP_GRACE_SECONDS to
-    finish; then each worker cancels its operation (the CLI gets SIGINT) and records it, and
-    anything still alive after CLAW_CANCEL_SECONDS more is killed. Workers die with the master:
-    each asks the kernel for SIGTERM when its parent dies, which cancels its operation cleanly.
+    finish; then each worker stops its operation (the CLI gets SIGINT, every process of the
+    operation SIGTERM and SIGKILL after CLAW_CANCEL_SECONDS and CLAW_KILL_GRACE_SECONDS) and records
+    it. Workers die with the master: each asks the kernel for SIGTERM when its parent dies.
+
+    Each worker process leads a session of its own, which holds its operation's processes
+    (provisioner.sessions), and sets RLIMIT_DATA (CLAW_PROCESS_MEMORY_MIB), which they inherit. The
+    master adopts the orphans of its descendants (a child subreaper): when a worker process dies (the
+    OOM killer's usual pick), its CLI, told by the kernel to cancel (`bin/pulumi`), gets
+    CLAW_CANCEL_SECONDS to do so, then the master ends what is left of the dead worker's session.
     """
 
-    def __init__(self, *args: Any, stop_grace_seconds: float, cancel_seconds: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stop_grace_seconds: float,
+        cancel_seconds: float,
+        kill_grace_seconds: float,
+        memory_bytes: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._stop_grace, self._cancel = stop_grace_seconds, cancel_seconds
+        self._stop_grace, self._cancel, self._kill_grace = stop_grace_seconds, cancel_seconds, kill_grace_seconds
+        self._memory_bytes = memory_bytes
         self._master = os.getpid()
+        self._orphaned: dict[int, sessions.Ending] = {}
+        self._orphans_checked = 0.0
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
     def _create_process(self, process: Any, name: str) -> Any:
         def run() -> None:
+            os.setsid()  # the session that holds this worker's operations
+            resource.setrlimit(resource.RLIMIT_DATA, (self._memory_bytes, self._memory_bytes))
             self._set_child_signal_handlers()
             process.initialize()
             try:
@@ -518,8 +575,7 @@ class GracefulConsumer(Consumer):  # type: ignore[misc]
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _stop_requested)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != self._master:  # the master died before prctl took effect
             STOP.set()
 
@@ -532,6 +588,33 @@ class GracefulConsumer(Consumer):  # type: ignore[misc]
         log.info("stopping", extra={"signal": signal.Signals(signum).name, "grace_seconds": self._stop_grace})
         self._received_signal, self._restart, self._graceful = True, False, True
 
+    def loop(self, health_check_ts: float | None = None) -> float | None:
+        if time.monotonic() - self._orphans_checked >= 0.2:
+            self._orphans_checked = time.monotonic()
+            self._end_orphans()
+        return super().loop(health_check_ts)  # type: ignore[no-any-return]
+
+    def _end_orphans(self) -> None:
+        """Reap adopted orphans, and end the operations of worker processes that died: their CLIs got
+        SIGINT from the kernel and may cancel gracefully for CLAW_CANCEL_SECONDS, then what is left of
+        the session gets SIGTERM and SIGKILL, well before the dead worker's stack lease can lapse."""
+        ours = {process.pid for _, process in self.worker_threads} | {self.scheduler.pid}
+        for child in psutil.Process().children():
+            if child.pid in ours:
+                continue  # huey reaps its own processes
+            if not sessions.running(child.pid):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child.pid, os.WNOHANG)
+                continue
+            session = sessions.session_of(child.pid)
+            # A live worker ends its own operation's processes; only a dead one's are the master's.
+            if session is not None and session != os.getsid(0) and not sessions.running(session):
+                self._orphaned.setdefault(session, sessions.Ending(session, self._cancel, self._kill_grace))
+        for session, ending in list(self._orphaned.items()):
+            if ending.step():
+                log.info("ended the operation of a dead worker process", extra={"session": session})
+                del self._orphaned[session]
+
     def stop(self, graceful: bool = False) -> None:
         self.stop_flag.set()
         processes = [process for _, process in self.worker_threads] + [self.scheduler]
@@ -540,12 +623,16 @@ class GracefulConsumer(Consumer):  # type: ignore[misc]
             process.join(max(0.0, deadline - time.monotonic()))
         for process in processes:
             if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)  # cancel the running operation
-        deadline = time.monotonic() + self._cancel + 5
+                os.kill(process.pid, signal.SIGTERM)  # stop the running operation
+        deadline = time.monotonic() + self._cancel + self._kill_grace + 5
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
+        # A worker killed here leaves its operation's processes: they end with it.
+        for process in processes:
+            if process.pid:
+                sessions.Ending(process.pid, 0, self._kill_grace).run()
         log.info("stopped")
 
 
@@ -565,5 +652,7 @@ def consume(workers: int) -> None:
         max_delay=1.0,
         stop_grace_seconds=config.stop_grace_seconds,
         cancel_seconds=config.cancel_seconds,
+        kill_grace_seconds=config.kill_grace_seconds,
+        memory_bytes=config.process_memory_mib << 20,
     )
     consumer.run()

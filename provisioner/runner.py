@@ -1,15 +1,18 @@
 """The one interface to Pulumi: bring a customer stack to a desired config, tear it down, remove it.
 
-Every operation runs the CLI as a child process of the calling process, through `bin/pulumi`; the
-provisioner cancels an operation by sending that child SIGINT, which the pulumi CLI documents as
-"cancel gracefully": in-flight resource operations finish, the state is written and the stack lock is
-released. The kernel sends the same SIGINT when the worker process dies (`bin/pulumi`).
+Every operation runs the CLI as a child process of the calling process, through `bin/pulumi`, with
+bounded output (fleet.cli); the provisioner stops an operation by sending that child SIGINT, which
+the pulumi CLI documents as "cancel gracefully": in-flight resource operations finish, the state is
+written and the stack lock is released. The kernel sends the same SIGINT when the worker process dies
+(`bin/pulumi`). Each CLI started is reported to `provisioner.sessions.PROCESSES`, which names it in the
+stack's holder record and ends whatever it leaves behind (provisioner.jobs).
 
 `AutomationRunner` drives this repository's program through `fleet.stacks`, the repository's one
 way to use the Automation API (it needs the pulumi CLI). Its state is process-global, so each
 worker process has its own runner and runs one stack operation at a time. Each stack gets its own
 workspace directory in the provisioner's state dir (project file pointing at this checkout's
-program, and the stack's settings file), never the checkout.
+program, and the stack's settings file), never the checkout. The CLI's output of an operation that
+fails is kept in the state dir's `logs/` (fleet.failures), and its failure names that file.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 from fleet import health, resize, rollout, stacks
 from provisioner.orphans import remove_orphans
+from provisioner.sessions import PROCESSES
 from provisioner.settings import ProvisionerSettings
+from provisioner.stack_locks import open_bucket, stack_locks
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_PACK = REPO / "policy"
@@ -69,11 +76,17 @@ class StackRunner(Protocol):
         """Remove the stack and its settings file."""
         ...
 
-    def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
-        """Clear the lock and pending operations a stopped CLI left on the stack, and delete what its
-        creates cut off in flight made in Hetzner (provisioner.orphans); say what was cleared. Called
-        only by a worker holding the stack's lease after the previous operation's owner is gone."""
+    def clear_stale_lock(self, project: str, customer_id: str, log: Log, clis: Collection[str]) -> list[str]:
+        """Clear the locks and pending operations the previous operation's CLIs (`clis`, each
+        `host:pid`) left on the stack, and delete what its creates cut off in flight made in Hetzner
+        (provisioner.orphans); say what was cleared. A lock that names another holder (an operator's
+        CLI) is never deleted: StackLockedByAnother. Called only by a worker holding the stack's lease
+        after the previous operation's owner is gone."""
         ...
+
+
+class StackLockedByAnother(RuntimeError):
+    """The stack holds a lock that no CLI of the provisioner's operation took."""
 
 
 class AutomationRunner:
@@ -89,14 +102,17 @@ class AutomationRunner:
                 stacks_dir=settings.state_dir / "stacks",
                 pulumi_root=CLI_ROOT,
                 hetzner_token=token,
+                logs_dir=settings.state_dir / "logs",
+                cli_observer=PROCESSES,
             )
             for project, token in settings.hetzner_tokens(os.environ).items()
         }
+        self.backend_url = settings.pulumi_backend_url
         # A deploy's saved plans, deleted after it (they hold the stack's encrypted config).
         self.plans = settings.state_dir / "plans"
 
-    def _stack(self, project: str, customer_id: str) -> Any:
-        return stacks.open_stack(self.workspaces[project], stack_name(customer_id), create=True)
+    def _operation(self, project: str, customer_id: str, name: str) -> Any:
+        return stacks.operation(self.workspaces[project], stack_name(customer_id), name, create=True)
 
     def up(self, project: str, customer_id: str, config: Mapping[str, str], log: Log) -> dict[str, Any]:
         workspace = self.workspaces[project]
@@ -122,28 +138,44 @@ class AutomationRunner:
         return None
 
     def destroy(self, project: str, customer_id: str, log: Log) -> None:
-        self._stack(project, customer_id).destroy(on_output=log, color="never")
+        # A cancellation may come before its signup ever ran: nothing to destroy, and no error.
+        stacks.destroy(self.workspaces[project], stack_name(customer_id), on_output=log, create=True)
 
     def remove(self, project: str, customer_id: str, log: Log) -> None:
-        stack = self._stack(project, customer_id)
-        stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
+        with self._operation(project, customer_id, "remove") as (stack, _):
+            stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
         shutil.rmtree(stack.workspace.work_dir, ignore_errors=True)
         log(f"removed stack {stack.name}")
 
-    def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
-        stack = self._stack(project, customer_id)
-        # On a self-managed backend: deletes the stack's lock files, and succeeds when there are none; it
-        # fails only when the backend cannot be read, and then the lock may still be there.
-        stack.cancel()
-        cleared = ["stack locks, if any"]
-        # Its secrets stay encrypted, in memory and on the CLI's pipes only: nothing plaintext on a disk.
-        deployment = stacks.export_state(stack)
-        pending = deployment.get("pending_operations") or []
-        if pending:
-            # First, or a failure here would leave the next attempt no record of what to delete.
-            hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
-            cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
-            urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
-            stacks.import_state(stack, {**deployment, "pending_operations": []})
-            cleared.append("pending operations: " + ", ".join(urns))
+    def clear_stale_lock(self, project: str, customer_id: str, log: Log, clis: Collection[str]) -> list[str]:
+        program = yaml.safe_load((self.workspaces[project].program_dir / "Pulumi.yaml").read_text())["name"]
+        with self._operation(project, customer_id, "clear") as (stack, _):
+            cleared = self._delete_own_locks(str(program), stack.name, set(clis), log)
+            # Its secrets stay encrypted, in memory and on the CLI's pipes only: nothing plaintext on a disk.
+            deployment = stacks.export_state(stack)
+            pending = deployment.get("pending_operations") or []
+            if pending:
+                # First, or a failure here would leave the next attempt no record of what to delete.
+                hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
+                cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
+                urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
+                stacks.import_state(stack, {**deployment, "pending_operations": []})
+                cleared.append("pending operations: " + ", ".join(urns))
         return cleared
+
+    def _delete_own_locks(self, program: str, stack: str, clis: set[str], log: Log) -> list[str]:
+        bucket = open_bucket(self.backend_url)
+        deleted, others = [], []
+        for lock in stack_locks(bucket, program, stack):
+            if lock.holder in clis:
+                bucket.delete(lock.key)
+                deleted.append(f"its stack lock ({lock})")
+                log(f"deleted the stack lock of {lock}")
+            else:
+                others.append(str(lock))
+        if others:
+            raise StackLockedByAnother(
+                f"{stack} is locked by {', '.join(others)}, not by this provisioner's operation: "
+                "wait for that operation to end, or remove its lock by hand"
+            )
+        return deleted

@@ -119,8 +119,16 @@ class ProvisionerSettings(StoreSettings):
     # A job runs only while its worker holds this lease; a worker that cannot renew it for half of
     # it cancels its operation, so the operation has stopped before anyone else can take the stack.
     lease_seconds: float = Field(default=120, gt=0)
-    # After asking the CLI to cancel (SIGINT), how long to wait before killing it.
+    # After asking the CLI to cancel (SIGINT), how long to wait before ending its processes.
     cancel_seconds: float = Field(default=20, gt=0)
+    # Ending an operation's processes: SIGTERM to each, this long, then SIGKILL.
+    kill_grace_seconds: float = Field(default=5, gt=0)
+    # An attempt that runs longer is stopped and fails: no retry gives a stack that never ends (a
+    # host whose root makes the provisioning session stall) another worker's time.
+    operation_seconds: float = Field(default=1800, gt=0)
+    # RLIMIT_DATA of a worker process and of every process of its operations (CLI, language host,
+    # program, policy pack, each provider): a process that needs more fails, its operation with it.
+    process_memory_mib: int = Field(default=1024, ge=256)
     # On SIGTERM: how long running operations may go on before they are cancelled.
     stop_grace_seconds: float = Field(default=60, ge=0)
     max_body_bytes: int = Field(default=65536, ge=1024)
@@ -204,9 +212,20 @@ class ProvisionerSettings(StoreSettings):
 
     @model_validator(mode="after")
     def _cancel_within_lease(self) -> ProvisionerSettings:
-        if self.cancel_seconds >= self.lease_seconds / 2:
-            raise ValueError("CLAW_CANCEL_SECONDS must be under half of CLAW_LEASE_SECONDS")
+        # The watchdog acts at half the lease; the operation's processes must be gone before it lapses.
+        if self.cancel_seconds + self.kill_grace_seconds >= self.lease_seconds / 2:
+            raise ValueError(
+                "CLAW_CANCEL_SECONDS plus CLAW_KILL_GRACE_SECONDS must be under half of CLAW_LEASE_SECONDS"
+            )
         return self
+
+    @field_validator("pulumi_backend_url")
+    @classmethod
+    def _readable_locks(cls, url: str) -> str:
+        # A worker clearing a stack reads the backend's lock files itself (provisioner.stack_locks).
+        if not url.startswith(("file://", "s3://")):
+            raise ValueError("must be a file:// or s3:// backend")
+        return url
 
     @model_validator(mode="after")
     def _projects_usable(self) -> ProvisionerSettings:

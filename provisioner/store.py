@@ -142,6 +142,8 @@ class Holder(BaseModel):
     worker: str
     event_id: str
     started: float
+    # Each CLI the operation started, as `host:pid`: how a stack lock names its holder.
+    clis: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -763,7 +765,10 @@ class JobStore:
             job.state, job.attempts, job.worker = "running", job.attempts + 1, owner
             job.note("started", attempt=job.attempts, worker=owner)
             writes[f"job:{event_id}"] = job.model_dump_json()
-            writes[f"holder:{job.customer_id}"] = Holder(worker=owner, event_id=event_id, started=now).model_dump_json()
+            # Until the stack is cleared, a lock any earlier CLI left may still be there: they stay named.
+            earlier_clis = previous.clis if previous is not None else []
+            holder = Holder(worker=owner, event_id=event_id, started=now, clis=earlier_clis)
+            writes[f"holder:{job.customer_id}"] = holder.model_dump_json()
             outcome.append(Claim(job, previous))
             return writes
 
@@ -790,6 +795,20 @@ class JobStore:
     def _customer_of(self, event_id: str) -> str | None:
         job = self.get(event_id)
         return None if job is None else job.customer_id
+
+    def note_cli(self, customer_id: str, owner: str, seconds: float, cli: str) -> bool:
+        """Name a CLI process of the operation running on the stack (`host:pid`), fenced by its lease:
+        a stack lock that names it is the operation's own. False when the worker holds the stack no more."""
+
+        def change(read: Reader) -> dict[str, str | None] | None:
+            raw = read(f"holder:{customer_id}")
+            holder = Holder.model_validate_json(raw) if raw else None
+            if holder is None or holder.worker != owner:
+                return None
+            holder.clis.append(cli)
+            return {f"holder:{customer_id}": holder.model_dump_json()}
+
+        return self.kv.transact(change, Fence(self._lock(customer_id), owner, seconds))
 
     def update(self, job: Job, owner: str, seconds: float, *, operation_ended: bool) -> bool:
         """Write a running job's progress, fenced by its stack lease; `operation_ended` says the CLI

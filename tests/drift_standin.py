@@ -17,6 +17,7 @@ from config import BaselinePolicy
 from drift.access import HostAccess, HostUnreachable
 from drift.fleet import audit_stack
 from drift.report import StackDrift
+from fleet.failures import CliError, StackOperationFailed
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 DIGEST = render_host_baseline(BaselinePolicy(), HostSettings()).digest
@@ -92,7 +93,16 @@ SCENARIOS: dict[str, tuple[Any, Any]] = {
     "customer-never": ([], None),
     "customer-blind": ([], status(notes={"firewall": "unavailable: cannot build the expected ruleset: EPERM"})),
     "customer-down": ([], HostUnreachable("TimeoutError: timed out")),
-    "customer-failed": (RuntimeError("error: the stack is locked by another update"), status()),
+    "customer-failed": (
+        StackOperationFailed(
+            "customer-failed",
+            "refresh",
+            (CliError("the stack is currently locked by 1 lock(s)"),),
+            Path("drift-logs/customer-failed-20261125T120000.000000Z-refresh-preview.log"),
+        ),
+        status(),
+    ),
+    "customer-broken": (RuntimeError("the backend answered nonsense\nerror: bad state"), status()),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from drift.access import HostAccess, HostRefused, HostUnreachable, SshStatusReader, host_access_from_state
 from drift.fleet import audit_stack, main
 from drift.report import Verdict, exit_status, render
+from fleet.output import OUTPUT_LIMIT
 from tests.drift_standin import DIGEST, NOW, SCENARIOS, TRACE, StandInStacks, audit_standin, status
 from tests.loopback_sshd import free_port, keypair, loopback_sshd
 
@@ -30,7 +32,12 @@ EXPECTED = {
     "customer-blind": (Verdict.OK, Verdict.ERROR),
     "customer-down": (Verdict.OK, Verdict.UNREACHABLE),
     "customer-failed": (Verdict.ERROR, Verdict.OK),
+    "customer-broken": (Verdict.ERROR, Verdict.OK),
 }
+FAILED = (
+    "pulumi refresh failed on stack customer-failed: error: the stack is currently locked by 1 lock(s); "
+    "full log: drift-logs/customer-failed-20261125T120000.000000Z-refresh-preview.log"
+)
 
 
 def test_each_kind_of_drift_gets_its_verdict() -> None:
@@ -51,19 +58,20 @@ def test_each_kind_of_drift_gets_its_verdict() -> None:
         "firewall not checked: unavailable: cannot build the expected ruleset: EPERM"
     ]
     assert audits["customer-down"].host.details == ["customer-down.example: TimeoutError: timed out"]
-    assert audits["customer-failed"].cloud.details == [
-        "refresh preview failed: RuntimeError: error: the stack is locked by another update"
+    assert audits["customer-failed"].cloud.details == [FAILED]
+    assert audits["customer-broken"].cloud.details == [
+        "refresh preview failed: RuntimeError: the backend answered nonsense error: bad state"
     ]
     assert audits["customer-repaired"].host.details[0].startswith("repaired at 2026-11-25T11:00:00Z: ipv4 chain")
 
 
 def test_the_table_puts_drift_first_and_unreachable_apart() -> None:
     text = render([audit_standin(stack) for stack in SCENARIOS])
-    assert "12 stacks: 6 drift, 1 unreachable, 2 error, 1 repaired, 2 ok." in text
+    assert "13 stacks: 6 drift, 1 unreachable, 3 error, 1 repaired, 2 ok." in text
     rows = [line for line in text.splitlines() if line.startswith("| customer-")]
     verdict_order = [row.split(" | ")[0].removeprefix("| ") for row in rows]
     assert verdict_order[:6] == sorted(s for s, v in EXPECTED.items() if Verdict.DRIFT in v)
-    assert verdict_order[6:9] == ["customer-down", "customer-blind", "customer-failed"]
+    assert verdict_order[6:10] == ["customer-down", "customer-blind", "customer-broken", "customer-failed"]
     assert verdict_order[-2:] == ["customer-clean", "customer-history"]
     assert "| customer-down | ok | unreachable | - |" in rows
     assert "never-printed" not in text, "stack outputs other than the address and digest stay out of the report"
@@ -101,6 +109,14 @@ def test_the_command_audits_in_worker_processes_and_writes_both_reports(
     ]
     pids = {int((tmp_path / f"{stack}.pid").read_text()) for stack in stacks}
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+
+
+def test_the_command_ends_with_each_failed_refresh_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = ["--stack=customer-clean", "--stack=customer-failed", f"--out={tmp_path / 'drift.md'}"]
+    assert main(arguments, audit=audit_standin) == 2
+    printed = capsys.readouterr()
+    assert f"- cloud: {FAILED}" in printed.out.splitlines()
+    assert printed.err == f"{FAILED}\n"
 
 
 def test_the_command_needs_stacks_or_the_provisioner_and_names_what_is_missing(
@@ -187,3 +203,25 @@ def test_a_host_that_does_not_answer_is_unreachable(sshd: tuple[HostAccess, Path
     reader = SshStatusReader(status_file=str(status_file), timeout_seconds=2)
     with pytest.raises(HostUnreachable):
         reader.read_status(access.model_copy(update={"port": free_port()}))
+
+
+@pytest.mark.parametrize(
+    ("forced", "refusal"),
+    [
+        ("cat /dev/zero", (HostRefused, f"sent more than {OUTPUT_LIMIT} bytes")),
+        ("sleep 600", (HostUnreachable, "no answer within 2 s")),
+        ("exec >&- 2>&-; sleep 600", (HostUnreachable, "did not end within 2 s")),
+    ],
+)
+def test_a_host_whose_root_forces_the_command_is_read_within_bounds(
+    sshd: tuple[HostAccess, Path], tmp_path: Path, forced: str, refusal: tuple[type[Exception], str]
+) -> None:
+    access, status_file = sshd
+    status_file.write_text(status())
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(f'command="{forced}" {keys.read_text()}')
+    started = time.monotonic()
+    error, message = refusal
+    with pytest.raises(error, match=message):
+        SshStatusReader(status_file=str(status_file), timeout_seconds=2).read_status(access)
+    assert time.monotonic() - started < 10

@@ -117,7 +117,9 @@ def test_a_crashed_a_hung_and_a_failing_preview_block_only_their_stacks(tmp_path
     assert findings == [] and sorted(by_stack) == sorted(names)
     assert by_stack["customer-crash"].blocking == ["preview did not finish: worker crashed (exit code 3)"]
     assert by_stack["customer-hang"].blocking[0].startswith("preview did not finish: timed out after 3 s")
-    assert by_stack["customer-raise"].blocking == ["preview did not finish: RuntimeError: error: stack is locked"]
+    assert by_stack["customer-raise"].blocking == [
+        "preview did not finish: RuntimeError: the backend refused the preview error: stack is locked"
+    ]
     assert by_stack["customer-acme#0"].blocking == [] and by_stack["customer-acme#1"].counts["update"] == 2
     assert "**⛔ 3 of 5 stacks have blocking findings.**" in render(previews, fleet_findings=findings)
 
@@ -199,9 +201,17 @@ def test_a_real_preview_of_a_tampered_program_is_blocked_by_the_pack(
 ) -> None:
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fleet-preview-test")
     workspace = example_stack(tmp_path, program_dir=REPO / "tests" / "fixtures" / "tampered_program")
-    preview = PreviewStack(workspace, plans=tmp_path / "plans")("customer-example")
+    logs = tmp_path / "logs"
+    preview = PreviewStack(workspace.model_copy(update={"logs_dir": logs}), plans=tmp_path / "plans")(
+        "customer-example"
+    )
     assert any("commands-match-rendering" in finding for finding in preview.blocking), preview.blocking
     assert not (tmp_path / "plans" / "customer-example.plan.json").exists(), "a blocked preview saves no plan"
+    # What `python -m fleet preview` prints for the stack, after the summary: the CLI's errors and its log.
+    [log] = logs.iterdir()
+    assert preview.failure is not None and preview.failure.endswith(f"; full log: {log}"), preview.failure
+    assert preview.failure.startswith("pulumi preview failed on stack customer-example: "), preview.failure
+    assert "[mandatory] commands-match-rendering: " in preview.failure, preview.failure
 
 
 def test_a_relative_pack_path_is_pinned_before_the_cli_sees_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from components.host_baseline import HostSettings, render_host_baseline
 from config import BaselinePolicy
 from fleet.health import LiveProbe, check_health
+from fleet.output import OUTPUT_LIMIT
 from tests.loopback_sshd import keypair, loopback_sshd
 
 STACK = "customer-acme"
@@ -89,3 +91,18 @@ def test_the_ssh_session_is_pinned_to_the_host_key_in_the_state(
     )
     problems = check_health(STACK, {"gateway_url": gateway, "baseline_digest": "x", "ipv4_address": "127.0.0.1"}, probe)
     assert len(problems) == 1 and "the baseline on the host could not be read" in problems[0]
+
+
+@pytest.mark.parametrize("forced", ["cat /dev/zero", "yes >&2", "yes"])
+def test_a_host_whose_root_streams_without_end_fails_the_gate_at_once_having_kept_nothing(
+    tmp_path: Path, sshd: dict[str, Any], gateway: str, forced: str
+) -> None:
+    """Root on the VPS forces the provisioning key's command: the read stops after 1 MiB, on either stream."""
+    keys = tmp_path / "authorized_keys"
+    keys.write_text(f'command="{forced}" {keys.read_text()}')
+    probe = LiveProbe(lambda _stack: _export(sshd["private"], sshd["host"]), ssh_port=sshd["port"])
+    outputs = {"gateway_url": gateway, "baseline_digest": "x", "ipv4_address": "127.0.0.1"}
+    started = time.monotonic()
+    [problem] = check_health(STACK, outputs, probe)
+    assert time.monotonic() - started < 20
+    assert f"sent more than {OUTPUT_LIMIT} bytes; it was stopped and nothing it sent was kept" in problem

@@ -134,8 +134,20 @@ def test_a_local_rollout_runs_each_stack_through_the_cli_and_halts_on_one_it_can
     state = tmp_path / "rollout.json"
     env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "local-rollout"}
     command = [sys.executable, "-m", "fleet", "rollout", "--state", str(state), "--stack", "customer-missing"]
-    ran = subprocess.run([*command, *refresh], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    logs = tmp_path / "logs"
+    ran = subprocess.run(
+        [*command, *refresh, "--logs", str(logs)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == 1, ran.stdout + ran.stderr
     halted = RolloutState.load(state)
     assert halted.halted == "halted in wave 1 of 1: the canary failed"
-    assert "no stack named 'customer-missing' found" in halted.failed["customer-missing"]
+    # The CLI's error, the stack and the log of the operation that failed (its first CLI command).
+    [log] = logs.iterdir()
+    operation = "refresh" if refresh else "preview"
+    assert log.name.startswith("customer-missing-") and log.name.endswith(f"-{operation}.log"), log
+    said = "pulumi stack select failed on stack customer-missing: error: no stack named 'customer-missing' found"
+    # A refresh fails as such; a failed preview is a deploy the preview refused.
+    reason = said if refresh else f"DeployFailed: {said}"
+    assert halted.failed["customer-missing"] == f"{reason}; full log: {log}"
+    assert f"  customer-missing: {reason}; full log: {log}" in ran.stdout.splitlines(), ran.stdout
+    assert log.read_text() == "$ pulumi stack select\nerror: no stack named 'customer-missing' found\n"

@@ -100,6 +100,17 @@ def test_the_base_branch_judges_a_pull_request_and_is_installed_before_any_of_it
     assert "--program-dir ../pr --policy-pack policy" in fleet["run"]
 
 
+def test_the_logs_of_failed_previews_are_kept_as_an_artifact() -> None:
+    fleet_steps = load("preview.yml")["jobs"]["fleet"]["steps"]
+    fleet = next(step for step in fleet_steps if step.get("id") == "fleet")
+    # Written by the preview as root, mode 0600: handed to the runner's user before the upload reads them.
+    assert "--logs ../fleet-logs" in fleet["run"] and "chown" in fleet["run"]
+    later = fleet_steps[fleet_steps.index(fleet) + 1 :]
+    upload = next(step for step in later if step.get("with", {}).get("name") == "fleet-logs")
+    assert upload["uses"].startswith("actions/upload-artifact") and upload["if"] == "always()"
+    assert upload["with"]["path"] == "fleet-logs/"
+
+
 def test_deploy_is_one_rollout_job_not_a_matrix() -> None:
     deploy = load("deploy.yml")
     (job,) = deploy["jobs"].values()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import json
+import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +24,10 @@ from pulumi import automation
 
 import toolchain
 from fleet import stacks
+from fleet.failures import StackOperationFailed
 from toolchain import plugins
 
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = Path(__file__).parent / "program"
 PACK = Path(__file__).parent / "pack"
 STACK = "check"
@@ -200,8 +204,13 @@ def test_a_preview_runs_the_policy_pack_saves_its_plan_where_asked_and_stops_on_
 ) -> None:
     for name in ("PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE"):
         monkeypatch.setenv(name, cli.env[name])
+    logs = tmp_path / "logs"
     workspace = stacks.Workspace(
-        program_dir=PROGRAM, policy_pack=PACK, backend_url=cli.env["PULUMI_BACKEND_URL"], stacks_dir=cli.stacks_dir
+        program_dir=PROGRAM,
+        policy_pack=PACK,
+        backend_url=cli.env["PULUMI_BACKEND_URL"],
+        stacks_dir=cli.stacks_dir,
+        logs_dir=logs,
     )
     plan = tmp_path / "plans" / "wave-1" / "check.plan.json"
     events: list[automation.EngineEvent] = []
@@ -209,10 +218,29 @@ def test_a_preview_runs_the_policy_pack_saves_its_plan_where_asked_and_stops_on_
     assert json.loads(plan.read_text())["resourcePlans"], "the saved plan names no resource"
     seen = [event.policy_event for event in events if isinstance(event, automation.EngineEvent) and event.policy_event]
     assert [(e.policy_name, e.enforcement_level) for e in seen] == [("pet-seen", "advisory")]
+    assert list(logs.iterdir()) == [], "a preview that passed keeps no log"
 
-    cli.run("config", "set", "length", "100")
-    with pytest.raises(automation.errors.CommandError, match="a password longer than 64 characters"):
-        stacks.preview(workspace, STACK, events.append)
+    # Writing the config reads the stack's whole config, secrets in clear: none of that is logged.
+    secret = "never-in-a-log-4f9d2c"
+    cli.run("config", "set", "--secret", "token", secret)
+    with pytest.raises(StackOperationFailed) as refused:
+        stacks.preview(workspace, STACK, events.append, config={"engine-check:length": "100"})
+    [log] = logs.iterdir()
+    assert str(refused.value).splitlines() == [
+        "error: pulumi preview failed on stack check",
+        "  random:index:RandomPassword (password):",
+        "    [mandatory] bounded-password: Passwords are at most 64 characters.",
+        "    a password longer than 64 characters",
+        "  pulumi:pulumi:Stack (engine-check-check):",
+        "    [mandatory] stack-bounded-password: The stack's passwords are at most 48 characters.",
+        "    the stack holds a password longer than 48 characters",
+        "  error: preview failed",
+        f"full log: {log}",
+    ]
+    text = log.read_text()
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert text.startswith("$ pulumi preview\nPreviewing update (check):\n") and "length : 100" in text, text
+    assert secret not in text
 
 
 def test_an_up_is_stopped_by_a_stack_policy_before_anything_is_created(
@@ -232,3 +260,36 @@ def test_an_up_is_stopped_by_a_stack_policy_before_anything_is_created(
 
     outputs = stacks.up(workspace, STACK, config={"engine-check:length": "40"})
     assert outputs["password_length"] == 40
+
+
+def test_a_failed_up_ends_with_the_cli_errors_the_stack_and_its_log(cli: Cli, tmp_path: Path) -> None:
+    """`python -m fleet up` as an operator runs it: the preview passes, the provider refuses during `up`."""
+    cli.run("config", "set", "length_after_pet", "true")
+    cli.run("config", "set", "length", stdin="-5")
+    logs = tmp_path / "logs"
+    command = ["up", "--stack", STACK, "--program-dir", str(cli.work_dir), "--policy-pack", str(PACK)]
+    ran = subprocess.run(
+        [sys.executable, "-m", "fleet", *command, "--logs", str(logs)],
+        cwd=REPO,
+        env={**os.environ, **cli.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    [log] = logs.iterdir()
+    assert log.name.startswith(f"{STACK}-") and log.name.endswith("-up.log")
+    said = ran.stderr.splitlines()
+    problem = "    error: random:index/randomPassword:RandomPassword resource 'password' has a problem: "
+    assert said[:2] == ["error: pulumi up failed on stack check", "  random:index:RandomPassword (password):"], said
+    assert all(line.startswith(problem) and "got: -5" in line for line in said[2:4]), said
+    # The program may see its resource monitor go before it ends (a race of the engine's shutdown).
+    assert said[4:-1] in ([], ["  error: Resource monitor has terminated, shutting down"]), said
+    assert said[-1] == f"full log: {log}"
+    assert "Traceback" not in ran.stderr
+    # The log holds everything the CLI printed: the preview, then the up with its Diagnostics.
+    text = log.read_text()
+    logged = iter(text.splitlines())
+    assert all(line in logged for line in ran.stdout.splitlines()), "the log misses some of the CLI's output"
+    assert text.index("$ pulumi preview") < text.index("$ pulumi up") < text.index("Diagnostics:")

@@ -25,7 +25,8 @@ from lab.control_plane import BUCKET, OBJECT_STORE_PORT, ControlPlane, StoreKey,
 from lab.object_store import Identity
 from lab.topology import CLIENT, PROVISIONER, WORKER_HOSTS, Peer
 from lab.world import HETZNER_PROJECTS, REPO, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
-from tests.provisioner.events import cancellation, signup
+from tests.keys import public_key
+from tests.provisioner.events import cancellation, signup, subscription
 
 CUSTOMER = "acme"
 TAMPERED_PROGRAM = REPO / "tests" / "fixtures" / "tampered_program"
@@ -448,3 +449,40 @@ def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_c
         [server] = _servers(lab, customer)
         assert str(server.id) == views[customer]["outputs"]["server_id"] and plane.stack_locks(customer) == []
         assert ":INPUT DROP" in run(in_ns(servers.namespace(server.id), "iptables-save", "-t", "filter")).stdout
+
+
+def test_a_vps_that_streams_without_end_fails_its_change_within_bounds_while_the_worker_serves_others(
+    lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...]
+) -> None:
+    """A customer with root on their VPS forces `yes` on the provisioning key's line in authorized_keys.
+    The next change of their stack runs the baseline over SSH and streams: it fails within the
+    operation's bounds, while another customer's deploy on the same worker host succeeds meanwhile,
+    and the worker processes live on."""
+    host, customers = hosts[0], ("hostile", "neighbour")
+    bounds = {"CLAW_PROCESS_MEMORY_MIB": "512", "CLAW_OPERATION_SECONDS": "300"}
+    plane.start_worker(host, workers=2, settings=bounds)
+    for customer in customers:
+        assert plane.post_event(signup(customer, gateway_image=lab.gateway_image()))[0] == 200
+    views = {customer: _status(plane, customer, "ready", timeout=600) for customer in customers}
+    master = psutil.Process(lab.pids[f"worker-{host.link}"])
+    workers = set(master.children())
+
+    [server] = _servers(lab, "hostile")
+    servers.ServerBackend().machine(server.id).run("sed", "-i", 's/^/command="yes" /', "/root/.ssh/authorized_keys")
+    # The customer lets their own key in: the baseline command runs again, and meets `yes`.
+    change = subscription("hostile").event(
+        "updated", "active", gateway_image=lab.gateway_image(), ssh_enabled=True, ssh_public_keys=[public_key()]
+    )
+    assert plane.post_event(change)[0] == 200
+    wait_until("the baseline's session", lambda: _ssh_session_from(host, server.id), timeout=240)
+    neighbour = plane.up_stack("customer-neighbour")
+    assert neighbour.returncode == 0, neighbour.stdout + neighbour.stderr
+    assert _last_deploy(plane, "neighbour")["worker"].startswith(f"{host.link}:")
+
+    view = _status(plane, "hostile", "failed", timeout=400)
+    assert view["attempts"] == 1 and "CLAW_PROCESS_MEMORY_MIB" in view["last_error"], view
+    assert any(entry["event"] == "output dropped" for entry in view["history"]), view["history"]
+    assert not _ssh_session_from(host, server.id)
+    assert set(master.children()) == workers, "the worker processes are the same"
+    assert [made.id for made in _servers(lab, "hostile")] == [server.id]
+    assert _last_deploy(plane, "neighbour")["outputs"]["server_id"] == views["neighbour"]["outputs"]["server_id"]

@@ -15,18 +15,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
+from provisioner.sessions import members, session_of
 from provisioner.store import JobStore, key_value
 from provisioner.webhook import sign
 from tests.conftest import PROJECT_READ_TOKEN, PROJECT_TOKEN
 from tests.hcloud_api.conftest import Emulator
+from tests.provisioner.standin import backend_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_test_0123456789abcdef"
@@ -136,10 +139,15 @@ class Provisioner:
                 start_new_session=True,
             )
 
-    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
-        """Signal the role's whole process group (its children and their CLIs too)."""
+    def kill(self, role: str) -> None:
+        """SIGKILL to every process of the role, as when its host dies: its own, its worker processes',
+        and their operations' (each worker process leads a session of its own, provisioner.sessions)."""
         process = self.processes.pop(role)
-        os.killpg(process.pid, sig)
+        tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+        for leader in [pid for pid in tree if session_of(pid) == pid]:
+            for member in [leader, *members(leader)]:
+                with suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGKILL)
         process.wait(timeout=20)
 
     @property
@@ -218,7 +226,7 @@ def deploy(
         queue_url = f"sqlite:///{tmp_path / 'queue.sqlite3'}"
     hetzner: Emulator = request.getfixturevalue("hetzner_api")
     records = tmp_path / "records"
-    records.mkdir()
+    backend_dir(records).mkdir(parents=True)
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("CLAW_")},
         "CLAW_WEBHOOK_SECRET": SECRET,
@@ -236,6 +244,8 @@ def deploy(
         "CLAW_STANDIN_PYTHON": sys.executable,
         "CLAW_LEASE_SECONDS": "2",
         "CLAW_CANCEL_SECONDS": "0.5",
+        "CLAW_KILL_GRACE_SECONDS": "0.3",
+        "CLAW_PULUMI_BACKEND_URL": f"file://{backend_dir(records)}",
         "CLAW_STOP_GRACE_SECONDS": "0.5",
         "CLAW_RETRY_BASE_SECONDS": "0.2",
         "CLAW_MAX_ATTEMPTS": "2",

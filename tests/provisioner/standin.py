@@ -5,9 +5,10 @@ the Automation API, exactly as it drives the real CLI (through the provisioner's
 It speaks the commands the SDK issues for this project (`version`, `stack select|init|output|
 history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `refresh`, `destroy`,
 `cancel`) and keeps the behaviour of the real CLI that the provisioner has to live with:
-- a stack lock (a file per operation, as on a self-managed backend): an operation on a locked
-  stack fails with "the stack is currently locked"; a CLI killed mid-operation leaves its lock and
-  a pending operation in the state behind; `cancel` deletes the lock files;
+- a stack lock (a file per operation where a self-managed backend at PULUMI_BACKEND_URL keeps it,
+  naming its holder as the CLI's does: pid, user, host, time): an operation on a locked stack fails
+  with "the stack is currently locked"; a CLI killed mid-operation leaves its lock and a pending
+  operation in the state behind; `cancel` deletes the lock files;
 - SIGINT cancels gracefully: the operation stops, the lock is released, the exit code is 255;
 - `config set-all` adds and updates keys and never removes any; `config rm-all` removes; the
   stack's settings file lives in the workspace directory it runs in;
@@ -16,7 +17,8 @@ history|export|import|rm`, `config`, `config set-all|rm-all`, `preview`, `up`, `
   Automation API over the gRPC event stream (`--event-log tcp://…`) as CLIs since 3.206 do.
 
 It records each operation (start, end, outcome, config, arguments) as a file in CLAW_STANDIN_DIR,
-takes CLAW_STANDIN_SECONDS, and fails for customers whose id starts with "doomed".
+takes CLAW_STANDIN_SECONDS (a stubborn one, CLAW_STANDIN_STUBBORN, ignores SIGINT meanwhile), and
+fails for customers whose id starts with "doomed".
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from components.bundle import Bundle
 
 RECORDS = "CLAW_STANDIN_DIR"
 SECONDS = "CLAW_STANDIN_SECONDS"
+# Set: SIGINT changes nothing, as for a real CLI whose in-flight step never finishes.
+STUBBORN = "CLAW_STANDIN_STUBBORN"
 VERSION = "v3.272.0"
 LOCKED = "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end"
 _WITH_VALUE = {"--stack", "--policy-pack", "--color", "--exec-kind", "--page-size", "--page", "--file"}
@@ -70,8 +74,18 @@ def records(directory: Path, action: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
+def backend_dir(directory: Path) -> Path:
+    """The self-managed backend's directory: the tests' CLAW_PULUMI_BACKEND_URL."""
+    return directory / "backend"
+
+
+def lock_dir(backend: Path, stack: str) -> Path:
+    # pulumi pkg/backend/diy: .pulumi/locks/<organization/project/stack>/<uuid>.json
+    return backend / ".pulumi" / "locks" / "organization" / "clawhosters" / stack
+
+
 def locks(directory: Path) -> list[Path]:
-    return sorted((directory / "backend" / "locks").glob("*/*.json"))
+    return sorted(lock_dir(backend_dir(directory), "*").parent.glob("*/*.json"))
 
 
 class _Stack:
@@ -79,8 +93,8 @@ class _Stack:
         self.name = name
         self.customer = name.removeprefix("customer-")
         self.records = Path(os.environ[RECORDS])
-        backend = self.records / "backend"
-        self.locks = backend / "locks" / name
+        backend = Path(os.environ["PULUMI_BACKEND_URL"].removeprefix("file://"))
+        self.locks = lock_dir(backend, name)
         self.state_file = backend / "stacks" / f"{name}.json"
         self.config_file = Path.cwd() / f"Pulumi.{name}.yaml"  # JSON is YAML
 
@@ -112,9 +126,13 @@ class _Stack:
             return 255
         self.locks.mkdir(parents=True, exist_ok=True)
         lock = self.locks / f"{uuid.uuid4()}.json"
-        lock.write_text(json.dumps({"pid": os.getpid(), "hostname": os.uname().nodename, "at": time.time()}))
+        holder = {"pid": os.getpid(), "username": "root", "hostname": os.uname().nodename}
+        lock.write_text(json.dumps({**holder, "timestamp": datetime.now(UTC).isoformat()}))
         cancelled: list[bool] = []
-        signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
+        if os.environ.get(STUBBORN):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
         started = time.time()
         state = self.state()
         # What a CLI killed mid-operation leaves in the state.

@@ -328,3 +328,33 @@ def test_a_token_never_goes_to_the_provisioner_over_plain_http_but_on_loopback(
         with patch.dict(os.environ, {**reviewer, control.TOKEN_VARIABLE: TOKEN}):
             assert fleet_main([*command, "--stack", "customer-acme"]) == 2, command
         assert "CLAW_PROVISIONER_URL must be https://" in capsys.readouterr().err, command
+
+
+def test_the_clis_of_attempts_that_did_not_end_cleanly_stay_named_until_one_ends_cleanly(
+    stores: tuple[JobStore, JobStore],
+) -> None:
+    """A stack lock names its CLI (host:pid); the holder record keeps every CLI an attempt started, and
+    an attempt after one that did not end cleanly keeps the earlier ones too: its clearing may fail
+    before it has deleted their locks. Only a worker holding the lease can name a CLI."""
+    store, other = stores
+    job = _accept(store, signup("acme"))
+    first = _claim(store, job.event_id)
+    assert isinstance(first, Claim) and first.previous is None
+    assert store.note_cli("acme", "worker", LEASE, "host-a:101")
+    assert not other.note_cli("acme", "another-worker", LEASE, "host-b:202"), "not the holder"
+    first.job.state = "queued"
+    assert store.update(first.job, "worker", LEASE, operation_ended=False)
+    second = _claim(store, job.event_id)
+    assert isinstance(second, Claim) and second.previous is not None and second.previous.clis == ["host-a:101"]
+    assert store.note_cli("acme", "worker", LEASE, "host-a:303")
+    second.job.state = "queued"
+    assert store.update(second.job, "worker", LEASE, operation_ended=False)
+    third = _claim(store, job.event_id)
+    assert isinstance(third, Claim) and third.previous is not None
+    assert third.previous.clis == ["host-a:101", "host-a:303"]
+    third.job.state = "done"
+    assert store.update(third.job, "worker", LEASE, operation_ended=True)
+    outcome = store.accept_deploy(_deploy("acme", "r1"))
+    assert not isinstance(outcome, DeployRefused)
+    after = _claim(store, outcome[1].event_id)
+    assert isinstance(after, Claim) and after.previous is None, "nothing to clear once an attempt ended cleanly"

@@ -7,6 +7,7 @@ and config behaviour. Each test is one numbered failure of issue 13.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import sqlite3
@@ -125,7 +126,7 @@ def test_3_a_worker_killed_with_its_cli_leaves_a_lock_the_next_worker_clears(pro
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     _up_started(provisioner, "acme")
-    provisioner.kill("worker")  # SIGKILL to the whole group: the CLI dies holding the stack lock
+    provisioner.kill("worker")  # its host dies: the CLI dies holding the stack lock
     assert len(locks(provisioner.records)) == 1
     time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
     provisioner.start("worker")
@@ -135,6 +136,32 @@ def test_3_a_worker_killed_with_its_cli_leaves_a_lock_the_next_worker_clears(pro
     assert len(took_over) == 1 and "stack lock" in took_over[0]["detail"]
     assert "pending operations: urn:pulumi:customer-acme::" in took_over[0]["detail"]
     assert locks(provisioner.records) == []
+    assert len(records(provisioner.records, "up")) == 1
+
+
+def test_3_a_stack_lock_of_another_holder_is_never_cleared(sqlite_provisioner: Provisioner) -> None:
+    provisioner = sqlite_provisioner
+    provisioner.env.update(CLAW_STANDIN_SECONDS="3", CLAW_MAX_ATTEMPTS="5")
+    provisioner.start("worker")
+    provisioner.post(signup("acme"))
+    _up_started(provisioner, "acme")
+    provisioner.kill("worker")  # its host dies: the CLI dies holding the stack lock
+    [own] = locks(provisioner.records)
+    # An operator's `pulumi up` of the stack meanwhile: its lock names its holder as every CLI's does.
+    operators = own.with_name("0b5e55ed-0000-4000-8000-000000000000.json")
+    operators.write_text(json.dumps({"pid": 4242, "username": "ops", "hostname": "bastion", "timestamp": "now"}))
+    time.sleep(float(provisioner.env["CLAW_LEASE_SECONDS"]) + 0.5)  # the dead worker's lease lapses
+    provisioner.start("worker")
+
+    def refused() -> list[dict[str, Any]]:
+        _, view = provisioner.get("/customers/acme")
+        return [entry for entry in view["history"] if entry["event"] == "will retry"]
+
+    [retry, *_] = wait_for("the attempt to meet the operator's lock", refused)
+    assert "locked by ops@bastion (pid 4242)" in retry["detail"], retry
+    assert locks(provisioner.records) == [operators], "its own lock deleted, the operator's kept"
+    operators.unlink()  # the operator's operation ends
+    wait_for("the stack to be ready", lambda: provisioner.status("acme") == "ready", timeout=30)
     assert len(records(provisioner.records, "up")) == 1
 
 
@@ -379,8 +406,8 @@ def test_10_redis_down_is_a_503_and_not_ready(redis_provisioner: Provisioner) ->
     assert provisioner.post(signup("acme"))[0] == 200
 
 
-def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisioner) -> None:
-    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+def _kill_the_worker_process_mid_up(provisioner: Provisioner) -> psutil.Process:
+    """SIGKILL to the worker process running acme's `up` alone (the OOM killer's pick); its CLI."""
     provisioner.start("worker")
     provisioner.post(signup("acme"))
     _up_started(provisioner, "acme")
@@ -388,8 +415,27 @@ def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisione
     cli = next(child for child in master.children(recursive=True) if "tests.provisioner.standin" in child.cmdline())
     worker = cli.parent()
     assert worker is not None and worker.pid != master.pid
-    worker.kill()  # the OOM killer's pick: the worker process alone
+    worker.kill()
+    return cli
+
+
+def test_7_a_killed_worker_process_takes_its_cli_with_it(provisioner: Provisioner) -> None:
+    provisioner.env["CLAW_STANDIN_SECONDS"] = "3"
+    cli = _kill_the_worker_process_mid_up(provisioner)
     _, alive = psutil.wait_procs([cli], timeout=5)
     assert alive == [], "the CLI did not outlive its worker"
     assert locks(provisioner.records) == [], "it cancelled gracefully and released the stack lock"
     assert [run.get("outcome") for run in operations(provisioner.records)] == ["cancelled"]
+
+
+def test_7_a_killed_worker_process_whose_cli_does_not_cancel_is_ended_by_the_master(
+    sqlite_provisioner: Provisioner,
+) -> None:
+    provisioner = sqlite_provisioner
+    # The kernel's SIGINT does not stop this CLI.
+    provisioner.env.update(CLAW_STANDIN_SECONDS="30", CLAW_STANDIN_STUBBORN="1", CLAW_LEASE_SECONDS="4")
+    cli = _kill_the_worker_process_mid_up(provisioner)
+    lease = float(provisioner.env["CLAW_LEASE_SECONDS"])
+    _, alive = psutil.wait_procs([cli], timeout=lease * 5 / 6)
+    assert alive == [], "the dead worker's operation outlived its lease"
+    assert "ended the operation of a dead worker process" in provisioner.logs

@@ -11,22 +11,27 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from pulumi.automation import CommandError, Stack
+from pulumi.automation import Stack
 
 import toolchain
 from fleet import stacks
+from fleet.failures import StackOperationFailed
 from provisioner.runner import AutomationRunner
+from provisioner.sessions import PROCESSES
 from provisioner.settings import ProvisionerSettings
+from provisioner.stack_locks import open_bucket, stack_locks
 
 SECRET = "gateway-password-7f3c9a1e"
 STACK = "customer-acme"
 SERVER = "hcloud:index/server:Server"
 SERVER_URN = f"urn:pulumi:{STACK}::clawhosters::clawhosters:index:CustomerInstance${SERVER}::claw-acme"
-# Another process's lock, as a self-managed backend keeps it (pkg/backend/diy/lock.go), when the flag
-# file exists: the backend then refuses the import.
+# When the flag file exists, the import fails midway leaving its own lock, as a self-managed backend
+# keeps it (pkg/backend/diy/lock.go): the backend then refuses the import. The real CLI runs as the
+# same process, so the lock names it.
 REFUSING_CLI = """#!/bin/sh
 case " $* " in *" stack import "*)
-  [ -e "$REFUSE" ] && mkdir -p "$LOCKS" && echo '{"pid": 1, "hostname": "elsewhere"}' > "$LOCKS/held.json";;
+  [ -e "$REFUSE" ] && mkdir -p "$LOCKS" && printf '{"pid": %d, "username": "%s", "hostname": "%s", "timestamp": "%s"}' \
+    $$ "$(id -un)" "$(uname -n)" "$(date -u +%FT%TZ)" > "$LOCKS/held.json";;
 esac
 exec "$REAL" "$@"
 """
@@ -97,14 +102,22 @@ def test_clearing_a_stack_leaves_no_secret_in_clear_even_when_the_import_fails(
     checkpoint_file.write_text(json.dumps(checkpoint))
     assert _plaintext_files(tmp_path) == [], "the backend keeps the secret encrypted"
 
+    # The CLIs the clearing starts, as a worker names them in the stack's holder record.
+    clis: list[str] = []
+    monkeypatch.setattr(PROCESSES, "on_cli", lambda pid: clis.append(f"{os.uname().nodename}:{pid}"))
     refuse.touch()
-    with pytest.raises(CommandError, match="the stack is currently locked"):
-        runner.clear_stale_lock("default", "acme", lambda _line: None)
-    assert _plaintext_files(tmp_path) == [], "nothing in clear, in the temporary directory, workspace or backend"
+    with pytest.raises(StackOperationFailed, match="the stack is currently locked") as failed:
+        runner.clear_stale_lock("default", "acme", lambda _line: None, [])
+    # The import is the clearing's own command: its failure, and the log that keeps what the CLI said.
+    assert failed.value.headline == f"pulumi stack import failed on stack {STACK}"
+    assert failed.value.log is not None and failed.value.log.is_relative_to(tmp_path / "state" / "logs")
+    assert _plaintext_files(tmp_path) == [], "nothing in clear, in the temporary directory, workspace, logs or backend"
 
     refuse.unlink()
-    assert runner.clear_stale_lock("default", "acme", lambda _line: None) == [
-        "stack locks, if any",
+    [left] = stack_locks(open_bucket(f"file://{backend}"), "clawhosters", STACK)
+    assert left.holder in clis, "the failed import left its own lock"
+    assert runner.clear_stale_lock("default", "acme", lambda _line: None, clis) == [
+        f"its stack lock ({left})",
         f"pending operations: {SERVER_URN}",
     ]
     assert _plaintext_files(tmp_path) == []

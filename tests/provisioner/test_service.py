@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 
 from provisioner.webhook import sign
 from tests.provisioner.conftest import SECRET, TOKEN, Provisioner, wait_for
@@ -102,7 +103,16 @@ def test_a_failing_job_lands_failed_and_can_be_retried(provisioner: Provisioner)
     wait_for("the job to fail", lambda: provisioner.status("doomed-customer") == "failed", timeout=30)
     _, view = provisioner.get("/customers/doomed-customer")
     assert view["attempts"] == int(provisioner.env["CLAW_MAX_ATTEMPTS"])
-    assert view["last_error"] == "CommandError: error: the cloud said no", "what the CLI said"
+    # What the CLI said, the stack, and each attempt's log in the worker's state directory.
+    logs = sorted((Path(provisioner.env["CLAW_STATE_DIR"]) / "logs").iterdir())
+    said = "pulumi preview failed on stack customer-doomed-customer: error: the cloud said no; full log: {}"
+    assert [entry["detail"] for entry in view["history"] if entry["event"] in ("will retry", "failed")] == [
+        said.format(log) for log in logs
+    ]
+    assert view["last_error"] == said.format(logs[-1])
+    for log in logs:
+        assert log.stat().st_mode & 0o777 == 0o600
+        assert log.read_text() == "$ pulumi preview\nerror: the cloud said no\n"
     retried = provisioner.cli("retry", body["accepted"])
     assert retried.returncode == 0, retried.stderr
     wait_for("the retry to run", lambda: provisioner.get("/customers/doomed-customer")[1]["attempts"] >= 1)

@@ -87,6 +87,10 @@ def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
         ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:8788"}, "CLAW_PUBLIC_BIND and CLAW_PRIVATE_BIND must differ"),
         ({**GOOD, "CLAW_PUBLIC_BIND": "127.0.0.1:99999"}, "CLAW_PUBLIC_BIND: the port must be 1 to 65535"),
         ({**GOOD, "CLAW_JOB_RETENTION_DAYS": "1"}, "CLAW_JOB_RETENTION_DAYS"),
+        ({**GOOD, "CLAW_LEASE_SECONDS": "9", "CLAW_CANCEL_SECONDS": "1", "CLAW_KILL_GRACE_SECONDS": "4"}, "KILL_GRACE"),
+        ({**GOOD, "CLAW_PROCESS_MEMORY_MIB": "64"}, "CLAW_PROCESS_MEMORY_MIB"),
+        ({**GOOD, "CLAW_OPERATION_SECONDS": "0"}, "CLAW_OPERATION_SECONDS"),
+        ({**GOOD, "CLAW_PULUMI_BACKEND_URL": "gs://bucket"}, "CLAW_PULUMI_BACKEND_URL: must be a file:// or s3://"),
     ],
 )
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:

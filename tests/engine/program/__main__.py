@@ -1,5 +1,7 @@
 """Random resources on every run; with `read_hcloud`, a Hetzner data-source read; with `cloud`, a
-server with its SSH key and firewall, created through the hcloud provider."""
+server with its SSH key and firewall, created through the hcloud provider; with `length_after_pet`,
+the password's length is known only once the pet exists, so a preview passes whatever it is and a
+length the provider refuses fails the `up` itself."""
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -8,8 +10,9 @@ import pulumi_random as random
 config = pulumi.Config()
 length = config.get_int("length") or 24
 
-password = random.RandomPassword("password", length=length, special=False)
 pet = random.RandomPet("pet", length=2)
+password_length = pet.id.apply(lambda _: length) if config.get_bool("length_after_pet") else length
+password = random.RandomPassword("password", length=password_length, special=False)
 
 pulumi.export("pet", pet.id)
 pulumi.export("password", password.result)

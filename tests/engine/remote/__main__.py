@@ -1,9 +1,12 @@
-"""One remote command over SSH, shaped entirely by the stack's config, and tls keys of each algorithm."""
+"""One remote command over SSH, shaped entirely by the stack's config, tls keys of each algorithm, and
+with `server` a Hetzner server made beside the command (the provider's create and the SSH session in
+flight at once)."""
 
 import json
 
 import pulumi
 import pulumi_command as command
+import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 config = pulumi.Config()
@@ -50,3 +53,9 @@ if config.get("host"):
     )
     pulumi.export("stdout", script.stdout)
     pulumi.export("stderr", script.stderr)
+
+if config.get_bool("server"):
+    server = hcloud.Server(
+        "server", server_type="cx23", location="fsn1", image="debian-12", labels={"managed-by": "engine-remote"}
+    )
+    pulumi.export("server_id", server.id)
