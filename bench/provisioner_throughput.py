@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,10 @@ class NoopRunner:
     def remove(self, project: str, customer_id: str, log: Log) -> None:
         return None
 
-    def clear_stale_lock(self, project: str, customer_id: str, log: Log) -> list[str]:
+    def redacted_state(self, project: str, customer_id: str, log: Log) -> dict[str, Any]:
+        return {"version": 3, "deployment": {}}
+
+    def clear_stale_lock(self, project: str, customer_id: str, log: Log, clis: Collection[str]) -> list[str]:
         return []
 
 

@@ -317,6 +317,7 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                 job.outputs = _deploy(job, config, project, output)
             else:
                 _deprovision(job, config, project, output)
+            _keep_redacted_state(job, project, output)
         except Exception as error:
             failure = error
             stale = stale or left_its_lock(error)
@@ -439,6 +440,18 @@ def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callabl
     if last is None:
         raise DeployFailed(f"customer {job.customer_id} has no completed provision, so its settings are unknown")
     return runner().deploy(project, job.customer_id, desired_config(last, config), output, refresh=job.refresh)
+
+
+def _keep_redacted_state(job: Job, project: str, output: Callable[[str], None]) -> None:
+    """After an operation, the stack's state with every secret replaced, kept for a pull request's
+    preview (GET /stacks/<stack>/state); forgotten with the stack. The operation stands either way."""
+    try:
+        gone = job.kind == "deprovision"
+        store().keep_redacted_state(
+            job.customer_id, None if gone else runner().redacted_state(project, job.customer_id, output)
+        )
+    except Exception as error:  # a copy not kept is a preview's finding, not the operation's failure
+        job.note("redacted state not kept", attempt=job.attempts, detail=" ".join(str(error).split())[:500])
 
 
 def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Callable[[str], None]) -> None:

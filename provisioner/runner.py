@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import yaml
 
 from fleet import health, resize, rollout, stacks
+from fleet.redact import redact
 from provisioner.orphans import remove_orphans
 from provisioner.sessions import PROCESSES
 from provisioner.settings import ProvisionerSettings
@@ -74,6 +75,11 @@ class StackRunner(Protocol):
 
     def remove(self, project: str, customer_id: str, log: Log) -> None:
         """Remove the stack and its settings file."""
+        ...
+
+    def redacted_state(self, project: str, customer_id: str, log: Log) -> dict[str, Any]:
+        """The stack's state with every secret replaced (fleet.redact): exported with its secrets in
+        memory only, redacted before it leaves this call."""
         ...
 
     def clear_stale_lock(self, project: str, customer_id: str, log: Log, clis: Collection[str]) -> list[str]:
@@ -146,6 +152,11 @@ class AutomationRunner:
             stack.workspace.remove_stack(stack.name)  # also deletes the stack's settings file
         shutil.rmtree(stack.workspace.work_dir, ignore_errors=True)
         log(f"removed stack {stack.name}")
+
+    def redacted_state(self, project: str, customer_id: str, log: Log) -> dict[str, Any]:
+        with self._operation(project, customer_id, "export") as (stack, _):
+            exported = stack.export_stack()
+        return redact({"version": exported.version, "deployment": exported.deployment})
 
     def clear_stale_lock(self, project: str, customer_id: str, log: Log, clis: Collection[str]) -> list[str]:
         program = yaml.safe_load((self.workspaces[project].program_dir / "Pulumi.yaml").read_text())["name"]

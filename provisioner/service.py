@@ -12,6 +12,9 @@ GET  /stacks                the fleet: customers provisioned and not cancelled  
 GET  /stacks/<stack>/settings  the stack's whole config (the customer's last completed provision and
                             the platform's settings) and its Hetzner project; 404 when unknown
                                                                                  (operator or review token)
+GET  /stacks/<stack>/state  the stack's state with every secret replaced (fleet.redact), as a worker kept
+                            it after the stack's last operation: what a pull request's preview runs
+                            against; 404 when none is kept                       (operator or review token)
 POST /deploys               {"customer_id", "request_id"[, "commit"][, "refresh": true]}: deploy a stack (a
                             rollout's step; with refresh, a drift repair); 404 unknown customer, 409
                             cancelled                                            (Authorization: Bearer <token>)
@@ -50,6 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleet.desired import FromStore, MissingSettings, stack_config
+from fleet.stacks import CUSTOMER_PREFIX
 from provisioner import billing
 from provisioner.runner import stack_name
 from provisioner.settings import COMMIT_PATTERN, ProvisionerSettings
@@ -304,6 +308,19 @@ def make_apps(
             return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
         return JSONResponse({"config": stack_config(last.config, settings.platform), "project": last.project})
 
+    async def stack_state(request: Request) -> Response:
+        if not authorised(request, review=True):
+            return JSONResponse({"error": "operator or review token required"}, status_code=401)
+        stack = request.path_params["stack"]
+        try:
+            export = await run_in_threadpool(store.redacted_state, stack.removeprefix(CUSTOMER_PREFIX))
+        except StoreUnavailable:
+            return JSONResponse({"error": "the job store is unavailable"}, status_code=503)
+        if export is None or not stack.startswith(CUSTOMER_PREFIX):
+            error = f"{stack}: no redacted state is kept; a worker keeps one after each of the stack's operations"
+            return JSONResponse({"error": error}, status_code=404)
+        return JSONResponse(export)
+
     def submit_deploy(order: DeployOrder) -> JSONResponse:
         job = Job(
             event_id=f"deploy-{order.request_id}-{order.customer_id}",
@@ -378,6 +395,7 @@ def make_apps(
             Route("/jobs/{event_id}", one_job, methods=["GET"]),
             Route("/stacks", fleet_stacks, methods=["GET"]),
             Route("/stacks/{stack}/settings", stack_settings, methods=["GET"]),
+            Route("/stacks/{stack}/state", stack_state, methods=["GET"]),
             Route("/deploys", deploys, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -24,12 +24,15 @@ after the retention period, never one a pointer names.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -625,6 +628,17 @@ class JobStore:
     def last_provisioned(self, customer_id: str) -> Job | None:
         """The newest provision that completed: the settings the customer's stack last had."""
         return self._read_job(self.kv.get, self.kv.get(f"provisioned:{customer_id}"))
+
+    def keep_redacted_state(self, customer_id: str, export: Mapping[str, Any] | None) -> None:
+        """Keep the customer's stack state with every secret replaced (fleet.redact), as the worker
+        left it after an operation, for a pull request's preview; None forgets it (the stack is gone).
+        Compressed: a state is tens of kilobytes of JSON."""
+        packed = None if export is None else base64.b64encode(zlib.compress(json.dumps(export).encode())).decode()
+        self.kv.transact(lambda _read: {f"redacted:{customer_id}": packed})
+
+    def redacted_state(self, customer_id: str) -> dict[str, Any] | None:
+        packed = self.kv.get(f"redacted:{customer_id}")
+        return None if packed is None else dict(json.loads(zlib.decompress(base64.b64decode(packed))))
 
     def stack_exists(self, customer_id: str) -> bool:
         """Whether the customer's newest completed billing job is a provision (a completed decommission

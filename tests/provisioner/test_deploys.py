@@ -130,9 +130,12 @@ def test_the_deploy_api_needs_the_token_and_names_what_is_wrong(provisioner: Pro
     assert provisioner.get("/stacks") == (200, {"stacks": []})
 
 
-def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqlite_provisioner: Provisioner) -> None:
+def test_the_review_token_reads_the_fleet_its_settings_and_redacted_state_and_nothing_else(
+    sqlite_provisioner: Provisioner,
+) -> None:
     """The pull-request preview's token: it lists the fleet and reads each stack's whole config, as a
-    worker would write it, and can neither see billing's jobs nor submit a deploy."""
+    worker would write it, and its redacted state, and can neither see billing's jobs nor submit a
+    deploy."""
     provisioner = sqlite_provisioner
     provisioner.start("worker")
     assert provisioner.post(signup("acme", "evt_acmesignup"))[0] == 200
@@ -151,6 +154,12 @@ def test_the_review_token_reads_the_fleet_and_its_settings_and_nothing_else(sqli
     assert config == provisioned, "the whole config the last provision ran with"
     code, body = provisioner.get("/stacks/customer-nobody/settings", token=REVIEW_TOKEN)
     assert code == 404 and "no completed provision of customer 'nobody'" in body["error"]
+    # The state a worker kept after the signup's up, every secret replaced (fleet.redact; the stand-in's
+    # state has none): what the pull request's confined preview runs against.
+    code, body = provisioner.get("/stacks/customer-acme/state", token=REVIEW_TOKEN)
+    assert code == 200 and body["version"] == 3 and "deployment" in body
+    code, body = provisioner.get("/stacks/customer-nobody/state", token=REVIEW_TOKEN)
+    assert code == 404 and "no redacted state is kept" in body["error"]
 
     deploy = json.dumps({"customer_id": "acme", "request_id": "r1"}).encode()
     assert provisioner.call("POST", "/deploys", deploy, REVIEW_TOKEN)[0] == 401
@@ -235,6 +244,7 @@ def test_a_rollout_in_waves_deploys_each_stack_on_the_workers_with_its_last_sett
         wait_for(f"{customer} {status}", lambda c=customer, s=status: provisioner.status(c) == s, timeout=60)
     wait_for("umbrella gone", lambda: provisioner.status("umbrella") == "deprovisioned", timeout=60)
     assert provisioner.get("/stacks") == (200, {"stacks": ["customer-acme", "customer-globex", "customer-initech"]})
+    assert provisioner.get("/stacks/customer-umbrella/state")[0] == 404, "forgotten with the stack"
     provisioned = {record["customer"]: record["config"] for record in records(provisioner.records, "up")}
 
     state = tmp_path / "rollout.json"
