@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import toolchain
-from lab.netns import connect_from
+from fleet import sandbox
+from lab.netns import connect_from, relay
 from lab.object_store import REGION, Identity, ObjectStore
-from lab.topology import CLIENT, PROVISIONER, Peer
+from lab.topology import CI_RUNNER, CLIENT, PROVISIONER, Peer
 from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, in_ns, run, wait_until
 from provisioner.webhook import sign
 
@@ -40,6 +41,8 @@ OBJECT_STORE_PORT = 9000
 API_PORT = 8787
 PRIVATE_API_PORT = 8788
 PRIVATE_API_URL = f"http://127.0.0.1:{PRIVATE_API_PORT}"
+# The user a pull request's program runs as on the workflow's runner (fleet.sandbox).
+CONFINED_USER = "claw-preview"
 BUCKET = "clawhosters-state"
 
 
@@ -99,6 +102,8 @@ class ControlPlane:
     lease_seconds: float = 12
     cancel_seconds: float = 5
     kill_grace_seconds: float = 0.5
+    # Whether the pull-request runner's host is set up (`_ci_runner`).
+    _runner_ready: bool = False
 
     @property
     def program_commit(self) -> str:
@@ -272,16 +277,36 @@ class ControlPlane:
         return _outside() | {"CLAW_PROVISIONER_URL": PRIVATE_API_URL, "CLAW_OPERATOR_TOKEN": self.operator_token}
 
     def preview_fleet(self, program_dir: Path, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-        """`python -m fleet preview --settings-from-provisioner`, as the pull-request workflow runs it: the
-        base branch's tooling and pack judging `program_dir`, as a reader (`_reader`)."""
+        """`python -m fleet preview --settings-from-provisioner --confine`, as the pull-request workflow runs
+        it on its runner (a host of its own, `CI_RUNNER`): the base branch's tooling, toolchain and pack
+        judging `program_dir` (a copy the confined user can read, with its own virtualenv: see
+        tests/lab/hostile.py), with the review token and the read-only Hetzner tokens only."""
+        self._ci_runner()
         out.mkdir(parents=True, exist_ok=True)
         command = in_ns(
-            PROVISIONER.namespace,
-            *(sys.executable, "-m", "fleet", "preview", "--settings-from-provisioner"),
+            CI_RUNNER.namespace,
+            *(sys.executable, "-m", "fleet", "preview", "--settings-from-provisioner", "--confine", CONFINED_USER),
             *("--program-dir", str(program_dir), "--policy-pack", str(REPO / "policy")),
             *("--out", str(out / "fleet-preview.md"), "--full-report", str(out / "fleet-preview-full.md"), *arguments),
         )
-        return run(command, check=False, timeout=1200, env=self._reader(), cwd=REPO)
+        return run(command, check=False, timeout=1200, env=self._reviewer(), cwd=REPO)
+
+    def _ci_runner(self) -> None:
+        """The runner's host, once: the confined user, a tunnel to the private listener (as a runner
+        joined to the private network has), and its packet filter. Here Hetzner's API and the tunnel
+        listen on the runner's loopback, where a real runner reaches them over the network the filter
+        refuses the confined user anyway: the lab refuses them by port."""
+        if self._runner_ready:
+            return
+        if run(["id", "-u", CONFINED_USER], check=False).returncode != 0:
+            run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", CONFINED_USER])
+        relay(PRIVATE_API_PORT, CI_RUNNER.namespace, PROVISIONER.namespace)
+        for rule in sandbox.packet_filter(CONFINED_USER):
+            run(in_ns(CI_RUNNER.namespace, *rule))
+        for port in (HETZNER_PORT, PRIVATE_API_PORT):
+            refuse = ["-I", "OUTPUT", "1", "-m", "owner", "--uid-owner", CONFINED_USER, "-d", "127.0.0.1"]
+            run(in_ns(CI_RUNNER.namespace, "iptables", *refuse, "-p", "tcp", "--dport", str(port), "-j", "REJECT"))
+        self._runner_ready = True
 
     def audit_drift(self, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
         """`python -m drift --settings-from-provisioner --json <out>`, as a reader (`_reader`)."""
@@ -292,10 +317,9 @@ class ControlPlane:
         )
         return run(command, check=False, timeout=600, env=self._reader(), cwd=REPO)
 
-    def _reader(self) -> dict[str, str]:
-        """What a reader of the fleet holds: the review token, each Hetzner project's read-only token, and
-        the state backend with its passphrase and the object store's read-only key (reading state needs
-        them); never a write token or the operator token."""
+    def _reviewer(self) -> dict[str, str]:
+        """What the pull-request workflow's preview job holds: the review token and each Hetzner project's
+        read-only token; no passphrase, state backend or object-store key, no write or operator token."""
         read_tokens = {project: f"HCLOUD_READ_TOKEN_{index}" for index, project in enumerate(HETZNER_PROJECTS)}
         return _outside() | {
             "CLAW_PROVISIONER_URL": PRIVATE_API_URL,
@@ -304,6 +328,13 @@ class ControlPlane:
             **{variable: self.lab.project_read_token(project) for project, variable in read_tokens.items()},
             "HCLOUD_TOKEN": self.lab.project_read_token(HETZNER_PROJECT),
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
+        }
+
+    def _reader(self) -> dict[str, str]:
+        """What the drift audit holds: the reviewer's tokens, and the state backend with its passphrase and
+        the object store's read-only key (a refresh preview reads the real state); never a write token or
+        the operator token."""
+        return self._reviewer() | {
             "PULUMI_BACKEND_URL": self.backend_url,
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
             **self._object_store_credentials(StoreKey.READER),

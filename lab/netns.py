@@ -3,6 +3,7 @@ running on the host."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import socket
 import threading
@@ -53,3 +54,33 @@ def listener(host: str, port: int, namespace: str | None = None) -> socket.socke
         return socket.create_server((host, port), family=family, backlog=128)
 
     return make() if namespace is None else within(namespace, make)
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def relay(port: int, listen_in: str, connect_in: str | None = None) -> None:
+    """Accept on 127.0.0.1:`port` in namespace `listen_in`, connect to 127.0.0.1:`port` in `connect_in`
+    (the host's, when None) and copy both ways, in daemon threads of this process."""
+    server = listener("127.0.0.1", port, listen_in)
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", port))
+
+    def serve() -> None:
+        while True:
+            inside, _ = server.accept()
+            outside = connect() if connect_in is None else within(connect_in, connect)
+            for source, target in ((inside, outside), (outside, inside)):
+                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()

@@ -5,7 +5,8 @@ the machine's uplink.
   attacker ─┼─ net (router: "the internet", sinks on SINK_V4/SINK_V6) ── s<id> (the cloud's servers)
 provisioner─┤
   worker-a ─┤
-  worker-b ─┘
+  worker-b ─┤
+ ci-runner ─┘
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ WORKER_HOSTS = (
     Peer(f"{PREFIX}-wa", "203.0.113.38", "203.0.113.37", "2001:db8:40:1::2", "2001:db8:40:1::1", 30),
     Peer(f"{PREFIX}-wb", "203.0.113.42", "203.0.113.41", "2001:db8:40:2::2", "2001:db8:40:2::1", 30),
 )
-PEERS = (CLIENT, ATTACKER, PROVISIONER, *WORKER_HOSTS)
+# The pull-request workflows' runner: a host of its own (it runs a pull request's program, confined),
+# joined to the provisioner's private listener by a tunnel (lab/control_plane.py).
+CI_RUNNER = Peer(f"{PREFIX}-ci", "203.0.113.50", "203.0.113.49", "2001:db8:50::2", "2001:db8:50::1", 30)
+PEERS = (CLIENT, ATTACKER, PROVISIONER, *WORKER_HOSTS, CI_RUNNER)
 # What the baseline is told never to ban: every platform host.
 PROVISIONER_CIDRS = ("203.0.113.32/28", "2001:db8:40::/48")
 NAMESPACES = (ROUTER, *(peer.namespace for peer in PEERS))

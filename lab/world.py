@@ -40,7 +40,7 @@ from lab import servers, topology
 from lab.machine import Image, ensure_image
 from lab.release import release_dir
 from lab.servers import ServerBackend, ServerMachine
-from lab.topology import PEERS, PROVISIONER, ROUTER, WORKER_HOSTS, Peer
+from lab.topology import CI_RUNNER, PEERS, PROVISIONER, ROUTER, WORKER_HOSTS, Peer
 
 if TYPE_CHECKING:
     from hcloud import Client
@@ -541,7 +541,7 @@ class Lab:
             str(DATA_DIR / "hcloud"),
             "--listen",
             f"127.0.0.1:{HETZNER_PORT}",
-            *(f"--listen-in={peer.namespace}" for peer in (PROVISIONER, *WORKER_HOSTS)),
+            *(f"--listen-in={peer.namespace}" for peer in (PROVISIONER, *WORKER_HOSTS, CI_RUNNER)),
             *(
                 f"--token={project}={self.project_token(project)}"
                 for project in (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)

@@ -20,16 +20,35 @@ from botocore.exceptions import ClientError
 from hcloud.firewalls import FirewallRule
 from hcloud.servers import BoundServer
 
+import toolchain
 from lab import servers
-from lab.control_plane import BUCKET, OBJECT_STORE_PORT, ControlPlane, StoreKey, request
+from lab.control_plane import (
+    BUCKET,
+    CONFINED_USER,
+    OBJECT_STORE_PORT,
+    PRIVATE_API_PORT,
+    ControlPlane,
+    StoreKey,
+    request,
+)
 from lab.object_store import Identity
-from lab.topology import CLIENT, PROVISIONER, WORKER_HOSTS, Peer
-from lab.world import HETZNER_PROJECTS, REPO, SECOND_HETZNER_PROJECT, Lab, in_ns, run, wait_until
+from lab.topology import CLIENT, PROVISIONER, SINK_V4, WORKER_HOSTS, Peer
+from lab.world import (
+    DATA_DIR,
+    HETZNER_PORT,
+    HETZNER_PROJECTS,
+    REPO,
+    SECOND_HETZNER_PROJECT,
+    Lab,
+    in_ns,
+    run,
+    wait_until,
+)
 from tests.keys import public_key
+from tests.lab import hostile
 from tests.provisioner.events import cancellation, signup, subscription
 
 CUSTOMER = "acme"
-TAMPERED_PROGRAM = REPO / "tests" / "fixtures" / "tampered_program"
 
 
 @pytest.fixture(scope="module")
@@ -413,12 +432,14 @@ def _last_deploy(plane: ControlPlane, customer: str) -> dict[str, Any]:
     return max((job for job in _deploys(plane) if job["customer_id"] == customer), key=lambda job: job["received"])
 
 
-def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_changes_nothing(
+def test_a_pull_request_preview_holds_no_secret_and_a_hostile_program_reaches_nothing(
     lab: Lab, plane: ControlPlane, hosts: tuple[Peer, ...], tmp_path: Path
 ) -> None:
-    """As preview.yml runs it: the fleet and each stack's settings from the provisioner (review token),
-    each stack read with its own Hetzner project's read-only token; a tampered program blocks on
-    every stack, and nothing anywhere is changed."""
+    """As preview.yml runs it, on a runner of its own with the review token and read-only Hetzner tokens
+    only: each stack's redacted state from the provisioner, the program confined. The unchanged program
+    passes; a hostile one tries to read the job's secrets, open the state, reach the network, write
+    the base tree and unsecret its stack's private key into the comment: every attempt fails, while
+    the preview still reports, blocking on every stack. Nothing anywhere is changed."""
     customers = ("review-a", "review-b")
     views = _ready(lab, plane, hosts, customers)
     for host in hosts:
@@ -429,16 +450,56 @@ def test_a_pull_request_preview_of_the_fleet_reads_it_from_the_provisioner_and_c
     projects = {plane.get(f"/stacks/{stack}/settings")[1]["project"] for stack in stacks}
     reads = {project: lab.hetzner_usage(project, read_only=True)["requests"] for project in HETZNER_PROJECTS}
     writes = {project: lab.hetzner_usage(project)["requests"] for project in HETZNER_PROJECTS}
+    review = DATA_DIR / "review"
+    venv = hostile.virtualenv(review / "venv")
 
-    unchanged = plane.preview_fleet(REPO, tmp_path / "unchanged", "--canary", "customer-review-a", "--concurrency", "2")
+    program = hostile.program_copy(review / "unchanged", venv)
+    canary = ("--canary", "customer-review-a", "--concurrency", "2")
+    unchanged = plane.preview_fleet(program, tmp_path / "unchanged", *canary)
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
     assert f"No blocking findings in {len(stacks)} stacks." in (tmp_path / "unchanged" / "fleet-preview.md").read_text()
 
-    tampered = plane.preview_fleet(TAMPERED_PROGRAM, tmp_path / "tampered", "--concurrency", "2")
-    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
-    summary = (tmp_path / "tampered" / "fleet-preview.md").read_text()
+    reports = review / "reports"
+    reports.mkdir(exist_ok=True)
+    run(["chown", CONFINED_USER, str(reports)])
+    attempts = {
+        "report": str(reports / "hostile.json"),
+        "reach": {
+            "the object store": [PROVISIONER.ipv4, OBJECT_STORE_PORT],
+            "the provisioner's private listener": ["127.0.0.1", PRIVATE_API_PORT],
+            "Hetzner's API": ["127.0.0.1", HETZNER_PORT],
+            "the internet": [SINK_V4, 443],
+        },
+        "write": {
+            "the base tree": str(REPO / "policy" / "__init__.py"),
+            "the base virtualenv": str(REPO / ".venv" / "pyvenv.cfg"),
+            "the toolchain": str(toolchain.cli_path().resolve()),
+            "the plugin cache": str(toolchain.plugin_cache()),
+        },
+        "read": {"the CLI's environment": "/proc/{parent}/environ"},
+    }
+    program = hostile.program_copy(review / "hostile", venv, attempts)
+    hostile_run = plane.preview_fleet(program, tmp_path / "hostile", *canary)
+    assert hostile_run.returncode == 1, hostile_run.stdout + hostile_run.stderr
+    summary = (tmp_path / "hostile" / "fleet-preview.md").read_text()
     assert f"{len(stacks)} of {len(stacks)} stacks have blocking findings" in summary
     assert "commands-match-rendering" in summary
+    report = json.loads((reports / "hostile.json").read_text())
+    assert report["uid"] == int(run(["id", "-u", CONFINED_USER]).stdout)
+    held = [name for name in report["variables"] if name.startswith(("CLAW_", "HCLOUD_", "AWS_", "PULUMI_BACKEND"))]
+    assert held == [] and "PULUMI_CONFIG_PASSPHRASE" not in report["variables"], report["variables"]
+    tried = {what: outcome for what, outcome in report.items() if what not in ("uid", "variables")}
+    assert len(tried) == 7 and all(outcome.startswith("refused") for outcome in tried.values()), tried
+    # The canary's diff shows the unsecreted key: the redacted copy's marker, never the key.
+    comment = summary + (tmp_path / "hostile" / "fleet-preview-full.md").read_text()
+    state = json.loads(plane.pulumi("stack", "export", "--show-secrets", "--stack", "customer-review-a"))
+    [key] = [
+        json.loads(resource["outputs"]["privateKeyOpenssh"]["plaintext"])
+        for resource in state["deployment"]["resources"]
+        if resource["urn"].endswith("-provisioning-key")
+    ]
+    body = key.splitlines()[1]
+    assert "[redacted " in comment and body not in comment and body not in hostile_run.stdout + hostile_run.stderr
 
     for project in HETZNER_PROJECTS:
         used = lab.hetzner_usage(project, read_only=True)
