@@ -73,7 +73,7 @@ def virtualenv(venv: Path) -> Path:
 
 
 def _attempts(hostile: dict[str, Any]) -> str:
-    return f'''
+    return f"""
 
 # What a hostile pull request adds: it tries, and writes down what happened.
 import json as _json, os as _os, socket as _socket
@@ -100,4 +100,4 @@ for _what, _path in _plan["read"].items():
     _path = _path.replace("{{parent}}", str(_os.getppid()))
     _attempt("read " + _what, lambda p=_path: _Path(p).read_bytes())
 _Path(_plan["report"]).write_text(_json.dumps(_report))
-'''
+"""
