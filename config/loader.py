@@ -134,6 +134,11 @@ def stack_config(settings: StackSettings) -> dict[str, str]:
     )
 
 
+def hetzner_token_problem(token: str) -> str | None:
+    """What is wrong with a Hetzner API token, never showing it; None when the provider would take it."""
+    return None if _HETZNER_TOKEN.fullmatch(token) else "is not a Hetzner API token (64 letters and digits)"
+
+
 def dns_token(platform: PlatformConfig, environ: Mapping[str, str], *, preview: bool) -> SecretStr | None:
     """The DNS project's token for the stack's records: None without `platform:dns_zone`, or in a
     preview given none (a pull request's, confined: nothing is written then); an `up` needs it."""
@@ -145,8 +150,8 @@ def dns_token(platform: PlatformConfig, environ: Mapping[str, str], *, preview: 
         if preview:
             return None
         problem = f"required: {PLATFORM_NAMESPACE}:dns_zone's records are written with the DNS project's token"
-    elif not _HETZNER_TOKEN.fullmatch(token):
-        problem = "is not a Hetzner API token (64 letters and digits)"
+    elif problem := hetzner_token_problem(token):
+        pass
     elif token == environ.get(CUSTOMER_TOKEN_VARIABLE):
         problem = (
             f"is the customers' project token ({CUSTOMER_TOKEN_VARIABLE}); the zone belongs in a project of its "

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, fie
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
+from config.loader import DNS_TOKEN_VARIABLE
 from fleet.resize import graceful_resize
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Workspace(BaseModel):
     # The Hetzner project's token the stack's operations use, when not the process's HCLOUD_TOKEN
     # (the provisioner spreads customers over several projects).
     hetzner_token: SecretStr | None = None
+    # The DNS project's token, which writes the stack's records (`platform:dns_zone`), when not the
+    # process's HCLOUD_DNS_TOKEN.
+    dns_token: SecretStr | None = None
 
     @field_validator("program_dir", "policy_pack")
     @classmethod
@@ -75,6 +79,8 @@ class Workspace(BaseModel):
         variables = {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
         if self.hetzner_token is not None:
             variables["HCLOUD_TOKEN"] = self.hetzner_token.get_secret_value()
+        if self.dns_token is not None:
+            variables[DNS_TOKEN_VARIABLE] = self.dns_token.get_secret_value()
         if self.passphrase is not None:
             variables["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase.get_secret_value()
         return variables

@@ -80,7 +80,9 @@ class AutomationRunner:
     """The provisioner's stack operations, through `fleet.stacks` like every other Automation API use."""
 
     def __init__(self, settings: ProvisionerSettings) -> None:
-        # One workspace per Hetzner project: the CLI (and a resize) runs with that project's token.
+        # One workspace per Hetzner project: the CLI (and a resize) runs with that project's token, and
+        # with the DNS project's, which writes the customers' records.
+        dns_token = settings.hetzner_dns_token(os.environ)
         self.workspaces = {
             project: stacks.Workspace(
                 policy_pack=POLICY_PACK,
@@ -89,6 +91,7 @@ class AutomationRunner:
                 stacks_dir=settings.state_dir / "stacks",
                 pulumi_root=CLI_ROOT,
                 hetzner_token=token,
+                dns_token=dns_token,
             )
             for project, token in settings.hetzner_tokens(os.environ).items()
         }
