@@ -11,6 +11,7 @@ import pulumi_command as command
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 import pulumi_tls as tls
+from pydantic import SecretStr
 
 from components.cloud_firewall import firewall_rules
 from components.gateway import GATEWAY_DIR, install_command, render_gateway
@@ -30,6 +31,8 @@ HOST_PACKAGES = ("iptables", "fail2ban", "python3-systemd", "docker.io")
 DIAL_ATTEMPTS = 60
 DIAL_TIMEOUT_SECONDS = 15
 APT = "apt-get -o DPkg::Lock::Timeout=600 -q"
+# The customer's A and AAAA records: short enough that a new server's addresses are seen soon.
+DNS_TTL_SECONDS = 300
 CLOUD_INIT_TIMEOUT_SECONDS = 1200
 
 # cloud-init writes boot-finished when its last stage ends, whatever a module reported.
@@ -149,6 +152,8 @@ class CustomerInstance(pulumi.ComponentResource):
     gateway_url: pulumi.Output[str]
     gateway_password: pulumi.Output[str]
     baseline_digest: pulumi.Output[str]
+    # `<customer_id>.<platform:dns_zone>` once its records exist; None without a zone.
+    hostname: pulumi.Output[str] | None
     # Only while decommissioning: the snapshot that outlives `pulumi destroy`.
     snapshot_id: pulumi.Output[str] | None
 
@@ -158,7 +163,9 @@ class CustomerInstance(pulumi.ComponentResource):
         config: StackSettings | CustomerConfig,
         policy: BaselinePolicy | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        dns_token: SecretStr | None = None,
     ) -> None:
+        """`dns_token`: the platform's DNS project's (config.loader.dns_token); None only in a preview."""
         policy = policy or BaselinePolicy()
         # A bare CustomerConfig runs with the platform's defaults.
         settings = config if isinstance(config, StackSettings) else StackSettings(customer=config)
@@ -246,6 +253,10 @@ class CustomerInstance(pulumi.ComponentResource):
             )
             self.snapshot_id = snapshot.id
 
+        self.hostname = None
+        if platform.dns_zone is not None:
+            self.hostname = self._records(name, customer, platform.dns_zone, server, dns_token)
+
         connection = pulumi.Output.all(
             server.ipv4_address, provisioning_key.private_key_openssh, host_key.public_key_openssh
         ).apply(
@@ -321,6 +332,34 @@ class CustomerInstance(pulumi.ComponentResource):
                 "gateway_url": self.gateway_url,
                 "gateway_password": self.gateway_password,
                 "baseline_digest": self.baseline_digest,
+                **({"hostname": self.hostname} if self.hostname is not None else {}),
                 **({"snapshot_id": self.snapshot_id} if self.snapshot_id is not None else {}),
             }
         )
+
+    def _records(
+        self, name: str, customer: CustomerConfig, zone: str, server: hcloud.Server, token: SecretStr | None
+    ) -> pulumi.Output[str]:
+        """The customer's A and AAAA records in the platform's zone, written with the DNS project's own
+        provider: its token never reaches a server, nor a customer project's provider. Unprotected: a
+        decommission's `destroy` removes them with the server."""
+        dns = hcloud.Provider(
+            f"{name}-dns",
+            token=pulumi.Output.secret(token.get_secret_value()) if token is not None else None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        records = [
+            hcloud.ZoneRrset(
+                f"{name}-{kind.lower()}-record",
+                zone=zone,
+                name=customer.customer_id,
+                type=kind,
+                ttl=DNS_TTL_SECONDS,
+                records=[hcloud.ZoneRrsetRecordArgs(value=address)],
+                labels=customer_labels(customer.customer_id),
+                opts=pulumi.ResourceOptions(parent=self, provider=dns),
+            )
+            for kind, address in (("A", server.ipv4_address), ("AAAA", server.ipv6_address))
+        ]
+        # Known once both records exist: a name that is shown is a name that resolves.
+        return pulumi.Output.all(*(record.id for record in records)).apply(lambda _: customer.hostname(zone))

@@ -22,6 +22,7 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs
+from pydantic import SecretStr
 
 from components.cloud_firewall import firewall_rules
 from components.instance import CustomerInstance
@@ -34,6 +35,7 @@ PROGRAM = Path(__file__).resolve().parent.parent / "__main__.py"
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
 SNAPSHOT = "hcloud:index/snapshot:Snapshot"
+RRSET = "hcloud:index/zoneRrset:ZoneRrset"
 COMMAND = "command:remote:Command"
 SECRET_SIG = rpc._special_secret_sig
 
@@ -55,6 +57,8 @@ class Registration:
     wire_inputs: dict[str, Any]
     # Which resources each input property was computed from, as the engine hands them to policies.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    # The explicit provider's reference (`urn::id`); empty for the package's default provider.
+    provider: str = ""
 
     def input_is_secret(self, key: str) -> bool:
         return _is_secret(self.wire_inputs.get(key))
@@ -259,6 +263,7 @@ class _RecordingMonitor(MockMonitor):
                     property_dependencies={
                         key: list(value.urns) for key, value in request.propertyDependencies.items()
                     },
+                    provider=request.provider,
                 )
             )
         return super().RegisterResource(request)
@@ -301,14 +306,15 @@ OUTPUT_NAMES = (
     "gateway_url",
     "gateway_password",
     "baseline_digest",
+    "hostname",
 )
 
 
-def _mock(graph: Graph, stack: str, mocks: StandInMocks) -> None:
+def _mock(graph: Graph, stack: str, mocks: StandInMocks, preview: bool = False) -> None:
     # A fresh root stack per run: set_mocks keeps an existing one, and with it the last run's exports.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
-        mocks, project="clawhosters", stack=stack, preview=False, monitor=_RecordingMonitor(mocks, graph)
+        mocks, project="clawhosters", stack=stack, preview=preview, monitor=_RecordingMonitor(mocks, graph)
     )
 
 
@@ -327,6 +333,7 @@ def build_graph(
     policy: BaselinePolicy | None = None,
     cloud: Cloud | None = None,
     mocks: StandInMocks | None = None,
+    dns_token: SecretStr | None = None,
 ) -> Graph:
     """Run the component under mocks, with `cloud` as what already exists at Hetzner (or other
     provider answers, `mocks`); return every registration and the resolved outputs."""
@@ -336,18 +343,20 @@ def build_graph(
 
     @pulumi.runtime.test
     def run() -> pulumi.Output[None]:
-        instance = CustomerInstance(stack, config, policy)
+        instance = CustomerInstance(stack, config, policy, dns_token=dns_token)
         return _resolve_into(graph, {name: getattr(instance, name) for name in OUTPUT_NAMES})
 
     run()
     return graph
 
 
-def run_program(config: dict[str, str], graph: Graph, stack: str | None = None, cloud: Cloud | None = None) -> None:
+def run_program(
+    config: dict[str, str], graph: Graph, stack: str | None = None, cloud: Cloud | None = None, preview: bool = False
+) -> None:
     """Run the stack's `__main__.py` under mocks as stack `stack` (default: the customer's own,
-    `customer-<customer_id>`) with this stack config; its exports land in `graph.outputs`. A
-    config error is raised before any resource is registered."""
-    _mock(graph, stack or f"customer-{config.get('clawhosters:customer_id', '')}", StandInMocks(cloud))
+    `customer-<customer_id>`) with this stack config, as an `up` or a `preview`; its exports land in
+    `graph.outputs`. A config error is raised before any resource is registered."""
+    _mock(graph, stack or f"customer-{config.get('clawhosters:customer_id', '')}", StandInMocks(cloud), preview)
     pulumi.runtime.set_all_config(config)
     try:
 
@@ -403,6 +412,12 @@ def describe(graph: Graph) -> str:
         lines.append(
             f"  decommissioning: snapshot {snapshot.name}, labels {snapshot.inputs['labels']}, kept by destroy"
         )
+    for record in graph.of_type(RRSET):
+        values = [entry["value"] for entry in record.inputs["records"]]
+        lines.append(
+            f"DNS: {record.inputs['type']} {record.inputs['name']}.{record.inputs['zone']} -> {', '.join(values)} "
+            "(the DNS project's provider)"
+        )
     steps = {r.urn: r.name for r in graph.registrations if r.type in (SERVER, COMMAND)}
     lines.append("Remote commands:")
     for command in graph.of_type(COMMAND):
@@ -430,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = config.get("platform:shared_firewall_id", "")
     cloud = Cloud(firewalls=(baseline_firewall(int(shared), BaselinePolicy()),)) if shared.isdigit() else None
     try:
-        run_program(config, graph, stack=stack, cloud=cloud)
+        # As `pulumi preview` would: nothing is written, so no DNS project token is needed.
+        run_program(config, graph, stack=stack, cloud=cloud, preview=True)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2

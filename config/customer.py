@@ -18,6 +18,9 @@ HETZNER_LOCATIONS: tuple[str, ...] = HETZNER.location_names
 
 # Matched with fullmatch: `$` would let a trailing newline through.
 _SLUG = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# A domain as Hetzner names a zone: lower case, at least two labels, no trailing dot; IDNs in Punycode.
+_ZONE = re.compile(rf"(?=.{{1,200}}$)(?:{_DNS_LABEL}\.)+{_DNS_LABEL}")
 _SERVER_TYPE = re.compile(r"[a-z][a-z0-9-]{1,30}")
 # Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path parts.
 _IMAGE = re.compile(
@@ -142,6 +145,15 @@ def _location(value: str) -> str:
     return value
 
 
+def _zone(value: str) -> str:
+    if not _ZONE.fullmatch(value):
+        raise ValueError(
+            "must be a DNS zone's name such as 'gateways.example.com': lower case, no trailing dot, "
+            "internationalised names in Punycode (xn--...)"
+        )
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
@@ -155,6 +167,7 @@ OpenSshPublicKey = Annotated[str, AfterValidator(parse_openssh_public_key)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 ServerType = Annotated[str, AfterValidator(_server_type)]
 Location = Annotated[str, AfterValidator(_location)]
+DnsZone = Annotated[str, AfterValidator(_zone)]
 
 
 class CustomerConfig(BaseModel):
@@ -187,6 +200,10 @@ class CustomerConfig(BaseModel):
     def server_name(self) -> str:
         return f"claw-{self.customer_id}"
 
+    def hostname(self, zone: str) -> str:
+        """The customer's name in the platform's zone."""
+        return f"{self.customer_id}.{zone}"
+
     @property
     def gateway_image_pinned(self) -> bool:
         match = _IMAGE.fullmatch(self.gateway_image)
@@ -210,6 +227,10 @@ class PlatformConfig(BaseModel):
     server_types: tuple[ServerType, ...] = Field(default=DEFAULT_SERVER_TYPES, min_length=1)
     # How long a decommissioned customer's snapshot is kept (its `expires-on` label).
     snapshot_retention_days: int = Field(default=30, ge=1, le=3650)
+    # The platform's DNS zone at Hetzner, in a project of its own (its token is HCLOUD_DNS_TOKEN, never
+    # a customer project's): each customer is `<customer_id>.<dns_zone>`, its A and AAAA records the
+    # server's addresses. Without it, a stack has no hostname.
+    dns_zone: DnsZone | None = None
 
     @field_validator("shared_firewall_id")
     @classmethod

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
 from config.customer import CustomerConfig, PlatformConfig
 
 CUSTOMER_NAMESPACE = "clawhosters"
 PLATFORM_NAMESPACE = "platform"
+# The DNS project's token reaches the program from its environment, as HCLOUD_TOKEN does, never from
+# stack config: stack settings are read by the pull-request preview, and a confined program gets no
+# environment at all (fleet/sandbox.py).
+DNS_TOKEN_VARIABLE = "HCLOUD_DNS_TOKEN"  # noqa: S105 (a variable's name)
+CUSTOMER_TOKEN_VARIABLE = "HCLOUD_TOKEN"  # noqa: S105
+# What the hcloud provider accepts (it refuses any other length); Hetzner's tokens are alphanumeric.
+_HETZNER_TOKEN = re.compile(r"[A-Za-z0-9]{64}")
 
 
 class ConfigError(ValueError, pulumi.RunError):
@@ -124,3 +133,36 @@ def stack_config(settings: StackSettings) -> dict[str, str]:
     return namespace_config(settings.customer, CUSTOMER_NAMESPACE) | namespace_config(
         settings.platform, PLATFORM_NAMESPACE
     )
+
+
+def hetzner_token_problem(token: str) -> str | None:
+    """What is wrong with a Hetzner API token, never showing it; None when the provider would take it."""
+    return None if _HETZNER_TOKEN.fullmatch(token) else "is not a Hetzner API token (64 letters and digits)"
+
+
+def dns_token(platform: PlatformConfig, environ: Mapping[str, str], *, preview: bool) -> SecretStr | None:
+    """The DNS project's token for the stack's records: None without `platform:dns_zone`, or in a
+    preview given none (a pull request's, confined: nothing is written then); an `up` needs it."""
+    if platform.dns_zone is None:
+        return None
+    token = environ.get(DNS_TOKEN_VARIABLE, "")
+    problem = None
+    if not token:
+        if preview:
+            return None
+        problem = f"required: {PLATFORM_NAMESPACE}:dns_zone's records are written with the DNS project's token"
+    elif problem := hetzner_token_problem(token):
+        pass
+    elif token == environ.get(CUSTOMER_TOKEN_VARIABLE):
+        problem = (
+            f"is the customers' project token ({CUSTOMER_TOKEN_VARIABLE}); the zone belongs in a project of its "
+            "own, since a token that can write DNS controls every server of its project"
+        )
+    if problem is not None:
+        raise ConfigError(f"invalid DNS settings:\n  {DNS_TOKEN_VARIABLE}: {problem}")
+    return SecretStr(token)
+
+
+def load_dns_token(platform: PlatformConfig) -> SecretStr | None:
+    """`dns_token` for the running Pulumi program."""
+    return dns_token(platform, os.environ, preview=pulumi.runtime.is_dry_run())

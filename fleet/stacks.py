@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, DirectoryPath, Field, SecretStr, Ski
 
 import toolchain
 from components.safety import GRACEFUL_RESIZE_ENV
+from config.loader import DNS_TOKEN_VARIABLE
 from fleet.cli import BoundedCommand, CliObserver
 from fleet.failures import LoggedCommand, Operation
 from fleet.resize import graceful_resize
@@ -65,6 +66,9 @@ class Workspace(BaseModel):
     # The Hetzner project's token the stack's operations use, when not the process's HCLOUD_TOKEN
     # (the provisioner spreads customers over several projects).
     hetzner_token: SecretStr | None = None
+    # The DNS project's token, which writes the stack's records (`platform:dns_zone`), when not the
+    # process's HCLOUD_DNS_TOKEN.
+    dns_token: SecretStr | None = None
     # Where each operation's CLI output is written (`<stack>-<time>-<operation>.log`), none if unset.
     logs_dir: Path | None = None
     # Hears of each CLI process the stack's operations start (the provisioner's fencing).
@@ -83,6 +87,8 @@ class Workspace(BaseModel):
         variables = {**toolchain.cli_environment(backend_url=self.backend_url), GRACEFUL_RESIZE_ENV: "1"}
         if self.hetzner_token is not None:
             variables["HCLOUD_TOKEN"] = self.hetzner_token.get_secret_value()
+        if self.dns_token is not None:
+            variables[DNS_TOKEN_VARIABLE] = self.dns_token.get_secret_value()
         if self.passphrase is not None:
             variables["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase.get_secret_value()
         return variables

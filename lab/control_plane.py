@@ -31,7 +31,7 @@ import toolchain
 from fleet import sandbox
 from lab.netns import connect_from, relay
 from lab.object_store import REGION, Identity, ObjectStore
-from lab.topology import CI_RUNNER, CLIENT, PROVISIONER, Peer
+from lab.topology import CI_RUNNER, CLIENT, PROVISIONER, WORKER_HOSTS, Peer
 from lab.world import HETZNER_PORT, HETZNER_PROJECT, HETZNER_PROJECTS, REPO, Lab, in_ns, run, wait_until
 from provisioner.webhook import sign
 
@@ -165,6 +165,8 @@ class ControlPlane:
             "HCLOUD_ENDPOINT": f"http://127.0.0.1:{HETZNER_PORT}/v1",
             "PULUMI_CONFIG_PASSPHRASE": self.lab.passphrase,
             **self._object_store_credentials(StoreKey.WORKERS),
+            # Only the workers write the customers' records.
+            **({"CLAW_HETZNER_DNS_TOKEN": self.lab.dns_token} if host in WORKER_HOSTS else {}),
         }
 
     @property

@@ -25,6 +25,8 @@ MIRROR_V4 = "203.0.113.80"
 REGISTRY_V4 = "203.0.113.81"
 ARCHIVE_NAME = "deb.debian.org"
 REGISTRY_NAME = "registry.lab.example"
+# The platform's DNS zone at the lab's Hetzner: each customer is `<customer_id>.PLATFORM_ZONE`.
+PLATFORM_ZONE = "clawhosters.example"
 GATEWAY_REPOSITORY = "openclaw/gateway"
 SINK_PORTS = (25, 465, 587, 2525, 6667, 6697, 194, 443)
 

@@ -51,6 +51,7 @@ DATA_DIR = Path("/var/lib/clawhosters-lab")
 # The CLI's output of each failed stack operation (fleet.failures); kept by `down`.
 LOGS_DIR = DATA_DIR / "logs"
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+NETNS_ETC = Path("/etc/netns")
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER_ID = "lab"
 STACK = f"customer-{CUSTOMER_ID}"
@@ -62,6 +63,8 @@ HETZNER_PROJECT = "lab"
 # A second project of the lab's cloud, for the control plane's fleet spanning projects.
 SECOND_HETZNER_PROJECT = "lab-2"
 HETZNER_PROJECTS = (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
+# The project of the platform's DNS zone, and nothing else: its token writes every customer's records.
+DNS_PROJECT = "lab-dns"
 # Resource types whose steps are the deploy's own, not the engine's bookkeeping.
 BOOKKEEPING = re.compile(r"^(pulumi:pulumi:Stack|pulumi:providers:.*|clawhosters:.*)$")
 # The key that marks a secret in a stack's exported state (pulumi/sdk/go/common/resource/sig).
@@ -200,6 +203,24 @@ class Lab:
     def project_token(self, project: str) -> str:
         return self.hetzner_token if project == HETZNER_PROJECT else self.secret(f"hetzner.{project}.token", 64)
 
+    @property
+    def dns_token(self) -> str:
+        return self.secret(f"hetzner.{DNS_PROJECT}.token", 64)
+
+    @property
+    def dns_hosts_dir(self) -> Path:
+        """Where the emulator publishes the zones' A and AAAA records, which the lab's resolver serves."""
+        return self.state_dir / "dns-hosts"
+
+    def resolve(self, name: str) -> dict[int, list[str]]:
+        """The addresses of `name` by family, as the client's own resolver (glibc, its resolv.conf
+        naming the lab's resolver) finds them; none when the name does not exist."""
+        answers: dict[int, list[str]] = {}
+        for family in (4, 6):
+            found = run(in_ns(topology.CLIENT.namespace, "getent", f"ahostsv{family}", name), check=False).stdout
+            answers[family] = sorted({line.split()[0] for line in found.splitlines()})
+        return answers
+
     def project_read_token(self, project: str) -> str:
         """The project's read-only token (Hetzner's "Read" permission: GET requests only)."""
         return self.secret(f"hetzner.{project}.read-token", 64)
@@ -275,6 +296,7 @@ class Lab:
         fleet.resize read them), the passphrase of the stack's secrets. Restored by `close()`."""
         values = {
             "HCLOUD_TOKEN": self.hetzner_token,
+            "HCLOUD_DNS_TOKEN": self.dns_token,
             "HCLOUD_ENDPOINT": self.hetzner_endpoint,
             "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
         }
@@ -331,7 +353,7 @@ class Lab:
     def default_settings(self) -> StackSettings:
         return StackSettings(
             customer=CustomerConfig(customer_id=CUSTOMER_ID, gateway_image=self.gateway_image()),
-            platform=PlatformConfig(provisioner_cidrs=topology.PROVISIONER_CIDRS),
+            platform=PlatformConfig(provisioner_cidrs=topology.PROVISIONER_CIDRS, dns_zone=topology.PLATFORM_ZONE),
         )
 
     def deploy(
@@ -531,7 +553,8 @@ class Lab:
         return self.first_steps
 
     def _hetzner(self) -> None:
-        """The API emulator with booted servers; two projects whose tokens the lab keeps."""
+        """The API emulator with booted servers; the customers' two projects and the DNS project, whose
+        tokens the lab keeps; the platform's zone in the DNS project."""
         command = [
             sys.executable,
             "-m",
@@ -550,14 +573,25 @@ class Lab:
                 f"--read-token={project}={self.project_read_token(project)}"
                 for project in (HETZNER_PROJECT, SECOND_HETZNER_PROJECT)
             ),
+            f"--token={DNS_PROJECT}={self.dns_token}",
+            f"--dns-hosts-dir={self.dns_hosts_dir}",
         ]
         self.spawn("hetzner", command, self.state_dir / "hetzner.log")
         wait_until("Hetzner's API", lambda: _listening(PROVISIONER.namespace, HETZNER_PORT), timeout=60)
+        from hcloud import Client
+
+        dns = Client(token=self.dns_token, api_endpoint=self.hetzner_endpoint, poll_interval=0.25)
+        dns.zones.create(name=topology.PLATFORM_ZONE, mode="primary").action.wait_until_finished()
 
     def _network(self) -> None:
         for namespace in topology.NAMESPACES:
             run(["ip", "netns", "add", namespace])
             run(in_ns(namespace, "ip", "link", "set", "lo", "up"))
+        # The client looks names up at the lab's resolver, as a machine on the internet asks its ISP's:
+        # `ip netns exec` puts /etc/netns/<namespace>/resolv.conf in place of the host's.
+        resolver = NETNS_ETC / topology.CLIENT.namespace
+        resolver.mkdir(parents=True, exist_ok=True)
+        (resolver / "resolv.conf").write_text(f"nameserver {topology.DNS_V4}\noptions timeout:2 attempts:1\n")
         for command in (
             ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
             ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
@@ -613,9 +647,13 @@ class Lab:
             f"--listen-address={topology.DNS_V4}",
             f"--address=/{topology.ARCHIVE_NAME}/{topology.MIRROR_V4}",
             f"--address=/{topology.REGISTRY_NAME}/{topology.REGISTRY_V4}",
+            # The platform's zone as the emulator publishes it (Hetzner's nameservers serve it), read
+            # again whenever it changes.
+            f"--hostsdir={self.dns_hosts_dir}",
             # Every other name: an immediate NXDOMAIN, as for a name that does not exist.
             "--address=/#/",
         ]
+        self.dns_hosts_dir.mkdir()
         self.spawn("dns", in_ns(ROUTER, *dns), self.state_dir / "dns.log")
         mirror = [sys.executable, "-m", "http.server", "80", "--bind", topology.MIRROR_V4, "--directory"]
         self.spawn("mirror", in_ns(ROUTER, *mirror, str(self.image.mirror)), self.state_dir / "mirror.log")
@@ -727,6 +765,7 @@ def down(state_dir: Path = STATE_DIR) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "delete", namespace], check=False)
+        shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
     saved = state_dir / "nf_log_all_netns"
     if saved.exists():
         NF_LOG_ALL_NETNS.write_text(saved.read_text())

@@ -156,6 +156,11 @@ def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
             rules.baseline_before_gateway,
         ),
         _stack_policy(
+            "hostname-records-match-stack",
+            "The customer's name in the platform's zone has one A and one AAAA record, the server's addresses.",
+            rules.hostname_records,
+        ),
+        _stack_policy(
             "gateway-image-pinned",
             "The gateway image is pinned by digest.",
             lambda _resources, canon: rules.gateway_image_pinned(canon),

@@ -36,6 +36,9 @@ from config.policy import MAX_PORT, BaselinePolicy
 SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
 COMMAND = "command:remote:Command"
+RRSET = "hcloud:index/zoneRrset:ZoneRrset"
+# The customer's name has one record set of each type, holding the server's address of that family.
+HOSTNAME_TYPES = ("A", "AAAA")
 # Every resource type a customer stack consists of; anything else (a docker container, a second
 # provider) did not come from the program's rendering.
 INSTANCE_TYPES = (
@@ -48,6 +51,8 @@ INSTANCE_TYPES = (
     COMMAND,
     # Taken only when the platform decommissions the customer.
     "hcloud:index/snapshot:Snapshot",
+    # The customer's A and AAAA records, with `platform:dns_zone` (written by the DNS project's provider).
+    RRSET,
     "pulumi:pulumi:Stack",
 )
 PROVIDER_PREFIX = "pulumi:providers:"
@@ -291,6 +296,41 @@ def server_firewalls(resources: Iterable[Resource], canon: Canon) -> list[str]:
 def _as_int(value: Any) -> Any:
     # Struct numbers arrive as floats; ids are integers.
     return int(value) if isinstance(value, int | float) else value
+
+
+def hostname_records(resources: Iterable[Resource], canon: Canon) -> list[str]:
+    """The customer's name, `<customer_id>.<platform:dns_zone>`, has one A and one AAAA record set, each
+    holding one record computed from the stack's server (its address, unknown until the server exists,
+    so traced through the property's dependencies): no stack points its name, or another customer's,
+    elsewhere. Without a zone in the settings a stack has no records."""
+    resources = list(resources)
+    zone, customer = canon.settings.platform.dns_zone, canon.settings.customer.customer_id
+    records = [r for r in resources if r.type == RRSET]
+    if zone is None:
+        return [f"{r.name} is a DNS record, but the stack's settings name no platform:dns_zone" for r in records]
+    servers = {r.urn for r in resources if r.type == SERVER}
+    kinds = sorted(str(known(r.props.get("type"), f"the type of {r.name}")) for r in records)
+    violations = []
+    if kinds != list(HOSTNAME_TYPES):
+        violations.append(
+            f"stack {canon.stack} has DNS records of types {kinds}; {customer}.{zone} has one A and one AAAA record"
+        )
+    for record in records:
+        name = known(record.props.get("name"), f"the name of {record.name}")
+        written = f"{name}.{known(record.props.get('zone'), f'the zone of {record.name}')}"
+        if written != customer + "." + zone:
+            violations.append(f"{record.name} writes {written}; stack {canon.stack}'s name is {customer}.{zone}")
+        values = record.props.get("records")
+        sources = set(record.property_dependencies.get("records", ()))
+        # The provider previews the records as a Terraform set, wholly unknown while the address is:
+        # then only where it comes from can be seen, and the next preview counts the records.
+        one_record = is_unknown(values) or (isinstance(values, list) and len(values) == 1)
+        if not one_record or not sources or not sources <= servers:
+            violations.append(
+                f"{record.name} must hold exactly one record, the stack's server's address (server.ipv4_address or "
+                "server.ipv6_address)"
+            )
+    return violations
 
 
 def commands_match_rendering(resources: Iterable[Resource], canon: Canon) -> list[str]:

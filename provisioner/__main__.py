@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
         settings, store = jobs.settings(), jobs.store()
         if args.command == "worker":
-            settings.hetzner_read_tokens(os.environ)  # a missing token stops the worker here, naming it
+            # A missing or wrong token stops the worker here, naming its variable.
+            settings.hetzner_read_tokens(os.environ)
+            settings.hetzner_dns_token(os.environ)
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2

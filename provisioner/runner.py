@@ -99,7 +99,9 @@ class AutomationRunner:
     """The provisioner's stack operations, through `fleet.stacks` like every other Automation API use."""
 
     def __init__(self, settings: ProvisionerSettings) -> None:
-        # One workspace per Hetzner project: the CLI (and a resize) runs with that project's token.
+        # One workspace per Hetzner project: the CLI (and a resize) runs with that project's token, and
+        # with the DNS project's, which writes the customers' records.
+        dns_token = settings.hetzner_dns_token(os.environ)
         self.workspaces = {
             project: stacks.Workspace(
                 policy_pack=POLICY_PACK,
@@ -108,6 +110,7 @@ class AutomationRunner:
                 stacks_dir=settings.state_dir / "stacks",
                 pulumi_root=CLI_ROOT,
                 hetzner_token=token,
+                dns_token=dns_token,
                 logs_dir=settings.state_dir / "logs",
                 cli_observer=PROCESSES,
             )

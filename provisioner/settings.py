@@ -10,9 +10,12 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from config.customer import PlatformConfig
+from config.loader import hetzner_token_problem
 from config.plans import DEFAULT_PLANS, Plans
 
 PREFIX = "CLAW_"
+# The DNS project's token (CLAW_PLATFORM's dns_zone): only the workers read it, at start.
+DNS_TOKEN_ENV = PREFIX + "HETZNER_DNS_TOKEN"
 COMMIT_PATTERN = r"^[0-9a-f]{40}$"
 # host:port, the host an IPv4 address, a name or a bracketed IPv6 address.
 BIND_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
@@ -260,3 +263,24 @@ class ProvisionerSettings(StoreSettings):
             project.name: SecretStr(environ[project.read_token_env]) if project.read_token_env else tokens[project.name]
             for project in self.hetzner_projects
         }
+
+    def hetzner_dns_token(self, environ: Mapping[str, str]) -> SecretStr | None:
+        """The token of the DNS project that holds CLAW_PLATFORM's dns_zone (None without one): it
+        writes every customer's records, so it is never a customer project's; a worker checks it when
+        it starts, and hands it only to the CLI."""
+        if self.platform.dns_zone is None:
+            return None
+        token = environ.get(DNS_TOKEN_ENV, "")
+        problem = (
+            "not set; CLAW_PLATFORM's dns_zone is written with the DNS project's token" if not token else None
+        ) or hetzner_token_problem(token)
+        if problem is None:
+            shared = [p.name for p in self.hetzner_projects if environ.get(p.token_env) == token]
+            if shared:
+                problem = (
+                    f"is the token of Hetzner project {shared[0]}; the zone belongs in a project of its own, since "
+                    "a token that can write DNS controls every server of its project"
+                )
+        if problem is not None:
+            raise SettingsError(f"{DNS_TOKEN_ENV}: {problem}")
+        return SecretStr(token)

@@ -21,7 +21,7 @@ from config import (
     settings_from_mapping,
 )
 from config.hetzner import CATALOG_FILE, HETZNER, CatalogError, load_catalog
-from config.loader import stack_config
+from config.loader import DNS_TOKEN_VARIABLE, dns_token, stack_config
 from config.plans import DEFAULT_PLAN, DEFAULT_PLANS, Choice
 from tests.keys import public_key
 
@@ -291,3 +291,35 @@ def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> Non
     with pytest.raises(ConfigError, match="platform:snapshot_retention_days"):
         settings_from_mapping({**CUSTOMER, "platform:snapshot_retention_days": "0"})
     assert settings_from_mapping({**CUSTOMER, "clawhosters:decommission": "true"}).customer.decommission is True
+
+
+DNS_TOKEN = "D" * 32 + "ns00" * 8
+
+
+def test_the_platform_zone_is_a_domain_named_in_the_error() -> None:
+    assert PlatformConfig().dns_zone is None
+    zone = settings_from_mapping({**CUSTOMER, "platform:dns_zone": "gateways.example.com"}).platform.dns_zone
+    assert zone == "gateways.example.com"
+    assert CustomerConfig(customer_id="acme", gateway_image=IMAGE).hostname(zone) == "acme.gateways.example.com"
+    for bad in ("Gateways.example.com", "example.com.", "localhost", "a..example", "-a.example", "a b.example"):
+        with pytest.raises(ConfigError, match="platform:dns_zone: must be a DNS zone's name"):
+            settings_from_mapping({**CUSTOMER, "platform:dns_zone": bad})
+
+
+def test_the_dns_token_comes_from_the_environment_checked_and_named() -> None:
+    without = PlatformConfig()
+    zoned = PlatformConfig(dns_zone="gateways.example.com")
+    assert dns_token(without, {DNS_TOKEN_VARIABLE: DNS_TOKEN}, preview=False) is None
+    token = dns_token(zoned, {DNS_TOKEN_VARIABLE: DNS_TOKEN, "HCLOUD_TOKEN": "C" * 64}, preview=False)
+    assert token is not None and token.get_secret_value() == DNS_TOKEN
+    # A preview writes nothing: the confined pull-request preview has no environment at all.
+    assert dns_token(zoned, {}, preview=True) is None
+    refusals = {
+        "required: platform:dns_zone's records": {},
+        "is not a Hetzner API token": {DNS_TOKEN_VARIABLE: "short"},
+        "is the customers' project token": {DNS_TOKEN_VARIABLE: DNS_TOKEN, "HCLOUD_TOKEN": DNS_TOKEN},
+    }
+    for message, environ in refusals.items():
+        with pytest.raises(ConfigError, match=f"HCLOUD_DNS_TOKEN: {re.escape(message)}") as caught:
+            dns_token(zoned, environ, preview=False)
+        assert DNS_TOKEN not in str(caught.value)

@@ -188,8 +188,9 @@ def test_a_real_preview_of_the_example_stack(
     preview = PreviewStack(workspace, canary="customer-example", plans=tmp_path / "plans")("customer-example")
     assert preview.blocking == [] and preview.advisories == []
     # The stack, the component, its keys, password, SSH key, firewall, server and four remote steps,
-    # and the four default providers (hcloud, tls, random, command).
-    assert dict(preview.counts) == {"create": 16}
+    # the four default providers (hcloud, tls, random, command), and the customer's A and AAAA records
+    # with the DNS project's provider (a preview needs no DNS token: it writes nothing).
+    assert dict(preview.counts) == {"create": 19}
     assert (tmp_path / "plans" / "customer-example.plan.json").exists()
     # The program's safety checks asked Hetzner (server types, the stack's servers).
     assert hetzner.get("/_lab/requests").json()["tokens"][0]["requests"] > 0

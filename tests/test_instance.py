@@ -9,6 +9,7 @@ import shlex
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from components.cloud_firewall import firewall_rules
 from components.instance import COMPONENT_TYPE
@@ -262,3 +263,61 @@ def test_a_bare_customer_config_gets_the_platform_defaults(graph: Graph) -> None
     bare = build_graph(settings().customer)
     assert bare.one(SERVER).wire_inputs == graph.one(SERVER).wire_inputs
     assert len(bare.registrations) == len(graph.registrations)
+
+
+ZONE = "gateways.example.com"
+DNS_TOKEN = "D" * 32 + "ns00" * 8
+RRSET = "hcloud:index/zoneRrset:ZoneRrset"
+
+
+@pytest.fixture(scope="module")
+def named() -> Graph:
+    return build_graph(settings(platform=PlatformConfig(dns_zone=ZONE)), dns_token=SecretStr(DNS_TOKEN))
+
+
+def test_the_customer_s_name_follows_the_server_s_addresses_through_the_dns_project_s_provider(named: Graph) -> None:
+    provider = named.one("pulumi:providers:hcloud")
+    assert provider.name == "customer-acme-dns" and provider.input_is_secret("token")
+    assert provider.inputs["token"] == DNS_TOKEN
+    server = named.one(SERVER)
+    records = {record.inputs["type"]: record for record in named.of_type(RRSET)}
+    assert set(records) == {"A", "AAAA"}
+    for kind, address in (("A", "203.0.113.10"), ("AAAA", "2001:db8:10::1")):
+        record = records[kind]
+        assert (record.inputs["zone"], record.inputs["name"], record.inputs["ttl"]) == (ZONE, "acme", 300)
+        assert record.inputs["records"] == [{"value": address}]
+        assert record.property_dependencies["records"] == [server.urn]
+        assert record.inputs["labels"] == {"customer": "acme", "managed-by": "clawhosters"}
+        # Written with the DNS project's token only; a decommission's destroy removes them.
+        assert record.provider.startswith(provider.urn + "::")
+        assert not record.protect and not record.retain_on_delete
+    # Everything else stays on the customers' project's provider, and no server sees the DNS token.
+    assert all(
+        r.provider == "" for r in named.registrations if r.type.startswith(("hcloud:", "command:")) and r.type != RRSET
+    )
+    assert all(DNS_TOKEN not in json.dumps(r.public_inputs()) for r in named.registrations)
+    assert named.outputs["hostname"] == "acme.gateways.example.com" and not named.secret_outputs["hostname"]
+    assert DNS_TOKEN not in json.dumps(named.outputs)
+
+
+def test_without_a_zone_there_are_no_records_and_no_hostname(graph: Graph) -> None:
+    assert graph.of_type(RRSET) == [] and graph.of_type("pulumi:providers:hcloud") == []
+    assert graph.outputs["hostname"] is None
+
+
+def test_a_preview_without_the_dns_token_leaves_the_provider_without_one() -> None:
+    preview = build_graph(settings(platform=PlatformConfig(dns_zone=ZONE)))
+    assert "token" not in preview.one("pulumi:providers:hcloud").inputs
+    assert len(preview.of_type(RRSET)) == 2
+
+
+def test_the_program_needs_the_dns_token_to_write_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"clawhosters:customer_id": "acme", "clawhosters:gateway_image": IMAGE, "platform:dns_zone": ZONE}
+    monkeypatch.delenv("HCLOUD_DNS_TOKEN", raising=False)
+    graph = Graph()
+    with pytest.raises(ConfigError, match="HCLOUD_DNS_TOKEN: required"):
+        run_program(config, graph)
+    assert graph.registrations == []
+    monkeypatch.setenv("HCLOUD_DNS_TOKEN", DNS_TOKEN)
+    run_program(config, graph)
+    assert graph.outputs["hostname"] == "acme.gateways.example.com"

@@ -20,6 +20,9 @@ def test_the_example_stack_is_described_without_revealing_secrets(capsys: pytest
     for port in BaselinePolicy().inbound.open_tcp_ports:
         assert f"in  tcp  {port} " in shown
     assert "hcloud:index/server:Server" in shown
+    # Shown as a preview: the DNS project's token is not needed to see the records it would write.
+    assert "DNS: A example.gateways.clawhosters.example -> 203.0.113.10 (the DNS project's provider)" in shown
+    assert "hostname = example.gateways.clawhosters.example" in shown
     assert "PRIVATE KEY" not in shown
 
 

@@ -29,7 +29,7 @@ from components.host_baseline import BUNDLE_DIR
 from components.offline import Cloud, baseline_firewall, build_graph
 from config import BaselinePolicy, settings_from_mapping
 from policy.pack import PACK_NAME, UNKNOWN_MESSAGE
-from policy.rules import COMMAND, FIREWALL, SERVER
+from policy.rules import COMMAND, FIREWALL, RRSET, SERVER
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "ghcr.io/openclaw/gateway:1.4.2@sha256:" + "ef" * 32
@@ -319,6 +319,65 @@ def test_a_tampered_graph_is_caught(
     tamper(resources)
     found = mandatory(acme.analyze(resources))
     assert any(f.policy == policy and message in f.message for f in found), found
+
+
+NAMED = {**ACME, "platform:dns_zone": "gateways.example.com"}
+HOSTNAME = "hostname-records-match-stack"
+
+
+def _record(resources: list[Wire], kind: str) -> Wire:
+    return next(r for r in resources if r.type == RRSET and r.props["type"] == kind)
+
+
+def another_customers_name(resources: list[Wire]) -> None:
+    _record(resources, "A").props["name"] = "beta"
+
+
+def a_foreign_address(resources: list[Wire]) -> None:
+    record = _record(resources, "AAAA")
+    record.props["records"] = [{"value": "2001:db8:66::1"}]
+    record.property_dependencies["records"] = []
+
+
+def an_extra_address(resources: list[Wire]) -> None:
+    _record(resources, "A").props["records"].append({"value": "198.51.100.66"})
+
+
+def a_second_a_record(resources: list[Wire]) -> None:
+    copied = copy.deepcopy(_record(resources, "A"))
+    copied.name, copied.urn = "customer-acme-extra", copied.urn.replace("-a-record", "-extra")
+    resources.append(copied)
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (another_customers_name, "writes beta.gateways.example.com; stack customer-acme's name is acme."),
+        (a_foreign_address, "customer-acme-aaaa-record must hold exactly one record, the stack's server's address"),
+        (an_extra_address, "customer-acme-a-record must hold exactly one record"),
+        (a_second_a_record, "has DNS records of types ['A', 'A', 'AAAA']"),
+    ],
+)
+def test_the_customer_s_name_holds_only_its_server_s_addresses(
+    packs: Callable[..., Pack], tamper: Tamper, message: str
+) -> None:
+    pack, resources = packs("customer-acme", NAMED), graph_of(NAMED)
+    assert pack.analyze(resources) == []
+    tamper(resources)
+    found = mandatory(pack.analyze(resources))
+    assert any(f.policy == HOSTNAME and message in f.message for f in found), found
+    # The same records in a stack whose settings name no zone are not the program's.
+    unzoned = mandatory(packs("customer-acme", ACME).analyze(graph_of(NAMED)))
+    assert any(f.policy == HOSTNAME and "name no platform:dns_zone" in f.message for f in unzoned), unzoned
+
+
+def test_a_fresh_stack_s_records_pass_while_the_server_s_addresses_are_unknown(packs: Callable[..., Pack]) -> None:
+    pack, resources = packs("customer-acme", NAMED), graph_of(NAMED)
+    for kind in ("A", "AAAA"):
+        _record(resources, kind).props["records"] = UNKNOWN_ARRAY_VALUE
+    assert pack.analyze(resources) == []
+    a_foreign_address(resources)
+    assert any(f.policy == HOSTNAME for f in mandatory(pack.analyze(resources)))
 
 
 def test_a_fresh_stack_passes_although_its_firewall_id_is_not_known_yet(acme: Pack, resources: list[Wire]) -> None:

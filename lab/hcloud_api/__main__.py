@@ -6,7 +6,8 @@ With `--machines` (as root) every server is a booted Debian 12 machine on the la
 (lab/servers.py), which is built first when it is not up; the machines outlive the emulator
 until `python -m lab down`. `--listen-in NAMESPACE` serves the same address inside a network
 namespace of the lab as well (the provisioner's, where the Pulumi CLI runs), while the emulator
-itself stays in the host's.
+itself stays in the host's. `--dns-hosts-dir DIR` publishes each primary DNS zone's A and AAAA records
+as a hosts file in DIR, for a resolver that reads them (dnsmasq `--hostsdir`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ipv6-pool", help="IPv6 network servers' /64s come from")
     parser.add_argument("--machines", action="store_true", help="boot every server on the lab's network (root)")
     parser.add_argument(
+        "--dns-hosts-dir", type=Path, help="publish each primary zone's A and AAAA records as a hosts file here"
+    )
+    parser.add_argument(
         "--listen-in", action="append", default=[], metavar="NAMESPACE", help="also serve inside this namespace"
     )
     return parser
@@ -81,6 +85,8 @@ def _settings(args: argparse.Namespace) -> EmulatorConfig:
     values["pools"] = values.get("pools", {}) | {k: v for k, v in pools.items() if v is not None}
     if args.action_seconds is not None:
         values["action_seconds"] = args.action_seconds
+    if args.dns_hosts_dir is not None:
+        values["dns_hosts_dir"] = args.dns_hosts_dir
     return EmulatorConfig.model_validate(values)
 
 

@@ -30,9 +30,12 @@ from lab.hcloud_api.config import EmulatorConfig, StockChange, Token
 from lab.hcloud_api.errors import ApiError, invalid_input, not_found
 from lab.hcloud_api.ratelimit import Bucket
 from lab.hcloud_api.views import Json, ssh_key_view
+from lab.hcloud_api.zones import rrset_view, zone_view
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 50
+# A zone's RRsets list takes up to 100 per page (Hetzner's reference).
+MAX_RRSETS_PER_PAGE = 100
 # Server commands behind POST /servers/{id}/actions/<name> that only switch power.
 POWER_ACTIONS = {
     "poweron": "start_server",
@@ -101,11 +104,17 @@ def _int_param(call: Call, key: str, default: int) -> int:
     return int(text)
 
 
-def page(call: Call, key: str, items: list[Json], sortable: tuple[str, ...] = ("id", "name", "created")) -> Reply:
+def page(
+    call: Call,
+    key: str,
+    items: list[Json],
+    sortable: tuple[str, ...] = ("id", "name", "created"),
+    max_per_page: int = MAX_PER_PAGE,
+) -> Reply:
     """One page of `items` with Hetzner's meta.pagination and Link header."""
     items = _sort(items, call.query.get("sort", []), sortable)
     number = _int_param(call, "page", 1)
-    per_page = min(_int_param(call, "per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
+    per_page = min(_int_param(call, "per_page", DEFAULT_PER_PAGE), max_per_page)
     last = max(1, -(-len(items) // per_page))
     start = (number - 1) * per_page
     pagination = {
@@ -342,6 +351,88 @@ def get_location(emulator: Emulator, call: Call) -> Reply:
     return Reply(200, {"location": catalog.location_view(found)})
 
 
+def _zone_ref(call: Call) -> str:
+    value: str = call.request.path_params["zone"]
+    return value
+
+
+def _rrset_ref(call: Call) -> tuple[str, str]:
+    return call.request.path_params["name"], call.request.path_params["type"]
+
+
+def list_zones(emulator: Emulator, call: Call) -> Reply:
+    zones = emulator.zones.list_zones(call.project, call.one("name"), call.one("mode"), call.one("label_selector"))
+    return page(call, "zones", zones, ("id", "name", "created", "ttl"))
+
+
+def create_zone(emulator: Emulator, call: Call) -> Reply:
+    return Reply(201, emulator.zones.create_zone(call.project, schemas.parse(schemas.CreateZone, call.body)))
+
+
+def get_zone(emulator: Emulator, call: Call) -> Reply:
+    return Reply(200, {"zone": zone_view(emulator.zones.zone(call.project, _zone_ref(call)))})
+
+
+def update_zone(emulator: Emulator, call: Call) -> Reply:
+    body = schemas.parse(schemas.UpdateLabels, call.body)
+    return Reply(200, emulator.zones.update_zone(call.project, _zone_ref(call), body))
+
+
+def delete_zone(emulator: Emulator, call: Call) -> Reply:
+    return Reply(200, emulator.zones.delete_zone(call.project, _zone_ref(call)))
+
+
+def export_zonefile(emulator: Emulator, call: Call) -> Reply:
+    return Reply(200, emulator.zones.export_zonefile(call.project, _zone_ref(call)))
+
+
+def zone_action(emulator: Emulator, call: Call) -> Reply:
+    name: str = call.request.path_params["action"]
+    return Reply(201, emulator.zones.zone_action(call.project, _zone_ref(call), name, call.body or {}))
+
+
+def zone_actions(emulator: Emulator, call: Call) -> Reply:
+    zone = emulator.zones.zone(call.project, _zone_ref(call))
+    found = emulator.actions(call.project, None, "zone", zone.id)
+    return page(call, "actions", _filter_status(call, found), _ACTION_SORT)
+
+
+def zone_action_by_id(emulator: Emulator, call: Call) -> Reply:
+    zone = emulator.zones.zone(call.project, _zone_ref(call))
+    return Reply(200, {"action": emulator.action(call.project, call.id("action_id"), "zone", zone.id)})
+
+
+def list_rrsets(emulator: Emulator, call: Call) -> Reply:
+    zone = emulator.zones.primary(call.project, _zone_ref(call))
+    rrsets = emulator.zones.list_rrsets(zone, call.one("name"), call.query.get("type", []), call.one("label_selector"))
+    return page(call, "rrsets", rrsets, ("id", "name", "type", "ttl"), MAX_RRSETS_PER_PAGE)
+
+
+def create_rrset(emulator: Emulator, call: Call) -> Reply:
+    body = schemas.parse(schemas.CreateRRSet, call.body)
+    return Reply(201, emulator.zones.create_rrset(call.project, _zone_ref(call), body))
+
+
+def get_rrset(emulator: Emulator, call: Call) -> Reply:
+    zone = emulator.zones.primary(call.project, _zone_ref(call))
+    return Reply(200, {"rrset": rrset_view(zone, emulator.zones.rrset(zone, *_rrset_ref(call)))})
+
+
+def update_rrset(emulator: Emulator, call: Call) -> Reply:
+    body = schemas.parse(schemas.UpdateLabels, call.body)
+    return Reply(200, emulator.zones.update_rrset(call.project, _zone_ref(call), *_rrset_ref(call), body))
+
+
+def delete_rrset(emulator: Emulator, call: Call) -> Reply:
+    return Reply(200, emulator.zones.delete_rrset(call.project, _zone_ref(call), *_rrset_ref(call)))
+
+
+def rrset_action(emulator: Emulator, call: Call) -> Reply:
+    name: str = call.request.path_params["action"]
+    zone, rrset = _zone_ref(call), _rrset_ref(call)
+    return Reply(201, emulator.zones.rrset_action(call.project, zone, *rrset, name, call.body or {}))
+
+
 def datacenters_gone(emulator: Emulator, call: Call) -> Reply:
     raise ApiError(
         "deprecated_api_endpoint", "API functionality was removed", {"announcement": catalog.DATACENTERS_GONE}
@@ -428,6 +519,7 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
     servers = resource_actions("server")
     firewalls = resource_actions("firewall")
     images = resource_actions("image")
+    zones = resource_actions("zone")
     table: list[tuple[str, str, Handler]] = [
         ("GET", "/actions", list_actions),
         ("GET", "/actions/{id:int}", get_action),
@@ -468,6 +560,23 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
         ("GET", "/server_types/{id:int}", get_server_type),
         ("GET", "/locations", list_locations),
         ("GET", "/locations/{id:int}", get_location),
+        ("GET", "/zones", list_zones),
+        ("POST", "/zones", create_zone),
+        ("GET", "/zones/actions", zones[0]),
+        ("GET", "/zones/actions/{id:int}", zones[1]),
+        ("GET", "/zones/{zone}", get_zone),
+        ("PUT", "/zones/{zone}", update_zone),
+        ("DELETE", "/zones/{zone}", delete_zone),
+        ("GET", "/zones/{zone}/zonefile", export_zonefile),
+        ("GET", "/zones/{zone}/actions", zone_actions),
+        ("GET", "/zones/{zone}/actions/{action_id:int}", zone_action_by_id),
+        ("POST", "/zones/{zone}/actions/{action}", zone_action),
+        ("GET", "/zones/{zone}/rrsets", list_rrsets),
+        ("POST", "/zones/{zone}/rrsets", create_rrset),
+        ("GET", "/zones/{zone}/rrsets/{name}/{type}", get_rrset),
+        ("PUT", "/zones/{zone}/rrsets/{name}/{type}", update_rrset),
+        ("DELETE", "/zones/{zone}/rrsets/{name}/{type}", delete_rrset),
+        ("POST", "/zones/{zone}/rrsets/{name}/{type}/actions/{action}", rrset_action),
         ("GET", "/datacenters", datacenters_gone),
         ("GET", "/datacenters/{id:int}", datacenters_gone),
     ]

@@ -54,6 +54,7 @@ from lab.hcloud_api.views import (
     ssh_key_view,
     system_image_view,
 )
+from lab.hcloud_api.zones import Zones
 
 log = logging.getLogger("lab.hcloud_api")
 
@@ -114,12 +115,14 @@ class Emulator:
         self._tasks: set[asyncio.Task[None]] = set()
         # Firewall hooks one at a time: the rules computed last are the rules applied last.
         self._firewall_lock = asyncio.Lock()
+        self.zones = Zones(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def resume(self) -> None:
-        """Put every server's firewall in force again, then finish what was running when the
-        emulator last stopped, in the order it was started."""
+        """Put every server's firewall in force again and publish every zone, then finish what was
+        running when the emulator last stopped, in the order it was started."""
+        self.zones.publish_all()
         for name, project in self.cloud.projects.items():
             await self._enforce(name, list(project.servers))
         running = [
@@ -161,6 +164,10 @@ class Emulator:
         if not done:
             self._schedule(project, action)
         return action
+
+    def action_on(self, project: str, command: str, resources: list[ResourceRef]) -> ActionRecord:
+        """A running action whose change is already made (a zone's): it succeeds in `action_seconds`."""
+        return self._action(project, command, resources, None)
 
     def _schedule(self, project: str, action: ActionRecord) -> None:
         self._finished.setdefault(action.id, asyncio.Event())

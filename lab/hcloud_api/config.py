@@ -104,6 +104,8 @@ class EmulatorConfig(_Settings):
     action_seconds: Annotated[float, Field(ge=0)] = 0.5
     # What Hetzner has run out of when the emulator starts (the lab changes it at PUT /_lab/stock).
     sold_out: tuple[SoldOut, ...] = ()
+    # Where each primary DNS zone's A and AAAA records are published as a hosts file (lab/hcloud_api/zones.py).
+    dns_hosts_dir: Path | None = None
 
     @field_validator("tokens")
     @classmethod

@@ -34,6 +34,8 @@ STATUS: dict[str, int] = {
     "firewall_resource_not_found": 404,
     "firewall_managed_by_label_selector": 422,
     "server_already_added": 409,
+    # "This operation is not supported for this Zone's mode" (Hetzner's zone reference).
+    "incorrect_zone_mode": 422,
 }
 
 

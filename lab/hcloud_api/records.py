@@ -84,9 +84,48 @@ class ImageRecord(BaseModel):
     delete_protection: bool = False
 
 
+class RecordValue(BaseModel):
+    value: str
+    comment: str | None = None
+
+
+class RRSetRecord(BaseModel):
+    """The records of one name and type in a zone (`@` is the zone's apex)."""
+
+    name: str
+    type: str
+    ttl: int | None = None
+    labels: dict[str, str] = {}
+    change_protection: bool = False
+    records: list[RecordValue]
+
+
+class Nameserver(BaseModel):
+    address: str
+    port: int = 53
+    tsig_algorithm: str | None = None
+    tsig_key: str | None = None
+
+
+class ZoneRecord(BaseModel):
+    """A DNS zone of Hetzner's Cloud API; a primary zone holds its RRsets, keyed `name/type`."""
+
+    id: int
+    name: str
+    created: datetime
+    mode: Literal["primary", "secondary"]
+    ttl: int
+    labels: dict[str, str] = {}
+    delete_protection: bool = False
+    primary_nameservers: list[Nameserver] = []
+    # The SOA record's serial: every change of the zone's records counts it up.
+    serial: int
+    rrsets: dict[str, RRSetRecord] = {}
+
+
 class ResourceRef(BaseModel):
     id: int
-    type: Literal["server", "firewall", "image"]
+    type: Literal["server", "firewall", "image", "zone"]
 
 
 class ActionFailure(BaseModel):
@@ -126,6 +165,7 @@ class ProjectState(BaseModel):
     firewalls: dict[int, FirewallRecord] = {}
     ssh_keys: dict[int, SshKeyRecord] = {}
     images: dict[int, ImageRecord] = {}
+    zones: dict[int, ZoneRecord] = {}
     actions: dict[int, ActionRecord] = {}
 
 

@@ -129,6 +129,73 @@ class UpdateImage(_Body):
     labels: Labels | None = None
 
 
+class RecordIn(_Body):
+    value: str
+    comment: str | None = None
+
+
+class CreateRRSet(_Body):
+    name: str
+    type: str
+    ttl: int | None = None
+    labels: Labels | None = None
+    records: list[RecordIn] | None = None
+
+
+class NameserverIn(_Body):
+    address: str
+    port: int | None = None
+    tsig_algorithm: str | None = None
+    tsig_key: str | None = None
+
+
+class CreateZone(_Body):
+    name: str
+    mode: Literal["primary", "secondary"]
+    ttl: int | None = None
+    labels: Labels | None = None
+    primary_nameservers: list[NameserverIn] | None = None
+    rrsets: list[CreateRRSet] | None = None
+    zonefile: str | None = None
+
+
+class UpdateLabels(_Body):
+    labels: Labels | None = None
+
+
+class ChangeZoneProtection(_Body):
+    delete: bool | None = None
+
+
+class ChangeZoneTtl(_Body):
+    ttl: int
+
+
+class ChangePrimaryNameservers(_Body):
+    primary_nameservers: list[NameserverIn]
+
+
+class ImportZonefile(_Body):
+    zonefile: str
+
+
+class ChangeRRSetProtection(_Body):
+    change: bool | None = None
+
+
+class ChangeRRSetTtl(_Body):
+    # Required, and null: the zone's default TTL.
+    ttl: int | None
+
+
+class Records(_Body):
+    records: list[RecordIn]
+
+
+class AddRecords(Records):
+    ttl: int | None = None
+
+
 Body = TypeVar("Body", bound=_Body)
 
 

@@ -3,7 +3,8 @@
 What the emulator answers is what the provider parses and acts on: a create Hetzner cannot place
 refused with `resource_unavailable`, a server created with its SSH key and firewall (servers as Hetzner
 shows them since 2026-07-01: a location, no datacenter), refreshed without a change, a resize through
-the provider's own poweroff and change_type, a destroy, and the requests each step costs.
+the provider's own poweroff and change_type, a destroy, and the requests each step costs; a DNS zone
+and its record written by a second provider with another project's token, changed and destroyed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.engine.test_engine import Cli
 from tests.engine.test_engine import cli as cli  # a fixture, used by name
-from tests.hcloud_api.conftest import ACME, Emulator
+from tests.hcloud_api.conftest import ACME, OTHER, Emulator
 
 
 @pytest.fixture
@@ -74,3 +75,34 @@ def test_the_provider_creates_resizes_and_destroys_a_server_on_the_lab_cloud(cli
 
     cli.run("destroy", "--yes")
     assert hetzner.servers.get_all() == [] and hetzner.firewalls.get_all() == [] and hetzner.ssh_keys.get_all() == []
+
+
+def test_a_second_provider_writes_a_zone_and_its_record_in_the_dns_project(cli: Cli, cloud: Emulator) -> None:
+    cli.run("config", "set", "dns", "true")
+    cli.run("config", "set", "dns_endpoint", f"{cloud.url}/v1")
+    cli.run("config", "set", "--secret", "dns_token", OTHER)
+    cli.run("up", "--yes")
+    outputs = json.loads(cli.run("stack", "output", "--json").stdout)
+    dns = cloud.client(OTHER)
+    zone = dns.zones.get("engine-check.example")
+    assert (outputs["zone_id"], outputs["record_id"]) == (str(zone.id), "www/A")
+    assert (zone.ttl, zone.mode) == (600, "primary")
+    record = dns.zones.get_rrset(zone, "www", "A")
+    assert ([r.value for r in record.records], record.ttl, record.labels) == (
+        ["198.51.100.10"],
+        300,
+        {"managed-by": "engine-check"},
+    )
+    # The default provider's project (HCLOUD's token) holds no zone.
+    assert cloud.client(ACME).zones.get_all() == []
+    cli.run("refresh", "--yes", "--expect-no-changes")
+
+    cli.run("config", "set", "address", "198.51.100.11")
+    cli.run("up", "--yes")
+    assert [r.value for r in dns.zones.get_rrset(zone, "www", "A").records] == ["198.51.100.11"]
+    commands = [action.command for action in dns.zones.get_actions(zone)]
+    assert commands == ["create_zone", "create_rrset", "set_rrset_records"], commands
+    cli.run("up", "--yes", "--expect-no-changes")
+
+    cli.run("destroy", "--yes")
+    assert dns.zones.get_all() == []

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from components.instance import WAIT_FOR_CLOUD_INIT
-from lab.topology import CLIENT, PROVISIONER
-from lab.world import Lab, in_ns, run
+from lab.topology import CLIENT, PLATFORM_ZONE, PROVISIONER
+from lab.world import CUSTOMER_ID, Lab, in_ns, run
 
 COMMANDS = ("wait-cloud-init", "packages", "baseline", "gateway")
 COMMAND = "command:remote:Command"
@@ -26,6 +26,14 @@ def test_every_resource_is_created_once_and_the_commands_in_order(lab: Lab) -> N
     assert lab.http_status(lab.ipv4, port, CLIENT.namespace) == 401
     assert lab.http_status(lab.ipv4, port, CLIENT.namespace, auth=True) == 200
     assert lab.outputs["gateway_url"] == f"http://{lab.ipv4}:{port}/"
+    # The customer's name in the platform's zone (the DNS project's records), as the client's resolver
+    # answers it, and the gateway reached by that name on both families.
+    hostname = f"{CUSTOMER_ID}.{PLATFORM_ZONE}"
+    assert lab.outputs["hostname"] == hostname
+    assert lab.resolve(hostname) == {4: [lab.ipv4], 6: [lab.ipv6]}
+    for family in ("-4", "-6"):
+        curl = ["curl", family, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"]
+        assert run(in_ns(CLIENT.namespace, *curl, f"http://{hostname}:{port}/"), check=False).stdout == "401"
 
 
 def test_the_server_is_the_one_hetzner_created_with_the_firewall(lab: Lab) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hcloud import Client
 from hcloud.firewalls import FirewallRule
 from hcloud.servers import BoundServer
 from pulumi.automation import CommandError
@@ -16,8 +17,8 @@ from pulumi.automation import CommandError
 from components.cloud_firewall import firewall_rules
 from config.customer import PlatformConfig
 from config.loader import StackSettings
-from lab.topology import CLIENT
-from lab.world import REPO, STACK, Lab
+from lab.topology import CLIENT, PLATFORM_ZONE
+from lab.world import CUSTOMER_ID, REPO, STACK, Lab, wait_until
 
 pytestmark = pytest.mark.usefixtures("restore_settings")
 
@@ -165,7 +166,13 @@ def test_cancelling_destroys_the_stack_and_keeps_only_the_snapshot(lab: Lab) -> 
     assert [firewall.name for firewall in hetzner.firewalls.get_all()] == []
     assert hetzner.ssh_keys.get_all() == []
     assert STACK not in lab.stack_names()
-    # A new signup of the same customer starts from nothing; the snapshot stays.
+    # The customer's records went with the server: the name no longer resolves.
+    hostname = f"{CUSTOMER_ID}.{PLATFORM_ZONE}"
+    dns = Client(token=lab.dns_token, api_endpoint=lab.hetzner_endpoint)
+    assert {rrset.type for rrset in dns.zones.get_rrset_all(dns.zones.get(PLATFORM_ZONE))} == {"SOA", "NS"}
+    wait_until("the name to be gone", lambda: lab.resolve(hostname) == {4: [], 6: []}, timeout=10)
+    # A new signup of the same customer starts from nothing; the snapshot stays; the name is the new server's.
     lab.deploy(lab.default_settings())
     assert lab.server_id != server_id
     assert hetzner.images.get_by_id(snapshot_id).id == snapshot_id
+    wait_until("the name to come back", lambda: lab.resolve(hostname) == {4: [lab.ipv4], 6: [lab.ipv6]}, timeout=10)

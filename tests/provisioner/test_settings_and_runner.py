@@ -96,3 +96,54 @@ def test_the_automation_runner_passes_the_policy_pack_the_sdk_accepts() -> None:
 def test_a_bad_variable_is_named(environment: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         ProvisionerSettings.from_env(environment)
+
+
+ZONED = {**GOOD, "CLAW_PLATFORM": '{"provisioner_cidrs": ["203.0.113.0/28"], "dns_zone": "gateways.example.com"}'}
+DNS_TOKEN = "D" * 32 + "ns00" * 8
+
+
+@pytest.mark.parametrize(
+    "environment,named",
+    [
+        ({}, "CLAW_HETZNER_DNS_TOKEN: not set; CLAW_PLATFORM's dns_zone is written with the DNS project's token"),
+        ({"CLAW_HETZNER_DNS_TOKEN": "short"}, "CLAW_HETZNER_DNS_TOKEN: is not a Hetzner API token"),
+        (
+            {"CLAW_HETZNER_DNS_TOKEN": DNS_TOKEN, "HCLOUD_TOKEN": DNS_TOKEN},
+            "CLAW_HETZNER_DNS_TOKEN: is the token of Hetzner project default; the zone belongs in a project of its own",
+        ),
+    ],
+)
+def test_a_worker_does_not_start_without_its_own_dns_project_token(
+    tmp_path: Path, environment: dict[str, str], named: str
+) -> None:
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("CLAW_", "HCLOUD_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioner", "worker"],
+        env={
+            **clean,
+            **ZONED,
+            "HCLOUD_TOKEN": "C" * 64,
+            "CLAW_QUEUE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}",
+            "PYTHONPATH": str(REPO),
+            **environment,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and named in done.stderr, done.stderr
+    assert DNS_TOKEN not in done.stdout + done.stderr
+
+
+def test_the_workers_hand_the_dns_token_to_the_cli_and_only_with_a_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provisioner.runner import AutomationRunner
+
+    monkeypatch.setenv("HCLOUD_TOKEN", "C" * 64)
+    monkeypatch.setenv("CLAW_HETZNER_DNS_TOKEN", DNS_TOKEN)
+    runner = AutomationRunner(ProvisionerSettings.from_env(ZONED))
+    assert runner.workspaces["default"].env_vars()["HCLOUD_DNS_TOKEN"] == DNS_TOKEN
+    unzoned = AutomationRunner(ProvisionerSettings.from_env(GOOD))
+    assert "HCLOUD_DNS_TOKEN" not in unzoned.workspaces["default"].env_vars()
+    assert DNS_TOKEN not in repr(runner.workspaces["default"])

@@ -1,5 +1,6 @@
 """Random resources on every run; with `read_hcloud`, a Hetzner data-source read; with `cloud`, a
-server with its SSH key and firewall, created through the hcloud provider; with `length_after_pet`,
+server with its SSH key and firewall, created through the hcloud provider; with `dns`, a DNS zone and
+an A record through a second hcloud provider, on another project's token; with `length_after_pet`,
 the password's length is known only once the pet exists, so a preview passes whatever it is and a
 length the provider refuses fails the `up` itself."""
 
@@ -40,3 +41,26 @@ if config.get_bool("cloud"):
     )
     pulumi.export("server_id", server.id)
     pulumi.export("ipv4_address", server.ipv4_address)
+
+if config.get_bool("dns"):
+    # A zone and a record in another project, written with that project's own token.
+    dns = hcloud.Provider(
+        "dns",
+        token=config.require_secret("dns_token"),
+        endpoint=config.require("dns_endpoint"),
+        poll_interval="100ms",
+    )
+    on_dns = pulumi.ResourceOptions(provider=dns)
+    zone = hcloud.Zone("zone", name="engine-check.example", mode="primary", ttl=600, opts=on_dns)
+    record = hcloud.ZoneRrset(
+        "www",
+        zone=zone.name,
+        name="www",
+        type="A",
+        ttl=300,
+        records=[hcloud.ZoneRrsetRecordArgs(value=config.get("address") or "198.51.100.10")],
+        labels={"managed-by": "engine-check"},
+        opts=on_dns,
+    )
+    pulumi.export("zone_id", zone.id)
+    pulumi.export("record_id", record.id)
