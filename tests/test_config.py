@@ -20,6 +20,7 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from config.customer import Backups
 from config.hetzner import CATALOG_FILE, HETZNER, CatalogError, load_catalog
 from config.loader import stack_config
 from config.plans import DEFAULT_PLAN, DEFAULT_PLANS, Choice
@@ -291,3 +292,23 @@ def test_platform_snapshot_retention_is_bounded_and_defaults_to_30_days() -> Non
     with pytest.raises(ConfigError, match="platform:snapshot_retention_days"):
         settings_from_mapping({**CUSTOMER, "platform:snapshot_retention_days": "0"})
     assert settings_from_mapping({**CUSTOMER, "clawhosters:decommission": "true"}).customer.decommission is True
+
+
+def test_backups_are_hetzner_s_by_default_and_the_platform_s_own_snapshots_name_what_is_wrong() -> None:
+    assert PlatformConfig().backups == Backups(mode="hetzner", retention=7, labels={})
+    chosen = settings_from_mapping(
+        {**CUSTOMER, "platform:backups": json.dumps({"mode": "snapshots", "retention": 14, "labels": {"tier": "b"}})}
+    )
+    assert chosen.platform.backups == Backups(mode="snapshots", retention=14, labels={"tier": "b"})
+    # Written back as one object, read back the same.
+    assert settings_from_mapping(stack_config(chosen)) == chosen
+    for value, message in (
+        ({"mode": "weekly"}, "platform:backups.mode: Input should be 'hetzner' or 'snapshots'"),
+        ({"retention": 0}, "platform:backups.retention: Input should be greater than or equal to 1"),
+        ({"labels": {"managed-by": "me"}}, "platform:backups.labels: label 'managed-by' is the platform's own"),
+        ({"labels": {"tier": "a b"}}, "platform:backups.labels: label value 'a b' of 'tier' is invalid"),
+        ({"labels": {"hetzner.cloud/x": "1"}}, "platform:backups.labels: the hetzner.cloud/ prefix is reserved"),
+        ({"interval": 1}, "platform:backups.interval: unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            settings_from_mapping({**CUSTOMER, "platform:backups": json.dumps(value)})
