@@ -1,5 +1,6 @@
 """Random resources on every run; with `read_hcloud`, a Hetzner data-source read; with `cloud`, a
-server with its SSH key and firewall, created through the hcloud provider."""
+server with its SSH key and firewall (and Hetzner's backups with `backups`), created through the
+hcloud provider."""
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -34,6 +35,7 @@ if config.get_bool("cloud"):
         firewall_ids=[firewall.id.apply(int)],
         labels={"managed-by": "engine-check"},
         keep_disk=True,
+        backups=config.get_bool("backups") or False,
     )
     pulumi.export("server_id", server.id)
     pulumi.export("ipv4_address", server.ipv4_address)
