@@ -56,6 +56,11 @@ def customer_labels(customer_id: str) -> dict[str, str]:
     return {"customer": customer_id, "managed-by": MANAGED_BY}
 
 
+# What marks the platform's scheduled snapshots of a customer (`Backups.retention` counts those), besides
+# the customer's labels.
+SCHEDULED_SNAPSHOT = {"backup": "scheduled"}
+
+
 def _slug(value: str) -> str:
     if not _SLUG.fullmatch(value):
         raise ValueError(
@@ -223,8 +228,8 @@ class Backups(BaseModel):
         for key, value in labels.items():
             if (problem := label_problem(key, value)) is not None:
                 raise ValueError(problem)
-            if key in customer_labels("any"):
-                raise ValueError(f"label {key!r} is the platform's own: every snapshot of a customer carries it")
+            if key in customer_labels("") | SCHEDULED_SNAPSHOT:
+                raise ValueError(f"label {key!r} is the platform's own: every scheduled snapshot carries it")
         return labels
 
 
