@@ -260,7 +260,8 @@ def _admit(job: Job, config: ProvisionerSettings) -> str:
             "the customer's Hetzner project is not configured", extra={"customer": job.customer_id, "project": name}
         )
         raise RetryTask(delay=60)
-    wait = store().take_requests(name, config.hetzner_requests_per_operation, project.requests_per_hour, time.time())
+    cost = snapshots.REQUESTS if job.kind == "snapshot" else config.hetzner_requests_per_operation
+    wait = store().take_requests(name, cost, project.requests_per_hour, time.time())
     if wait > 0:
         _event("waiting for the Hetzner budget", job, project=name, seconds=round(wait, 1))
         store().defer(job.event_id, time.time() + wait)  # or the minutely sweep would queue it again

@@ -21,6 +21,9 @@ from config.customer import SCHEDULED_SNAPSHOT, Backups, customer_labels
 
 # A snapshot of a big disk takes Hetzner minutes; past this the job fails and is retried.
 SNAPSHOT_SECONDS = 3600
+# What a scheduled snapshot takes from its project's request budget: the server, the create, its action
+# polled less and less often for a few minutes, the list, a deletion.
+REQUESTS = 12
 LONGEST_POLL_SECONDS = 30
 
 
