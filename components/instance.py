@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from components.cloud_firewall import firewall_rules
 from components.gateway import GATEWAY_DIR, install_command, render_gateway
 from components.host_baseline import BUNDLE_DIR, HostSettings, render_host_baseline
-from components.safety import check_existing, customer_labels
-from config.customer import CustomerConfig
+from components.safety import check_existing
+from config.customer import CustomerConfig, customer_labels
 from config.loader import StackSettings
 from config.policy import BaselinePolicy
 
@@ -225,6 +225,9 @@ class CustomerInstance(pulumi.ComponentResource):
             rebuild_protection=protected,
             # A resize leaves the disk as it is, so a later downgrade stays possible.
             keep_disk=True,
+            # Hetzner's daily backups unless the platform takes its own snapshots; switched in place
+            # (the provider's enable_backup/disable_backup actions), never by a new server.
+            backups=platform.backups.mode == "hetzner",
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             # Carries the host's private key: secret in state and in every diff.
             user_data=pulumi.Output.secret(

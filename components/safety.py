@@ -16,18 +16,14 @@ from typing import Protocol
 import pulumi_hcloud as hcloud
 
 from components.cloud_firewall import rule_differences, rule_key
+from config.customer import customer_labels
 from config.loader import CUSTOMER_NAMESPACE, PLATFORM_NAMESPACE, ConfigError, StackSettings
 from config.policy import BaselinePolicy
 
-MANAGED_BY = "clawhosters"
 # Set by the platform's own tooling (fleet.stacks), which shuts a server down gracefully before a
 # resize and starts it again whatever the outcome; without it a resize of a running server is
 # refused, since the provider would cut its power and leave it off when Hetzner refuses the type.
 GRACEFUL_RESIZE_ENV = "CLAW_GRACEFUL_RESIZE"
-
-
-def customer_labels(customer_id: str) -> dict[str, str]:
-    return {"customer": customer_id, "managed-by": MANAGED_BY}
 
 
 def label_selector(customer_id: str) -> str:

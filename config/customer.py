@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from config.hetzner import HETZNER
+from config.labels import label_problem
 
 # Hetzner Cloud locations (Falkenstein, Nuremberg, Helsinki, Ashburn, Hillsboro, Singapore).
 HETZNER_LOCATIONS: tuple[str, ...] = HETZNER.location_names
@@ -48,6 +49,19 @@ DEFAULT_SERVER_TYPES = (
     "cx23", "cx33", "cx43", "cx53", "cpx12", "cpx22", "cpx32", "cpx42",
     "cpx11", "cpx21", "cpx31", "cax11", "cax21", "cax31", "cax41",
 )  # fmt: skip
+
+
+# Every resource of a customer at Hetzner carries these labels: fleet tooling finds customers by them.
+MANAGED_BY = "clawhosters"
+
+
+def customer_labels(customer_id: str) -> dict[str, str]:
+    return {"customer": customer_id, "managed-by": MANAGED_BY}
+
+
+# What marks the platform's scheduled snapshots of a customer (`Backups.retention` counts those), besides
+# the customer's labels.
+SCHEDULED_SNAPSHOT = {"backup": "scheduled"}
 
 
 def _slug(value: str) -> str:
@@ -210,6 +224,32 @@ class CustomerConfig(BaseModel):
         return bool(match and match.group("digest"))
 
 
+class Backups(BaseModel):
+    """How every customer's disk is backed up (`platform:backups`, one object)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # "hetzner": Hetzner's automatic backups, daily in a window Hetzner picks, seven kept, for 20 % on
+    # the server's price. "snapshots": none of Hetzner's; the platform's own snapshots on its schedule,
+    # billed per GB kept. A switch is an in-place change of every server (enable/disable_backup);
+    # switching to "snapshots" deletes the server's Hetzner backups at once.
+    mode: Literal["hetzner", "snapshots"] = "hetzner"
+    # With "snapshots": how many of a customer's scheduled snapshots are kept (the oldest go first),
+    # and the labels each one carries besides the customer's own.
+    retention: int = Field(default=7, ge=1, le=90)
+    labels: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _hetzner_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if (problem := label_problem(key, value)) is not None:
+                raise ValueError(problem)
+            if key in customer_labels("") | SCHEDULED_SNAPSHOT:
+                raise ValueError(f"label {key!r} is the platform's own: every scheduled snapshot carries it")
+        return labels
+
+
 class PlatformConfig(BaseModel):
     """Settings the platform owns for every stack (never exposed to customers)."""
 
@@ -231,6 +271,7 @@ class PlatformConfig(BaseModel):
     # a customer project's): each customer is `<customer_id>.<dns_zone>`, its A and AAAA records the
     # server's addresses. Without it, a stack has no hostname.
     dns_zone: DnsZone | None = None
+    backups: Backups = Backups()
 
     @field_validator("shared_firewall_id")
     @classmethod

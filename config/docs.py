@@ -1,5 +1,6 @@
-"""The README's generated tables: the baseline from the policy, Hetzner's server types from the
-catalogue (config/hetzner.yaml) and the default plans (config/plans.py), so the docs cannot drift from them.
+"""The README's generated tables: the baseline from the policy, Hetzner's server types and what backups
+cost from the catalogue (config/hetzner.yaml) and the default plans (config/plans.py), so the docs
+cannot drift from them.
 
 `python -m config.docs README.md` rewrites the tables in place; a test checks they are current.
 """
@@ -7,9 +8,10 @@ catalogue (config/hetzner.yaml) and the default plans (config/plans.py), so the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from config.customer import PlatformConfig
 from config.hetzner import HETZNER, HetznerCatalog
 from config.plans import DEFAULT_PLANS, Plan
 from config.policy import BaselinePolicy
@@ -90,6 +92,23 @@ def server_types_table(catalog: HetznerCatalog) -> str:
     return "\n".join(lines)
 
 
+def backup_costs_table(catalog: HetznerCatalog, server_types: Sequence[str]) -> str:
+    """Per server type the platform allows: what Hetzner's backups add a month (EU prices), and how
+    many GB of snapshots the same money keeps."""
+    pricing = catalog.pricing
+    lines = [
+        "| type | server a month | Hetzner's backups a month | the same in snapshots kept |",
+        "|---|---|---|---|",
+    ]
+    for name in server_types:
+        server_type = catalog.server_type(name)
+        assert server_type is not None
+        backups = pricing.backups(server_type.price_eu)
+        gigabytes = backups / pricing.snapshot_per_gb_month
+        lines.append(f"| `{name}` | €{server_type.price_eu} | €{backups:.2f} | {gigabytes:.0f} GB |")
+    return "\n".join(lines)
+
+
 def plans_table(plans: Mapping[str, Plan]) -> str:
     lines = ["| plan | Stripe prices | (server type, location), first choice first |", "|---|---|---|"]
     lines += [
@@ -116,6 +135,7 @@ def with_table(document: str, policy: BaselinePolicy) -> str:
 def with_tables(document: str, policy: BaselinePolicy) -> str:
     """Every generated table of the README brought up to date."""
     document = with_section(document, "server-types-table", server_types_table(HETZNER))
+    document = with_section(document, "backup-costs-table", backup_costs_table(HETZNER, PlatformConfig().server_types))
     return with_section(with_table(document, policy), "plans-table", plans_table(DEFAULT_PLANS))
 
 

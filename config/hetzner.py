@@ -100,8 +100,21 @@ class ServerType(_Frozen):
         return self.price_overseas
 
 
+class Pricing(_Frozen):
+    """What keeping copies of a server's disk costs (net EUR)."""
+
+    # Hetzner's automatic backups: this share of the server's monthly price, for seven daily slots.
+    backup_percentage: Decimal = Field(gt=0, le=100)
+    # A snapshot, per GB of its image size a month.
+    snapshot_per_gb_month: Decimal = Field(gt=0)
+
+    def backups(self, monthly_price: Decimal) -> Decimal:
+        return monthly_price * self.backup_percentage / 100
+
+
 class HetznerCatalog(_Frozen):
     locations: tuple[Location, ...] = Field(min_length=1)
+    pricing: Pricing
     # Named deprecations, which the server types refer to (in the file, by YAML anchor).
     deprecations: dict[Name, Deprecation] = Field(default_factory=dict)
     server_types: tuple[ServerType, ...] = Field(min_length=1)

@@ -28,8 +28,7 @@ from pulumi_policy.proxy import (
 )
 
 from components.instance import COMPONENT_TYPE, ONCE_PER_SERVER_STEPS, RemoteScripts, remote_scripts
-from components.safety import MANAGED_BY
-from config.customer import DEFAULT_SERVER_TYPES, HETZNER_LOCATIONS
+from config.customer import DEFAULT_SERVER_TYPES, HETZNER_LOCATIONS, MANAGED_BY
 from config.loader import ConfigError, StackSettings, settings_from_mapping
 from config.policy import MAX_PORT, BaselinePolicy
 
@@ -209,7 +208,7 @@ def resource_types(resources: Iterable[Resource]) -> list[str]:
 
 
 def servers_match_stack(resources: Iterable[Resource], canon: Canon) -> list[str]:
-    customer = canon.settings.customer
+    customer, platform = canon.settings.customer, canon.settings.platform
     servers = [r for r in resources if r.type == SERVER]
     if len(servers) != 1:
         return [f"stack {canon.stack} has {len(servers)} servers; a customer stack has exactly one"]
@@ -218,6 +217,8 @@ def servers_match_stack(resources: Iterable[Resource], canon: Canon) -> list[str
         "name": customer.server_name,
         "serverType": customer.server_type,
         "location": customer.location,
+        # A change cannot quietly leave customers without Hetzner's backups.
+        "backups": platform.backups.mode == "hetzner",
     }
     violations = [
         f"server {server.name} has {key} {actual!r}; the stack's settings render {value!r}"

@@ -1,4 +1,4 @@
-"""python -m provisioner serve | worker [--workers N] | status CUSTOMER | retry EVENT_ID"""
+"""python -m provisioner serve | worker [--workers N] | status CUSTOMER | retry EVENT_ID | snapshots"""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("customer")
     retry = commands.add_parser("retry", help="run a failed job again (only the customer's newest)")
     retry.add_argument("event_id")
+    commands.add_parser(
+        "snapshots",
+        help="submit the day's scheduled snapshots now (platform:backups mode snapshots; workers do it hourly)",
+    )
     args = parser.parse_args(argv)
     logs.setup()
     try:
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings, make_apps(settings, store, jobs.enqueue, jobs.queue_depth))
         elif args.command == "worker":
             jobs.consume(args.workers)
+        elif args.command == "snapshots":
+            print(json.dumps({"accepted": jobs.submit_snapshots()}))
         elif args.command == "status":
             job = store.latest(args.customer)
             if job is None:

@@ -30,11 +30,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import psutil
+from hcloud import Client
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
@@ -45,10 +47,10 @@ from fleet.desired import stack_config
 from fleet.failures import describe
 from fleet.output import OUTPUT_LIMIT, DroppedOutput
 from fleet.rollout import DeployFailed
-from provisioner import placement, sessions
+from provisioner import placement, sessions, snapshots
 from provisioner.runner import StackRunner, left_its_lock
 from provisioner.settings import ProvisionerSettings
-from provisioner.store import FINISHED, Claim, Job, JobStore, Placement, StoreUnavailable, key_value
+from provisioner.store import FINISHED, Claim, DeployRefused, Job, JobStore, Placement, StoreUnavailable, key_value
 
 log = logging.getLogger("provisioner")
 _STARTED = uuid.uuid4().hex[:8]
@@ -269,7 +271,8 @@ def _admit(job: Job, config: ProvisionerSettings) -> str:
             "the customer's Hetzner project is not configured", extra={"customer": job.customer_id, "project": name}
         )
         raise RetryTask(delay=60)
-    wait = store().take_requests(name, config.hetzner_requests_per_operation, project.requests_per_hour, time.time())
+    cost = snapshots.REQUESTS if job.kind == "snapshot" else config.hetzner_requests_per_operation
+    wait = store().take_requests(name, cost, project.requests_per_hour, time.time())
     if wait > 0:
         _event("waiting for the Hetzner budget", job, project=name, seconds=round(wait, 1))
         store().defer(job.event_id, time.time() + wait)  # or the minutely sweep would queue it again
@@ -315,6 +318,8 @@ def _run(claim: Claim, config: ProvisionerSettings, owner: str, project: str) ->
                 job.outputs = runner().up(project, job.customer_id, desired_config(job, config), output)
             elif job.kind == "deploy":
                 job.outputs = _deploy(job, config, project, output)
+            elif job.kind == "snapshot":
+                job.outputs = _snapshot(job, config, project, fence)
             else:
                 _deprovision(job, config, project, output)
             _keep_redacted_state(job, project, output)
@@ -396,6 +401,12 @@ def _replanned(job: Job, config: ProvisionerSettings, project: str) -> tuple[Pla
     return recorded, placed
 
 
+def _hetzner(config: ProvisionerSettings, project: str) -> Client:
+    """Hetzner's client on the project's token (writes: a snapshot, a deletion)."""
+    token = config.hetzner_tokens(os.environ)[project].get_secret_value()
+    return resize.hetzner_client({"HCLOUD_TOKEN": token})
+
+
 def _offer(config: ProvisionerSettings, project: str) -> placement.Offer:
     """Hetzner's server types and their availability now, read with the project's read-only token."""
     token = config.hetzner_read_tokens(os.environ)[project].get_secret_value()
@@ -442,9 +453,21 @@ def _deploy(job: Job, config: ProvisionerSettings, project: str, output: Callabl
     return runner().deploy(project, job.customer_id, desired_config(last, config), output, refresh=job.refresh)
 
 
+def _snapshot(job: Job, config: ProvisionerSettings, project: str, fence: Fence) -> dict[str, Any]:
+    """The day's scheduled snapshot of the customer's server, and the oldest beyond the retention deleted;
+    the wait for Hetzner ends as soon as the worker stops or the fence trips."""
+    client = _hetzner(config, project)
+    return snapshots.take(
+        client, job.customer_id, config.platform.backups, lambda: STOP.is_set() or fence.reason is not None
+    )
+
+
 def _keep_redacted_state(job: Job, project: str, output: Callable[[str], None]) -> None:
     """After an operation, the stack's state with every secret replaced, kept for a pull request's
-    preview (GET /stacks/<stack>/state); forgotten with the stack. The operation stands either way."""
+    preview (GET /stacks/<stack>/state); forgotten with the stack. The operation stands either way. A
+    scheduled snapshot is taken outside Pulumi and leaves the state as it was: the copy kept stands."""
+    if job.kind == "snapshot":
+        return
     try:
         gone = job.kind == "deprovision"
         store().keep_redacted_state(
@@ -462,6 +485,10 @@ def _deprovision(job: Job, config: ProvisionerSettings, project: str, output: Ca
         # the protections that would otherwise stop the destroy.
         runner().up(project, job.customer_id, desired_config(last, config, decommission=True), output)
         job.note("snapshot", attempt=job.attempts, detail="up with clawhosters:decommission=true")
+    # The final snapshot is what stays: the scheduled ones go (Hetzner's backups go with the server).
+    deleted = snapshots.prune(_hetzner(config, project), job.customer_id, keep=0)
+    if deleted:
+        job.note("scheduled snapshots deleted", attempt=job.attempts, detail=", ".join(map(str, deleted)))
     runner().destroy(project, job.customer_id, output)
     job.note("destroyed", attempt=job.attempts)
     runner().remove(project, job.customer_id, output)
@@ -491,6 +518,31 @@ def _requeue(job: Job) -> None:
         enqueue(job)
     except Exception as error:  # the sweep finds it in the store
         log.warning("could not requeue", extra={"event_id": job.event_id, "error": repr(error)})
+
+
+def submit_snapshots(day: date | None = None) -> list[str]:
+    """With `platform:backups` mode "snapshots", the day's scheduled snapshot of every stack, each
+    accepted once (a newer one supersedes a queued older one); the ids of those accepted now."""
+    if settings().platform.backups.mode != "snapshots":
+        return []
+    day = day or datetime.now(UTC).date()
+    accepted = []
+    for customer in store().deployable():
+        job = Job(
+            event_id=snapshots.job_id(customer, day), kind="snapshot", customer_id=customer, created=int(time.time())
+        )
+        outcome = store().accept_stack_job(job)
+        if isinstance(outcome, DeployRefused) or outcome[0] != "accepted":
+            continue
+        accepted.append(outcome[1].event_id)
+        _requeue(outcome[1])
+    return accepted
+
+
+@huey.periodic_task(crontab(minute="0"))
+def schedule_snapshots() -> None:
+    """Every hour: the day's first tick submits the day's snapshots, a later one what it missed."""
+    submit_snapshots()
 
 
 @huey.periodic_task(crontab(minute="*"))

@@ -331,7 +331,7 @@ def make_apps(
             refresh=order.refresh,
         )
         try:
-            accepted = store.accept_deploy(job)
+            accepted = store.accept_stack_job(job)
         except StoreUnavailable:
             return JSONResponse({"error": "the job store is unavailable; submit again later"}, status_code=503)
         if isinstance(accepted, DeployRefused):

@@ -7,6 +7,7 @@ become, `provisioner.billing`, which also keeps `billing:<customer>`): it supers
 one, and one that is no longer the newest when a worker picks it up never runs. A deploy (a
 rollout's step for one stack) is ordered apart from billing's events: it waits while the customer's
 newest event is still to run, a newer deploy of the stack supersedes it, and a cancellation ends it.
+A scheduled snapshot of the stack is ordered the same way, apart from deploys.
 
 Jobs take a per-stack lease while they run, and every write a running job makes is fenced by it:
 it commits only while no other worker holds the lease. `holder:<customer>` names the operation that
@@ -41,8 +42,9 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 # provision and deprovision come from billing; a deploy re-applies the customer's last provisioned
-# settings with the workers' program (a rollout's per-stack step).
-Kind = Literal["provision", "deprovision", "deploy"]
+# settings with the workers' program (a rollout's per-stack step); a snapshot is the platform's own
+# daily snapshot of the customer's server (`platform:backups` mode "snapshots", provisioner/snapshots.py).
+Kind = Literal["provision", "deprovision", "deploy", "snapshot"]
 BILLING_KINDS: tuple[Kind, ...] = ("provision", "deprovision")
 # noted: a billing event that changes nothing for the instance (provisioner.billing); it never runs.
 State = Literal["queued", "running", "done", "failed", "superseded", "stale", "noted"]
@@ -119,6 +121,7 @@ _STATUS = {
     "provision": ("ready", "provisioning"),
     "deprovision": ("deprovisioned", "deprovisioning"),
     "deploy": ("deployed", "deploying"),
+    "snapshot": ("snapshotted", "snapshotting"),
 }
 
 
@@ -151,7 +154,7 @@ class Holder(BaseModel):
 
 @dataclass(frozen=True)
 class DeployRefused:
-    """Why a stack cannot be deployed: no such customer, or one that has cancelled."""
+    """Why a stack cannot be deployed or snapshotted: no such customer, or one that has cancelled."""
 
     reason: str
     unknown: bool = False
@@ -570,10 +573,10 @@ class JobStore:
         writes[f"job:{job.event_id}"] = job.model_dump_json()
         return writes
 
-    def accept_deploy(self, job: Job) -> tuple[DeployOutcome, Job] | DeployRefused:
-        """Store a deploy of a customer's stack; the reason when there is no stack to deploy (then
-        nothing changes). A newer deploy of the same stack supersedes a queued older one; a deploy
-        never touches the customer's billing events."""
+    def accept_stack_job(self, job: Job) -> tuple[DeployOutcome, Job] | DeployRefused:
+        """Store a deploy or a snapshot of a customer's stack; the reason when there is no stack (then
+        nothing changes). A newer job of the same kind supersedes a queued older one (its pointer is
+        `<kind>:<customer>`); neither touches the customer's billing events."""
         result: list[tuple[DeployOutcome, Job] | DeployRefused] = []
 
         def change(read: Reader) -> dict[str, Write] | None:
@@ -592,7 +595,7 @@ class JobStore:
             fresh = job.model_copy(deep=True)
             fresh.note("accepted")
             writes: dict[str, Write] = {}
-            earlier = self._read_job(read, read(f"deploy:{job.customer_id}"))
+            earlier = self._read_job(read, read(f"{job.kind}:{job.customer_id}"))
             if earlier is not None and earlier.state == "queued":
                 earlier.state = "superseded"
                 earlier.note("superseded", detail=f"by {fresh.event_id}")
@@ -600,7 +603,7 @@ class JobStore:
                 # A drift repair still to run is not undone by the newer deploy: that one repairs too.
                 fresh.refresh = fresh.refresh or earlier.refresh
             writes[f"job:{fresh.event_id}"] = fresh.model_dump_json()
-            writes[f"deploy:{job.customer_id}"] = fresh.event_id
+            writes[f"{job.kind}:{job.customer_id}"] = fresh.event_id
             result.append(("accepted", fresh))
             return writes
 
@@ -755,10 +758,10 @@ class JobStore:
                 job.note("superseded", detail=superseded_by)
                 outcome.append(None)
                 return {f"job:{event_id}": job.model_dump_json()}
-            if job.kind == "deploy":
+            if job.kind not in BILLING_KINDS:
                 billing = self._read_job(read, read(f"customer:{job.customer_id}"))
                 if billing is not None and billing.state not in FINISHED:
-                    # The customer's own change goes first; the deploy then runs on what it left.
+                    # The customer's own change goes first; a deploy or snapshot runs on what it left.
                     outcome.append(DEPLOY_WAIT_SECONDS)
                     return None
             if job.run_after > now:
@@ -799,8 +802,8 @@ class JobStore:
             if read(f"customer:{job.customer_id}") != job.event_id:
                 return "a newer event for this customer arrived"
             return None
-        if read(f"deploy:{job.customer_id}") != job.event_id:
-            return "a newer deploy of this stack arrived"
+        if read(f"{job.kind}:{job.customer_id}") != job.event_id:
+            return f"a newer {job.kind} of this stack arrived"
         billing = self._read_job(read, read(f"customer:{job.customer_id}"))
         if billing is not None and billing.kind == "deprovision":
             return f"the customer cancelled ({billing.event_id})"
@@ -882,9 +885,9 @@ class JobStore:
 
     def prune(self, before: float) -> int:
         """Delete the finished job records last changed before `before`, but never one that a customer's
-        newest-event, newest-deploy, newest-provision or newest-completed pointer names: ordering, a
-        redelivery's deduplication, the stack's settings and whether it exists rest on those. The number
-        deleted."""
+        newest-event, newest-deploy, newest-snapshot, newest-provision or newest-completed pointer names:
+        ordering, a redelivery's deduplication, the stack's settings and whether it exists rest on those.
+        The number deleted."""
         pruned = 0
         for job in self.jobs():
             if job.state not in FINISHED or job.updated >= before:
@@ -894,7 +897,7 @@ class JobStore:
                 current = _job(read(f"job:{event_id}"))
                 if current is None or current.state not in FINISHED or current.updated >= before:
                     return None
-                pointers = ("customer", "deploy", "provisioned", "completed")
+                pointers = ("customer", "deploy", "snapshot", "provisioned", "completed")
                 if any(read(f"{pointer}:{current.customer_id}") == event_id for pointer in pointers):
                     return None
                 return {f"job:{event_id}": None}

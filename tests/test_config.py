@@ -20,6 +20,7 @@ from config import (
     StackSettings,
     settings_from_mapping,
 )
+from config.customer import Backups
 from config.hetzner import CATALOG_FILE, HETZNER, CatalogError, load_catalog
 from config.loader import DNS_TOKEN_VARIABLE, dns_token, stack_config
 from config.plans import DEFAULT_PLAN, DEFAULT_PLANS, Choice
@@ -323,3 +324,23 @@ def test_the_dns_token_comes_from_the_environment_checked_and_named() -> None:
         with pytest.raises(ConfigError, match=f"HCLOUD_DNS_TOKEN: {re.escape(message)}") as caught:
             dns_token(zoned, environ, preview=False)
         assert DNS_TOKEN not in str(caught.value)
+
+
+def test_backups_are_hetzner_s_by_default_and_the_platform_s_own_snapshots_name_what_is_wrong() -> None:
+    assert PlatformConfig().backups == Backups(mode="hetzner", retention=7, labels={})
+    chosen = settings_from_mapping(
+        {**CUSTOMER, "platform:backups": json.dumps({"mode": "snapshots", "retention": 14, "labels": {"tier": "b"}})}
+    )
+    assert chosen.platform.backups == Backups(mode="snapshots", retention=14, labels={"tier": "b"})
+    # Written back as one object, read back the same.
+    assert settings_from_mapping(stack_config(chosen)) == chosen
+    for value, message in (
+        ({"mode": "weekly"}, "platform:backups.mode: Input should be 'hetzner' or 'snapshots'"),
+        ({"retention": 0}, "platform:backups.retention: Input should be greater than or equal to 1"),
+        ({"labels": {"managed-by": "me"}}, "platform:backups.labels: label 'managed-by' is the platform's own"),
+        ({"labels": {"tier": "a b"}}, "platform:backups.labels: label value 'a b' of 'tier' is invalid"),
+        ({"labels": {"hetzner.cloud/x": "1"}}, "platform:backups.labels: the hetzner.cloud/ prefix is reserved"),
+        ({"interval": 1}, "platform:backups.interval: unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            settings_from_mapping({**CUSTOMER, "platform:backups": json.dumps(value)})

@@ -197,6 +197,17 @@ def test_customer_ssh_keys_go_to_the_baseline_not_the_server(graph: Graph) -> No
     assert _baseline(enabled).inputs["triggers"] != _baseline(graph).inputs["triggers"]
 
 
+def test_hetzner_backs_every_server_up_unless_the_platform_takes_its_own_snapshots(graph: Graph) -> None:
+    assert graph.one(SERVER).inputs["backups"] is True
+    own = build_graph(settings(platform=PlatformConfig.model_validate({"backups": {"mode": "snapshots"}})))
+    assert own.one(SERVER).inputs["backups"] is False
+    # Switched in place: only the backups differ, nothing the provider replaces a server for.
+    assert {key for key, value in own.one(SERVER).inputs.items() if graph.one(SERVER).inputs.get(key) != value} == {
+        "backups"
+    }
+    assert "backups" not in graph.one(SERVER).ignore_changes
+
+
 def test_shared_firewall_mode_attaches_the_platform_firewall_at_creation() -> None:
     shared = build_graph(
         settings(platform=PlatformConfig(firewall_mode="shared", shared_firewall_id=4242)),
@@ -217,6 +228,7 @@ BAD_STACK_CONFIGS = {
     "clawhosters:gateway_image": {"clawhosters:gateway_image": "no spaces allowed"},
     "clawhosters:syn_rate_per_second": {"clawhosters:syn_rate_per_second": "1000"},
     "platform:shared_firewall_id": {"platform:firewall_mode": "shared"},
+    "platform:backups.mode": {"platform:backups": '{"mode": "weekly"}'},
 }
 
 

@@ -238,6 +238,10 @@ def wrong_customer_label(resources: list[Wire]) -> None:
     one(resources, SERVER).props["labels"]["customer"] = "beta"
 
 
+def backups_off(resources: list[Wire]) -> None:
+    one(resources, SERVER).props["backups"] = False
+
+
 def baseline_only_mentions_the_bundle(resources: list[Wire]) -> None:
     one(resources, COMMAND, "-baseline").props["create"] = f"cd '{BUNDLE_DIR}' && echo sh apply.sh\n"
 
@@ -303,6 +307,7 @@ RENDERING = "runs a script the program does not render for customer-acme"
             "4242] where only the stack's own firewall belongs",
         ),
         (wrong_customer_label, "server-matches-stack", "label customer='beta'; stack customer-acme must carry"),
+        (backups_off, "server-matches-stack", "has backups False; the stack's settings render True"),
         (baseline_only_mentions_the_bundle, "baseline-before-gateway", "gets no baseline command"),
         (baseline_only_mentions_the_bundle, "commands-match-rendering", f"customer-acme-baseline {RENDERING}"),
         (gateway_not_waiting, "baseline-before-gateway", "does not wait for the baseline"),

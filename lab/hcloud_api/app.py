@@ -1,6 +1,7 @@
 """The HTTP side: Hetzner's routes under /v1 (Bearer token, rate limit, pagination, error format)
-and, outside it, the lab's own: GET /_lab/requests (how many requests each token made), and GET and
-PUT /_lab/stock (which server types Hetzner has run out of where)."""
+and, outside it, the lab's own: GET /_lab/requests (how many requests each token made), GET and
+PUT /_lab/stock (which server types Hetzner has run out of where), and POST /_lab/backup_window (the
+daily backups of every server that has them on, taken now)."""
 
 from __future__ import annotations
 
@@ -238,6 +239,10 @@ def server_action(emulator: Emulator, call: Call) -> Reply:
         )
     if name == "rebuild":
         return Reply(201, emulator.rebuild(project, server_id, schemas.parse(schemas.Rebuild, call.body)))
+    if name == "enable_backup":
+        return Reply(201, emulator.enable_backup(project, server_id))
+    if name == "disable_backup":
+        return Reply(201, emulator.disable_backup(project, server_id))
     emulator.server(project, server_id)
     raise ApiError("unsupported_error", f"server action {name!r} is not emulated")
 
@@ -498,6 +503,10 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
         entries = sorted(emulator.stock.sold_out)
         return JSONResponse({"sold_out": [{"server_type": st, "location": loc} for st, loc in entries]})
 
+    async def lab_backup_window(request: Request) -> Response:
+        """POST: every server with backups on gets its daily backup now."""
+        return JSONResponse({"backups": emulator.backup_window()})
+
     async def lab_requests(request: Request) -> Response:
         return JSONResponse(
             {
@@ -583,6 +592,7 @@ def create_app(config: EmulatorConfig, backend: MachineBackend | None = None) ->
     routes: list[BaseRoute] = [Route(f"/v1{path}", api(handler), methods=[method]) for method, path, handler in table]
     routes.append(Route("/_lab/requests", lab_requests, methods=["GET"]))
     routes.append(Route("/_lab/stock", lab_stock, methods=["GET", "PUT"]))
+    routes.append(Route("/_lab/backup_window", lab_backup_window, methods=["POST"]))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -2,9 +2,10 @@
 
 Every method is called from a worker thread while the action that asked for it is `running`, and
 the action succeeds when the method returns (fails with its message when it raises
-`MachineError`). Methods are called again with the same arguments when the emulator restarts with
-that action still running, so each must be safe to repeat (`apply_firewall` also runs for every
-server when the emulator starts with a saved state).
+`MachineError`); `delete_image` also runs after an image's deletion, which has no action. Methods
+are called again with the same arguments when the emulator restarts with that action still running,
+so each must be safe to repeat (`apply_firewall` also runs for every server when the emulator starts
+with a saved state).
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ class MachineBackend(Protocol):
         """Overwrite the (off) machine's disk from `machine.image_id`."""
 
     def snapshot(self, machine: MachineSpec, image_id: int) -> float:
-        """Copy the disk into image `image_id`; return its size in GB."""
+        """Copy the disk into image `image_id` (a snapshot or a backup), as it is at one moment also
+        while the machine runs; return its size in GB."""
+
+    def delete_image(self, image_id: int) -> None:
+        """Remove the disk of image `image_id` (no-op when it is gone)."""
 
     def delete(self, machine: MachineSpec) -> None:
         """Remove the machine and its disk (no-op when it is gone)."""
@@ -153,3 +158,7 @@ class RecordingBackend:
 
     def delete(self, machine: MachineSpec) -> None:
         self._record("delete", machine, running=False)
+
+    def delete_image(self, image_id: int) -> None:
+        with self._lock:
+            self.calls.append(("delete_image", image_id))

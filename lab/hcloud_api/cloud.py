@@ -49,8 +49,8 @@ from lab.hcloud_api.views import (
     covering,
     firewall_view,
     image_view,
+    own_image_view,
     server_view,
-    snapshot_view,
     ssh_key_view,
     system_image_view,
 )
@@ -81,8 +81,14 @@ _SERVER_COMMANDS = frozenset(
         "change_server_type",
         "rebuild_server",
         "create_image",
+        "enable_backup",
+        "disable_backup",
     }
 )
+# Hetzner keeps seven backups a server; a new one beyond them replaces the oldest.
+BACKUP_SLOTS = 7
+# The daily windows (UTC hours) Hetzner picks one of for a server's backups.
+BACKUP_WINDOWS = ("22-02", "02-06", "06-10", "10-14", "14-18", "18-22")
 
 
 def now() -> datetime:
@@ -203,6 +209,16 @@ class Emulator:
         self.save()
         self._finished[action_id].set()
 
+    def _background(self, call: Callable[..., Any], *arguments: Any) -> None:
+        """A hook no action waits for."""
+        task = asyncio.get_running_loop().create_task(self._hook(call, *arguments))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _all_actions(self) -> Iterator[ActionRecord]:
+        for project in self.cloud.projects.values():
+            yield from project.actions.values()
+
     async def _hook(self, call: Callable[..., Any], *arguments: Any) -> Any:
         # A stopping emulator does not wait for a machine; the action runs again after a restart.
         return await anyio.to_thread.run_sync(call, *arguments, abandon_on_cancel=True)
@@ -319,12 +335,12 @@ class Emulator:
                 if system.architecture != server_type.architecture:
                     raise invalid_input("image", "image architecture does not match the server type")
                 return system.id, int(system.disk_size), system.os_flavor, system.os_version
-        if text.isdigit() and (snapshot := project.images.get(int(text))) is not None:
-            if snapshot.status != "available":
+        if text.isdigit() and (own := project.images.get(int(text))) is not None:
+            if own.status != "available":
                 raise invalid_input("image", "image is not available yet")
-            if snapshot.architecture != server_type.architecture:
+            if own.architecture != server_type.architecture:
                 raise invalid_input("image", "image architecture does not match the server type")
-            return snapshot.id, snapshot.disk_size, snapshot.os_flavor, snapshot.os_version
+            return own.id, own.disk_size, own.os_flavor, own.os_version
         raise invalid_input("image", f"image {text!r} not found")
 
     def create_server(self, project_name: str, body: schemas.CreateServer) -> Json:
@@ -437,14 +453,19 @@ class Emulator:
             raise ApiError("protected", "server is delete protected")
         self._locked(project, server.id)
         machine = self.machine(project_name, server)
-        # Gone from the project at once, as at Hetzner; its machine goes while the action runs.
+        # Gone from the project at once, as at Hetzner, with the backups bound to it (its snapshots
+        # stay); its machine and their disks go while the action runs.
         del project.servers[server.id]
         for firewall in project.firewalls.values():
             firewall.applied_to = [
                 e for e in firewall.applied_to if not (e.type == "server" and e.server_id == server.id)
             ]
+        backups = self._drop_backups(project, server.id)
         action = self._action(
-            project_name, "delete_server", [ResourceRef(id=server.id, type="server")], Step(machine=machine)
+            project_name,
+            "delete_server",
+            [ResourceRef(id=server.id, type="server")],
+            Step(machine=machine, dropped_images=backups),
         )
         self.save()
         return {"action": action_view(action)}
@@ -531,16 +552,72 @@ class Emulator:
             "root_password": None if server.ssh_key_ids else secrets.token_urlsafe(15),
         }
 
+    def enable_backup(self, project_name: str, server_id: int) -> Json:
+        """Hetzner's automatic backups for the server, in a daily window Hetzner picks."""
+        project = self.project(project_name)
+        server = self.server(project_name, server_id)
+        self._locked(project, server.id)
+        server.backup_window = server.backup_window or BACKUP_WINDOWS[server.id % len(BACKUP_WINDOWS)]
+        action = self._action(project_name, "enable_backup", [ResourceRef(id=server.id, type="server")], None)
+        self.save()
+        return {"action": action_view(action)}
+
+    def disable_backup(self, project_name: str, server_id: int) -> Json:
+        """No more backups, and the server's backups are deleted at once (their disks while the action runs)."""
+        project = self.project(project_name)
+        server = self.server(project_name, server_id)
+        self._locked(project, server.id)
+        server.backup_window = None
+        dropped = self._drop_backups(project, server.id)
+        action = self._action(
+            project_name,
+            "disable_backup",
+            [ResourceRef(id=server.id, type="server")],
+            Step(server_id=server.id, dropped_images=dropped),
+        )
+        self.save()
+        return {"action": action_view(action)}
+
+    def _drop_backups(self, project: ProjectState, server_id: int, keep: int = 0) -> list[int]:
+        """Delete the server's backups but the newest `keep`; the ids of those deleted."""
+        bound = sorted((i for i in project.images.values() if i.bound_to == server_id), key=lambda i: i.created)
+        dropped = [image.id for image in bound[: max(0, len(bound) - keep)]]
+        for image_id in dropped:
+            del project.images[image_id]
+        return dropped
+
+    def backup_window(self) -> list[Json]:
+        """The daily backups of every server with backups on, taken now (the lab's own route: the
+        emulator takes them when told, never by the clock). A server busy with another action is
+        left out, as its window passes."""
+        taken = []
+        for project_name, project in self.cloud.projects.items():
+            for server in list(project.servers.values()):
+                if server.backup_window is None:
+                    continue
+                try:
+                    created = self.create_image(project_name, server.id, schemas.CreateImage(type="backup"))
+                except ApiError as error:
+                    taken.append({"server": server.id, "skipped": error.message})
+                    continue
+                taken.append({"server": server.id, "image": created["image"]["id"], "action": created["action"]["id"]})
+        return taken
+
     def create_image(self, project_name: str, server_id: int, body: schemas.CreateImage) -> Json:
         project = self.project(project_name)
         server = self.server(project_name, server_id)
-        if body.type == "backup":
+        backup = body.type == "backup"
+        if backup and server.backup_window is None:
             raise invalid_input("type", "backups are not enabled for this server")
         self._locked(project, server.id)
+        # A backup takes a slot; when all are taken, the oldest backup makes room.
+        dropped = self._drop_backups(project, server.id, keep=BACKUP_SLOTS - 1) if backup else []
         moment = now()
         origin = self._origin(project, server)
         image = ImageRecord(
             id=self.cloud.new_id(),
+            type="backup" if backup else "snapshot",
+            bound_to=server.id if backup else None,
             status="creating",
             description=body.description or f"{server.name}-{moment:%Y%m%d%H%M%S}",
             created=moment,
@@ -553,7 +630,7 @@ class Emulator:
             labels=validate_labels(body.labels or {}),
         )
         project.images[image.id] = image
-        step = Step(server_id=server.id, image_id=image.id)
+        step = Step(server_id=server.id, image_id=image.id, dropped_images=dropped)
         action = self._action(
             project_name,
             "create_image",
@@ -561,13 +638,13 @@ class Emulator:
             step,
         )
         self.save()
-        return {"image": snapshot_view(image), "action": action_view(action)}
+        return {"image": own_image_view(image), "action": action_view(action)}
 
     def _origin(self, project: ProjectState, server: ServerRecord) -> tuple[str, str | None]:
         if server.image_id is not None and (system := catalog.system_image_by_id(server.image_id)) is not None:
             return system.os_flavor, system.os_version
-        if server.image_id is not None and (snapshot := project.images.get(server.image_id)) is not None:
-            return snapshot.os_flavor, snapshot.os_version
+        if server.image_id is not None and (own := project.images.get(server.image_id)) is not None:
+            return own.os_flavor, own.os_version
         return "unknown", None
 
     # --- ssh keys --------------------------------------------------------------------------
@@ -652,7 +729,7 @@ class Emulator:
     def list_images(self, project_name: str, query: dict[str, list[str]]) -> list[Json]:
         project = self.project(project_name)
         everything = [system_image_view(i) for i in catalog.SYSTEM_IMAGES]
-        everything += [snapshot_view(i) for i in project.images.values()]
+        everything += [own_image_view(i) for i in project.images.values()]
         matches = parse_selector(query["label_selector"][0]) if query.get("label_selector") else None
         names, types = query.get("name"), query.get("type")
         archs, statuses, bound = query.get("architecture"), query.get("status"), query.get("bound_to")
@@ -669,7 +746,7 @@ class Emulator:
             and (matches is None or matches(image["labels"]))
         ]
 
-    def _snapshot(self, project_name: str, image_id: int) -> ImageRecord:
+    def _own_image(self, project_name: str, image_id: int) -> ImageRecord:
         if catalog.system_image_by_id(image_id) is not None:
             raise ApiError("forbidden", "system images cannot be changed")
         found = self.project(project_name).images.get(image_id)
@@ -678,22 +755,29 @@ class Emulator:
         return found
 
     def update_image(self, project_name: str, image_id: int, body: schemas.UpdateImage) -> Json:
-        image = self._snapshot(project_name, image_id)
+        image = self._own_image(project_name, image_id)
         if body.description is not None:
             image.description = body.description
         if body.labels is not None:
             image.labels = validate_labels(body.labels)
+        if body.type == "snapshot":
+            # A backup kept as a snapshot: no longer bound to its server, so it outlives it.
+            image.type, image.bound_to = "snapshot", None
         self.save()
-        return {"image": snapshot_view(image)}
+        return {"image": own_image_view(image)}
 
     def delete_image(self, project_name: str, image_id: int) -> None:
-        image = self._snapshot(project_name, image_id)
+        image = self._own_image(project_name, image_id)
         if image.delete_protection:
             raise ApiError("protected", "image is delete protected")
         if image.status != "available":
             raise ApiError("locked", "image is still being created")
+        if any(a.status == "running" and a.step and a.step.image_id == image_id for a in self._all_actions()):
+            raise ApiError("locked", "image is in use by a running action")
         del self.project(project_name).images[image_id]
         self.save()
+        # Hetzner answers at once; the disk goes in the background (a restart before leaves it to `down`).
+        self._background(self.backend.delete_image, image_id)
 
     # --- firewalls -------------------------------------------------------------------------
 
@@ -990,12 +1074,20 @@ async def _finish_create_image(emulator: Emulator, name: str, step: Step) -> Non
     size = await emulator._hook(emulator.backend.snapshot, emulator.machine(name, server), image.id)
     image.image_size = float(size)
     image.status = "available"
+    await _drop_disks(emulator, name, step)
 
 
 async def _finish_delete(emulator: Emulator, name: str, step: Step) -> None:
     if step.machine is not None:
         await emulator._hook(emulator.backend.delete, step.machine)
         await emulator._enforce(name, [step.machine.server_id])
+    await _drop_disks(emulator, name, step)
+
+
+async def _drop_disks(emulator: Emulator, name: str, step: Step) -> None:
+    """The disks of the images the action deleted (a backup's, with its server or its slot)."""
+    for image_id in step.dropped_images:
+        await emulator._hook(emulator.backend.delete_image, image_id)
 
 
 async def _finish_firewall(emulator: Emulator, name: str, step: Step) -> None:
@@ -1015,6 +1107,7 @@ _FINISHERS: dict[str, Finisher] = {
     "rebuild_server": _finish_rebuild,
     "create_image": _finish_create_image,
     "delete_server": _finish_delete,
+    "disable_backup": _drop_disks,
     # set_firewall_rules itself changes no server: Hetzner follows it with apply_firewall per server.
     "apply_firewall": _finish_firewall,
     "remove_firewall": _finish_firewall,

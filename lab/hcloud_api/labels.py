@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from config.labels import label_problem
 from lab.hcloud_api.errors import ApiError, invalid_input
 
-_NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9._-]{0,61}[a-zA-Z0-9])?"
-_PREFIX = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
-_KEY = re.compile(rf"(?:(?P<prefix>{_PREFIX})/)?{_NAME}")
-_VALUE = re.compile(rf"(?:{_NAME})?")
 _TERM = re.compile(
     r"\s*(?:(?P<absent>!)\s*(?P<absent_key>[^\s=!(),]+)"
     r"|(?P<set_key>[^\s=!(),]+)\s+(?P<set_op>in|notin)\s+\((?P<values>[^()]*)\)"
@@ -22,13 +19,8 @@ Selector = Callable[[Mapping[str, str]], bool]
 
 def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
     for key, value in labels.items():
-        match = _KEY.fullmatch(key)
-        if match is None or len(match.group("prefix") or "") > 253:
-            raise invalid_input("labels", f"label key {key!r} is invalid")
-        if (match.group("prefix") or "").endswith("hetzner.cloud"):
-            raise invalid_input("labels", "the hetzner.cloud/ prefix is reserved")
-        if not isinstance(value, str) or _VALUE.fullmatch(value) is None:
-            raise invalid_input("labels", f"label value {value!r} of {key!r} is invalid")
+        if (problem := label_problem(key, value)) is not None:
+            raise invalid_input("labels", problem)
     return dict(labels)
 
 

@@ -31,6 +31,8 @@ class ServerRecord(BaseModel):
     ipv6_id: int | None
     ssh_key_ids: list[int] = []
     user_data: str | None = None
+    # Set while Hetzner's automatic backups are on: the daily window (UTC hours) they are taken in.
+    backup_window: str | None = None
 
 
 class Rule(BaseModel):
@@ -67,9 +69,12 @@ class SshKeyRecord(BaseModel):
 
 
 class ImageRecord(BaseModel):
-    """A snapshot (a project's own image); system images come from the catalogue."""
+    """A project's own image: a snapshot, or a backup bound to the server it was taken of (deleted
+    with that server); system images come from the catalogue."""
 
     id: int
+    type: Literal["snapshot", "backup"] = "snapshot"
+    bound_to: int | None = None
     status: Literal["creating", "available"]
     description: str
     created: datetime
@@ -146,6 +151,8 @@ class Step(BaseModel):
     firewall_id: int | None = None
     # The label selector a firewall action applies or removes (its servers get their rules again).
     selector: str | None = None
+    # Images the action deleted, whose disks go once it has done the rest.
+    dropped_images: list[int] = []
 
 
 class ActionRecord(BaseModel):

@@ -58,10 +58,11 @@ def system_image_view(image: SystemImage) -> Json:
     }
 
 
-def snapshot_view(image: ImageRecord) -> Json:
+def own_image_view(image: ImageRecord) -> Json:
+    """A snapshot or a backup (`bound_to` its server), as Hetzner shows a project's own images."""
     return {
         "id": image.id,
-        "type": "snapshot",
+        "type": image.type,
         "status": image.status,
         "name": None,
         "description": image.description,
@@ -69,7 +70,7 @@ def snapshot_view(image: ImageRecord) -> Json:
         "disk_size": image.disk_size,
         "created": timestamp(image.created),
         "created_from": {"id": image.created_from_id, "name": image.created_from_name},
-        "bound_to": None,
+        "bound_to": image.bound_to,
         "os_flavor": image.os_flavor,
         "os_version": image.os_version,
         "architecture": image.architecture,
@@ -87,8 +88,8 @@ def image_view(project: ProjectState, image_id: int | None) -> Json | None:
         return None
     if (system := catalog.system_image_by_id(image_id)) is not None:
         return system_image_view(system)
-    snapshot = project.images.get(image_id)
-    return snapshot_view(snapshot) if snapshot else None
+    own = project.images.get(image_id)
+    return own_image_view(own) if own else None
 
 
 def ssh_key_view(key: SshKeyRecord) -> Json:
@@ -184,7 +185,7 @@ def server_view(project: ProjectState, server: ServerRecord, now: datetime, stoc
         "iso": None,
         "rescue_enabled": False,
         "locked": False,
-        "backup_window": None,
+        "backup_window": server.backup_window,
         "outgoing_traffic": 0,
         "ingoing_traffic": 0,
         "included_traffic": catalog.included_traffic(server.location),

@@ -106,3 +106,31 @@ def test_a_second_provider_writes_a_zone_and_its_record_in_the_dns_project(cli: 
 
     cli.run("destroy", "--yes")
     assert dns.zones.get_all() == []
+
+
+def test_switching_a_server_s_backups_is_an_update_in_place(cli: Cli, cloud: Emulator) -> None:
+    hetzner = cloud.client()
+    cli.run("config", "set", "cloud", "true")
+    cli.run("up", "--yes")
+    server_id = int(json.loads(cli.run("stack", "output", "--json").stdout)["server_id"])
+    assert hetzner.servers.get_by_id(server_id).backup_window is None
+
+    cli.run("config", "set", "backups", "true")
+    steps = json.loads(cli.run("preview", "--json").stdout)["steps"]
+    changed = {step["urn"].rsplit("::", 1)[1]: step for step in steps if step["op"] != "same"}
+    assert list(changed) == ["server"] and changed["server"]["op"] == "update", changed
+    assert changed["server"]["diffReasons"] == ["backups"]
+    cli.run("up", "--yes")
+    assert hetzner.servers.get_by_id(server_id).backup_window is not None
+    cli.run("preview", "--expect-no-changes")
+    backup = hetzner.servers.create_image(hetzner.servers.get_by_id(server_id), type="backup")
+    backup.action.wait_until_finished()
+
+    # Off again: the provider's disable_backup, which deletes the server's backups at once.
+    cli.run("config", "set", "backups", "false")
+    cli.run("up", "--yes")
+    server = hetzner.servers.get_by_id(server_id)
+    assert server.backup_window is None and hetzner.images.get_all(type=["backup"]) == []
+    commands = [action.command for action in server.get_actions_list(sort=["id:asc"]).actions]
+    assert commands == ["create_server", "start_server", "enable_backup", "create_image", "disable_backup"]
+    cli.run("destroy", "--yes")

@@ -63,15 +63,15 @@ def test_a_deploy_waits_for_the_customers_own_change_and_a_newer_deploy_replaces
     stores: tuple[JobStore, JobStore],
 ) -> None:
     store, _ = stores
-    assert store.accept_deploy(_deploy("acme", "r1")) == DeployRefused("unknown customer acme", unknown=True)
+    assert store.accept_stack_job(_deploy("acme", "r1")) == DeployRefused("unknown customer acme", unknown=True)
     provision = _accept(store, signup("acme"))
-    outcome = store.accept_deploy(_deploy("acme", "r1"))
+    outcome = store.accept_stack_job(_deploy("acme", "r1"))
     assert not isinstance(outcome, DeployRefused) and outcome[0] == "accepted"
     assert _claim(store, "deploy-r1-acme") == DEPLOY_WAIT_SECONDS, "the signup is still to run"
     _finish(store, provision.event_id)
-    newer = store.accept_deploy(_deploy("acme", "r2"))
+    newer = store.accept_stack_job(_deploy("acme", "r2"))
     assert not isinstance(newer, DeployRefused) and newer[0] == "accepted"
-    assert store.accept_deploy(_deploy("acme", "r2")) == ("duplicate", store.get("deploy-r2-acme"))
+    assert store.accept_stack_job(_deploy("acme", "r2")) == ("duplicate", store.get("deploy-r2-acme"))
     assert _claim(store, "deploy-r1-acme") is None
     older = store.get("deploy-r1-acme")
     assert older is not None and older.state == "superseded"
@@ -84,15 +84,15 @@ def test_a_newer_deploy_that_supersedes_a_queued_drift_repair_repairs_too(stores
     store, _ = stores
     provision = _accept(store, signup("acme"))
     _finish(store, provision.event_id)
-    store.accept_deploy(_deploy("acme", "r1").model_copy(update={"refresh": True}))
-    outcome = store.accept_deploy(_deploy("acme", "r2"))
+    store.accept_stack_job(_deploy("acme", "r1").model_copy(update={"refresh": True}))
+    outcome = store.accept_stack_job(_deploy("acme", "r2"))
     assert not isinstance(outcome, DeployRefused) and outcome[1].refresh
     newer = store.get("deploy-r2-acme")
     assert newer is not None and newer.refresh, "the repair still to run is not lost"
-    plain = store.accept_deploy(_deploy("acme", "r3"))
+    plain = store.accept_stack_job(_deploy("acme", "r3"))
     assert not isinstance(plain, DeployRefused) and plain[1].refresh, "nor by a chain of deploys"
     _finish(store, "deploy-r3-acme")
-    after = store.accept_deploy(_deploy("acme", "r4"))
+    after = store.accept_stack_job(_deploy("acme", "r4"))
     assert not isinstance(after, DeployRefused) and not after[1].refresh, "a finished repair is not repeated"
 
 
@@ -102,13 +102,13 @@ def test_a_cancellation_ends_a_queued_deploy_and_refuses_new_ones(stores: tuple[
         provision = _accept(store, signup(customer))
         _finish(store, provision.event_id)
     assert store.deployable() == ["acme", "globex"]
-    store.accept_deploy(_deploy("acme", "r1"))
+    store.accept_stack_job(_deploy("acme", "r1"))
     cancelled = _accept(store, cancellation("acme"))
     assert _claim(store, "deploy-r1-acme") is None, "a cancelled customer's stack is not deployed"
     ended = store.get("deploy-r1-acme")
     assert ended is not None and ended.state == "superseded"
     assert ended.history[-1].detail == f"the customer cancelled ({cancelled.event_id})"
-    refused = store.accept_deploy(_deploy("acme", "r2"))
+    refused = store.accept_stack_job(_deploy("acme", "r2"))
     assert isinstance(refused, DeployRefused) and not refused.unknown
     assert store.deployable() == ["globex"]
 
@@ -364,7 +364,7 @@ def test_the_clis_of_attempts_that_did_not_end_cleanly_stay_named_until_one_ends
     assert third.previous.clis == ["host-a:101", "host-a:303"]
     third.job.state = "done"
     assert store.update(third.job, "worker", LEASE, operation_ended=True)
-    outcome = store.accept_deploy(_deploy("acme", "r1"))
+    outcome = store.accept_stack_job(_deploy("acme", "r1"))
     assert not isinstance(outcome, DeployRefused)
     after = _claim(store, outcome[1].event_id)
     assert isinstance(after, Claim) and after.previous is None, "nothing to clear once an attempt ended cleanly"

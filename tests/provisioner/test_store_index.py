@@ -65,7 +65,7 @@ def _accept(store: JobStore, job: Job, status: billing.Status = "active") -> str
 def _run(store: JobStore, job: Job, outcome: str = "done", seconds: float = 3.0) -> Job:
     """Accept the job and run one attempt of it to `outcome`, as a worker records it."""
     if job.kind == "deploy":
-        store.accept_deploy(job)
+        store.accept_stack_job(job)
     else:
         assert _accept(store, job) == "accepted"
     assert store.lock(job.customer_id, "worker", LEASE)

@@ -1,8 +1,8 @@
 """Random resources on every run; with `read_hcloud`, a Hetzner data-source read; with `cloud`, a
-server with its SSH key and firewall, created through the hcloud provider; with `dns`, a DNS zone and
-an A record through a second hcloud provider, on another project's token; with `length_after_pet`,
-the password's length is known only once the pet exists, so a preview passes whatever it is and a
-length the provider refuses fails the `up` itself."""
+server with its SSH key and firewall (and Hetzner's backups with `backups`), created through the
+hcloud provider; with `dns`, a DNS zone and an A record through a second hcloud provider, on another
+project's token; with `length_after_pet`, the password's length is known only once the pet exists, so a
+preview passes whatever it is and a length the provider refuses fails the `up` itself."""
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -38,6 +38,7 @@ if config.get_bool("cloud"):
         firewall_ids=[firewall.id.apply(int)],
         labels={"managed-by": "engine-check"},
         keep_disk=True,
+        backups=config.get_bool("backups") or False,
     )
     pulumi.export("server_id", server.id)
     pulumi.export("ipv4_address", server.ipv4_address)
