@@ -489,7 +489,7 @@ def test_a_pull_request_preview_holds_no_secret_and_a_hostile_program_reaches_no
     held = [name for name in report["variables"] if name.startswith(("CLAW_", "HCLOUD_", "AWS_", "PULUMI_BACKEND"))]
     assert held == [] and "PULUMI_CONFIG_PASSPHRASE" not in report["variables"], report["variables"]
     tried = {what: outcome for what, outcome in report.items() if what not in ("uid", "variables")}
-    assert len(tried) == 7 and all(outcome.startswith("refused") for outcome in tried.values()), tried
+    assert len(tried) == 9 and all(outcome.startswith("refused") for outcome in tried.values()), tried
     # The canary's diff shows the unsecreted key: the redacted copy's marker, never the key.
     comment = summary + (tmp_path / "hostile" / "fleet-preview-full.md").read_text()
     state = json.loads(plane.pulumi("stack", "export", "--show-secrets", "--stack", "customer-review-a"))
