@@ -494,7 +494,9 @@ def test_a_pull_request_preview_holds_no_secret_and_a_hostile_program_reaches_no
     assert len(tried) == 9 and all(outcome.startswith("refused") for outcome in tried.values()), tried
     # The canary's diff shows the unsecreted key: the redacted copy's marker, never the key.
     comment = summary + (tmp_path / "hostile" / "fleet-preview-full.md").read_text()
-    state = json.loads(plane.pulumi("stack", "export", "--show-secrets", "--stack", "customer-review-a"))
+    state = json.loads(
+        plane.pulumi("stack", "export", "--show-secrets", "--stack", "organization/clawhosters/customer-review-a")
+    )
     [key] = [
         json.loads(resource["outputs"]["privateKeyOpenssh"]["plaintext"])
         for resource in state["deployment"]["resources"]
