@@ -42,6 +42,14 @@ def packet_filter(user: str) -> list[list[str]]:
     return rules
 
 
+def apply_packet_filter(user: str) -> None:
+    """`packet_filter(user)` in this network namespace, each rule once however often it is applied."""
+    for rule in packet_filter(user):
+        check = [rule[0], "-C", rule[2], *rule[4:]]
+        if subprocess.run(check, capture_output=True, check=False).returncode != 0:
+            subprocess.run(rule, check=True)
+
+
 def confined_virtualenv(program_venv: Path, directory: Path, user: str) -> Path:
     """A virtualenv at `directory` whose interpreter is `program_venv`'s, run as `user` with no
     supplementary groups, no new privileges and only PROGRAM_VARIABLES of the caller's environment."""
@@ -73,10 +81,7 @@ def confine(workspace: stacks.Workspace, user: str) -> stacks.Workspace:
     program_venv = workspace.program_dir / ".venv"
     if not (program_venv / "bin" / "python").exists():
         raise FileNotFoundError(f"{program_venv}: the program's virtualenv is not installed")
-    for rule in packet_filter(user):
-        check = [rule[0], "-C", *rule[4:]]
-        if subprocess.run(check, capture_output=True, check=False).returncode != 0:
-            subprocess.run(rule, check=True)
+    apply_packet_filter(user)
     interpreter = confined_virtualenv(program_venv, workspace.stacks_dir / "confined-interpreter", user)
     return workspace.model_copy(update={"confined_virtualenv": interpreter})
 

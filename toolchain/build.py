@@ -95,6 +95,9 @@ def link_set(built: list[Built], pins: Pins, cache: Path) -> Path:
                 (staging / kind / binary).hardlink_to(item.directory / binary)
         set_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(set_dir)
+    # Readable by every user, as an installed program is: a confined program (fleet.sandbox) runs the
+    # language host's exec script beside the CLI. mkdtemp made it private.
+    set_dir.chmod(0o755)
     if LINK.is_symlink() or LINK.exists():
         if LINK.resolve() == set_dir.resolve():
             return set_dir

@@ -30,7 +30,10 @@ START_TIMEOUT_SECONDS = 60
 
 
 class EngineLog(engine_pb2_grpc.EngineServicer):
-    """The engine's side of a provider's log calls: each message, in order."""
+    """The engine's side of a provider's log calls: every message of a call.
+
+    A command's stdout and stderr are read by goroutines of their own, so their lines reach the
+    engine in no defined order; the messages are therefore kept sorted, compared as a set."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,7 +52,7 @@ class EngineLog(engine_pb2_grpc.EngineServicer):
     def take(self) -> list[dict[str, Any]]:
         with self._lock:
             entries, self._entries = self._entries, []
-        return entries
+        return sorted(entries, key=lambda entry: (entry["severity"], entry["message"]))
 
 
 @dataclass(frozen=True)
