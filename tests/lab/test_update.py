@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from config.customer import PlatformConfig
 from config.loader import StackSettings
 from lab.netns import connect_from
 from lab.release import copy_program
@@ -84,8 +83,11 @@ def test_host_settings_rerun_only_the_baseline(lab: Lab, customer_key: Path, cha
         key = customer_key.with_suffix(".pub").read_text().strip()
         settings = _with_customer(lab, ssh_enabled=True, ssh_public_keys=(key,))
     else:
-        cidrs = (*lab.default_settings().platform.provisioner_cidrs, "198.51.100.128/28")
-        settings = lab.default_settings().model_copy(update={"platform": PlatformConfig(provisioner_cidrs=cidrs)})
+        platform = lab.default_settings().platform
+        cidrs = (*platform.provisioner_cidrs, "198.51.100.128/28")
+        settings = lab.default_settings().model_copy(
+            update={"platform": platform.model_copy(update={"provisioner_cidrs": cidrs})}
+        )
     before = _runtime(lab)
     with _open_connections(lab) as (transport, gateway):
         steps = lab.deploy(settings)
