@@ -105,7 +105,8 @@ def _status(plane: ControlPlane, customer: str, wanted: str, timeout: float) -> 
         return views[-1].get("status") in (wanted, "failed")
 
     wait_until(f"{customer} to be {wanted}", reached, timeout=timeout, interval=2)
-    assert views[-1]["status"] == wanted, views[-1]
+    # The whole history, unabridged: it says why a job ended otherwise.
+    assert views[-1]["status"] == wanted, json.dumps(views[-1], indent=1)
     return views[-1]
 
 
