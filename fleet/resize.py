@@ -46,15 +46,19 @@ def resized_servers(plan: Path) -> list[str]:
     )
 
 
-def hetzner_client(environment: Mapping[str, str] | None = None) -> Client:
+def hetzner_client(
+    environment: Mapping[str, str] | None = None,
+    token_variable: str = "HCLOUD_TOKEN",  # noqa: S107 (a variable's name)
+) -> Client:
     """Hetzner's own client, on the token and endpoint the hcloud provider reads from its environment
-    (this process's, with `environment` over it: the variables the CLI runs with)."""
+    (this process's, with `environment` over it: the variables the CLI runs with). `token_variable`:
+    another project's token, such as the DNS project's."""
     from hcloud import Client
 
     variables = {**os.environ, **(environment or {})}
-    token = variables.get("HCLOUD_TOKEN")
+    token = variables.get(token_variable)
     if not token:
-        raise ResizeError("a resize shuts the server down through Hetzner's API: HCLOUD_TOKEN is not set")
+        raise ResizeError(f"Hetzner's API needs a token: {token_variable} is not set")
     return Client(
         token=token,
         api_endpoint=variables.get("HCLOUD_ENDPOINT") or DEFAULT_ENDPOINT,

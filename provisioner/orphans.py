@@ -5,7 +5,8 @@ it), the checkpoint keeps a pending create and no id. The server exists all the 
 unique in the project: every later `up` fails with "server name is already used" until it is gone.
 It was never recorded, so nothing ran on it and it holds no customer data; the worker that clears the
 stack deletes it, so the next attempt creates it anew. The same holds for the firewall and the SSH key
-the program names.
+the program names, and for the customer's DNS records in the DNS project (an RRset is unique by its
+zone, name and type: "already exists" otherwise).
 """
 
 from __future__ import annotations
@@ -24,15 +25,31 @@ NAMED = (
 )
 
 
-def remove_orphans(hetzner: Client, deployment: Mapping[str, Any], log: Callable[[str], None]) -> list[str]:
+RRSET = "hcloud:index/zoneRrset:ZoneRrset"
+
+
+def remove_orphans(
+    hetzner: Client, deployment: Mapping[str, Any], log: Callable[[str], None], dns: Client | None = None
+) -> list[str]:
     """Delete what the checkpoint's pending creates made; say what was deleted. A resource the state
-    records, or whose labels are not those the create asked for, is never touched."""
-    recorded = {str(resource.get("id")) for resource in deployment.get("resources") or [] if resource.get("id")}
+    records, or whose labels are not those the create asked for, is never touched. `dns`: the DNS
+    project's client, for the records (None: the stack has none)."""
+    resources = deployment.get("resources") or []
+    recorded = {str(resource.get("id")) for resource in resources if resource.get("id")}
     creates = [
         operation.get("resource") or {}
         for operation in deployment.get("pending_operations") or []
         if operation.get("type") == "creating"
     ]
+    removed = _remove_named(hetzner, creates, recorded, log)
+    if dns is not None:
+        removed += _remove_records(dns, creates, resources, log)
+    return removed
+
+
+def _remove_named(
+    hetzner: Client, creates: list[dict[str, Any]], recorded: set[str], log: Callable[[str], None]
+) -> list[str]:
     removed: list[str] = []
     for resource_type, collection in NAMED:
         for resource in creates:
@@ -51,4 +68,34 @@ def remove_orphans(hetzner: Client, deployment: Mapping[str, Any], log: Callable
                 found.delete()
             removed.append(f"{collection[:-1].replace('_', ' ')} {inputs['name']} ({found.id}), never recorded")
             log(f"deleted {removed[-1]}")
+    return removed
+
+
+def _remove_records(
+    dns: Client, creates: list[dict[str, Any]], resources: list[dict[str, Any]], log: Callable[[str], None]
+) -> list[str]:
+    from hcloud import APIException
+    from hcloud.zones import Zone
+
+    def key(inputs: Mapping[str, Any]) -> tuple[str, str, str]:
+        return (str(inputs.get("zone")), str(inputs.get("name")), str(inputs.get("type")))
+
+    recorded = {key(resource.get("inputs") or {}) for resource in resources if resource.get("type") == RRSET}
+    removed: list[str] = []
+    for resource in creates:
+        inputs = resource.get("inputs") or {}
+        if resource.get("type") != RRSET or key(inputs) in recorded:
+            continue
+        zone, name, kind = key(inputs)
+        try:
+            found = dns.zones.get_rrset(Zone(name=zone), name, kind)  # type: ignore[arg-type]
+        except APIException as error:
+            if error.code == "not_found":
+                continue
+            raise
+        if not (inputs.get("labels") or {}).items() <= (found.labels or {}).items():
+            continue
+        dns.zones.delete_rrset(found).action.wait_until_finished()
+        removed.append(f"record {name}/{kind} in {zone}, never recorded")
+        log(f"deleted {removed[-1]}")
     return removed

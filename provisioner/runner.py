@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from config.loader import DNS_TOKEN_VARIABLE
 from fleet import health, resize, rollout, stacks
 from fleet.redact import redact
 from provisioner.orphans import remove_orphans
@@ -170,8 +171,14 @@ class AutomationRunner:
             pending = deployment.get("pending_operations") or []
             if pending:
                 # First, or a failure here would leave the next attempt no record of what to delete.
-                hetzner = resize.hetzner_client(self.workspaces[project].env_vars())
-                cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log)]
+                environment = self.workspaces[project].env_vars()
+                hetzner = resize.hetzner_client(environment)
+                dns = (
+                    resize.hetzner_client(environment, DNS_TOKEN_VARIABLE)
+                    if DNS_TOKEN_VARIABLE in environment
+                    else None
+                )
+                cleared += [f"deleted {what}" for what in remove_orphans(hetzner, deployment, log, dns)]
                 urns = [operation.get("resource", {}).get("urn", "?") for operation in pending]
                 stacks.import_state(stack, {**deployment, "pending_operations": []})
                 cleared.append("pending operations: " + ", ".join(urns))

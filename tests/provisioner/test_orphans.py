@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from hcloud.firewalls import FirewallResource, FirewallRule
+from hcloud.zones import ZoneRecord
 
-from provisioner.orphans import remove_orphans
-from tests.hcloud_api.conftest import Emulator, create_server
+from provisioner.orphans import RRSET, remove_orphans
+from tests.hcloud_api.conftest import OTHER, Emulator, create_server
 from tests.keys import public_key
 
 LABELS = {"customer": "acme", "managed-by": "clawhosters"}
@@ -71,3 +72,35 @@ def test_what_the_state_records_or_the_create_did_not_ask_for_is_kept(hetzner: E
     assert remove_orphans(client, deployment, lambda _line: None) == []
     assert sorted(server.id for server in client.servers.get_all()) == sorted([recorded.id, stranger.id])
     assert [found.id for found in client.firewalls.get_all()] == [firewall.id]
+
+
+def test_records_made_by_a_cut_off_create_are_deleted_with_the_dns_projects_client(hetzner: Emulator) -> None:
+    """A worker killed, or the state's store unreachable, after Hetzner made a record: the next `up`
+    would meet "already exists" on every attempt."""
+    client, dns = hetzner.client(), hetzner.client(OTHER)  # the DNS zone lives in a project of its own
+    zone = dns.zones.create(name="gateways.example", mode="primary").zone
+    made = dns.zones.create_rrset(zone, name="acme", type="A", records=[ZoneRecord("203.0.113.9")], labels=LABELS)
+    kept = dns.zones.create_rrset(zone, name="acme", type="AAAA", records=[ZoneRecord("2001:db8::9")], labels=LABELS)
+    foreign = dns.zones.create_rrset(zone, name="www", type="A", records=[ZoneRecord("203.0.113.10")])
+
+    def record(name: str, kind: str) -> dict[str, Any]:
+        inputs = {"zone": "gateways.example", "name": name, "type": kind, "labels": LABELS}
+        return {**_resource(RRSET, f"customer-acme-{name}-{kind.lower()}-record"), "inputs": inputs}
+
+    deployment = {
+        # The AAAA record's create was checkpointed; the A record's and a missing one's were not.
+        "resources": [{**record("acme", "AAAA"), "id": "gateways.example/acme/AAAA"}],
+        "pending_operations": [
+            _creating(record("acme", "A")),
+            _creating(record("acme", "AAAA")),
+            _creating(record("www", "A")),
+            _creating(record("absent", "A")),
+        ],
+    }
+    assert remove_orphans(client, deployment, lambda _line: None) == [], "without the DNS project's client"
+    said: list[str] = []
+    assert remove_orphans(client, deployment, said.append, dns) == ["record acme/A in gateways.example, never recorded"]
+    assert said == ["deleted record acme/A in gateways.example, never recorded"]
+    left = {(rrset.name, rrset.type) for rrset in dns.zones.get_rrset_all(zone)}
+    assert made.rrset.name is not None and (made.rrset.name, "A") not in left
+    assert {(kept.rrset.name, "AAAA"), (foreign.rrset.name, "A")} <= left
