@@ -37,9 +37,8 @@ def release_dir(policy: BaselinePolicy, root: Path) -> Path:
     return target
 
 
-def copy_program(target: Path) -> None:
-    """A fresh copy of the program and its pack at `target`, on this checkout's virtualenv and
-    toolchain: what a commit ships, before its change is made to it."""
+def copy_program_files(target: Path) -> None:
+    """A fresh copy of the program's own files and its pack at `target`, nothing else."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in PROGRAM_FILES:
@@ -48,6 +47,12 @@ def copy_program(target: Path) -> None:
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target / name)
+
+
+def copy_program(target: Path) -> None:
+    """A fresh copy of the program and its pack at `target`, on this checkout's virtualenv and
+    toolchain: what a commit ships, before its change is made to it."""
+    copy_program_files(target)
     for name in SHARED:
         (target / name).symlink_to(REPO / name)
 

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from lab.release import PROGRAM_FILES, REPO
+from lab.release import REPO, copy_program_files
 
 # Debian's interpreter: readable by every user, as the workflow runner's is.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -28,14 +28,7 @@ def program_copy(target: Path, venv: Path, hostile: dict[str, Any] | None = None
     `virtualenv`); with `hostile`, the attempts it makes (`{"report": PATH, "reach": {what: [host,
     port]}, "write": {what: path}, "read": {what: path}}`, `{parent}` in a path standing for the
     program's parent process) and the leak of its stack's private key into its diff."""
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for name in PROGRAM_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target / name)
+    copy_program_files(target)
     (target / ".venv").symlink_to(venv)
     if hostile is not None:
         instance = target / "components" / "instance.py"
